@@ -1,0 +1,299 @@
+"""The ``untied`` command line.
+
+Every error a user can cause (bad spec, unknown plugin or component, missing data, no CUDA)
+prints one line ``error: ...`` and exits with status 2; runs that fail are recorded and make
+``untied run`` exit with status 1; Ctrl-C exits with 130 and keeps every finished run.
+Set ``UNTIED_DEBUG=1`` to see tracebacks of unexpected errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench_core import __version__
+from bench_core.errors import UntiedError
+
+DEFAULT_RESULTS = "results"
+
+
+def _host():
+    from bench_core.plugins import get_host
+
+    host = get_host()
+    for info in host.failures():
+        print(f"warning: plugin '{info.name}' not loaded: {info.error}", file=sys.stderr)
+    return host
+
+
+def _emit(text: str | bytes, output: str | None) -> None:
+    if output:
+        path = Path(output)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(text, encoding="utf-8")
+        print(f"wrote {path}", file=sys.stderr)
+    elif isinstance(text, bytes):
+        raise UntiedError("binary output (parquet) needs --output FILE")
+    else:
+        sys.stdout.write(text)
+
+
+# ---- commands --------------------------------------------------------------------------------
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    host = _host()
+    rows = [
+        {"plugin": p.name, "distribution": p.distribution, "version": p.version,
+         "builtin": p.builtin, "hooks": p.hooks, "error": p.error}
+        for p in sorted(host.plugins.values(), key=lambda p: (not p.builtin, p.name))
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = [[r["plugin"], r["distribution"] or "", r["version"] or "",
+              ", ".join(h.removeprefix("register_") for h in r["hooks"]),
+              "built-in" if r["builtin"] else ("FAILED: " + r["error"] if r["error"] else "")]
+             for r in rows]
+    print(tabulate(table, headers=["plugin", "distribution", "version", "hooks", ""]))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from bench_core.hookspecs import FAMILIES
+
+    host = _host()
+    families = [args.family] if args.family else list(FAMILIES)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for fam in families:
+        reg = host.family(fam)
+        out[fam] = [{"name": c.name, "plugin": c.plugin, "description": c.description,
+                     "parameters": c.parameters()} for c in sorted(reg.values(), key=lambda c: c.name)]
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+        return 0
+    for fam, comps in out.items():
+        print(f"{fam}:")
+        for c in comps:
+            print(f"  {c['name']:<18} {c['description']}  [{c['plugin']}]")
+            for p in c["parameters"]:
+                default = "required" if p["required"] else f"= {json.dumps(p['default'])}"
+                desc = f"  {p['description']}" if p["description"] else ""
+                print(f"      {p['name']}: {p['type']} {default}{desc}")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from bench_core.spec import json_schema
+
+    print(json.dumps(json_schema(_host()), indent=2))
+    return 0
+
+
+def _plan(args: argparse.Namespace, results: str | None = None, device: str = "cpu"):
+    from bench_core.spec import expand, load_spec
+
+    host = _host()
+    name, spec = load_spec(args.spec)
+    plan = expand(host, name, spec, profile=getattr(args, "profile", None),
+                  seeds=getattr(args, "seeds", None), results_dir=results or "", device=device)
+    return host, plan
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from bench_core.spec import expand, load_spec
+
+    host = _host()
+    name, spec = load_spec(args.spec)
+    profiles = [args.profile] if args.profile else [None, *spec.profiles]
+    for prof in profiles:
+        plan = expand(host, name, spec, profile=prof)
+        cells = len(plan.tasks) // max(1, len(plan.seeds) * len({t.entry for t in plan.tasks}))
+        print(f"ok: {name} [{plan.profile}]: {len({t.entry for t in plan.tasks})} entries x "
+              f"{cells} grid cells x {len(plan.seeds)} seeds = {len(plan.tasks)} runs")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench_core.runner import pending_tasks, resolve_device, run_plan
+
+    device = resolve_device(args.device)
+    host, plan = _plan(args, device=device)
+    results_dir = Path(args.results) / plan.name
+    if args.dry_run:
+        todo, skipped = pending_tasks(plan, results_dir, args.force)
+        print(f"{plan.name} [{plan.profile}]: {len(plan.tasks)} runs, {skipped} recorded, "
+              f"{len(todo)} to run on {device} with executor {args.executor}")
+        for t in todo:
+            print(f"  {t.run_id}  {t.entry:<24} seed {t.seed_index}  {json.dumps(t.cell)}")
+        return 0
+    summary = run_plan(plan, args.results, executor=args.executor, jobs=args.jobs,
+                       force=args.force, host=host, progress=not args.quiet)
+    if summary.interrupted:
+        print(f"interrupted: {summary.ran} runs finished and recorded in {results_dir}; "
+              f"rerun the same command to resume", file=sys.stderr)
+        return 130
+    _print_leaderboard(plan, results_dir, "table", None)
+    if summary.failed:
+        print(f"error: {summary.failed} of {summary.ran} runs failed (recorded with their error; "
+              f"they are retried on the next run)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_leaderboard(plan, results_dir: Path, fmt: str, output: str | None) -> None:
+    from bench_core.leaderboard import aggregate, load_records, render
+
+    run_ids = {t.run_id for t in plan.tasks}
+    agg = aggregate(load_records(results_dir, run_ids), plan.spec.columns)
+    n_done = int(agg["n"].sum() + agg["failed"].sum() + agg["diverged"].sum())
+    notes = _notes(plan, n_done)
+    _emit(render(agg, fmt, title=plan.spec.title, notes=notes, extras=plan.spec.columns), output)
+
+
+def _notes(plan, n_done: int) -> list[str]:
+    spec = plan.spec
+    arrow = "higher is better" if spec.higher_is_better else "lower is better"
+    notes = [f"Metric: `{spec.metric}` ({arrow}); mean ± sample std over seeds; "
+             f"Δ baseline = entry mean − `{spec.baseline}` mean in the same cell."]
+    prof = spec.profiles.get(plan.profile)
+    label = f"Profile: `{plan.profile}`"
+    if prof is not None and prof.description:
+        label += f": {prof.description}"
+    notes.append(f"{label}; seeds {plan.seeds[0]}..{plan.seeds[-1]} ({len(plan.seeds)}); "
+                 f"{n_done}/{len(plan.tasks)} runs recorded.")
+    if spec.source:
+        notes.append(f"Source: {spec.source}")
+    if spec.reference:
+        notes.append("paper = value reported in the source" +
+                     (f" ({spec.reference_note})" if spec.reference_note else "") + ".")
+    return notes
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from bench_core.leaderboard import aggregate, load_records, render
+
+    target = Path(args.target)
+    if target.is_dir():
+        agg = aggregate(load_records(target))
+        title = f"Leaderboard of {target}"
+        _emit(render(agg, args.format, title=title), args.output)
+        return 0
+    args.spec = args.target
+    _, plan = _plan(args)
+    _print_leaderboard(plan, Path(args.results) / plan.name, args.format, args.output)
+    return 0
+
+
+def cmd_sys_info(args: argparse.Namespace) -> int:
+    import torch
+
+    from bench_core.runner import cpu_count, git_commit
+
+    info: dict[str, Any] = {
+        "untied_bench": __version__,
+        "git_commit": git_commit(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torch_cuda_build": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+        "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "cpus": cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "UNTIED_DATA": os.environ.get("UNTIED_DATA"),
+    }
+    for mod in ("torchvision", "pluggy", "pydantic", "polars", "sklearn", "numpy"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except Exception as exc:  # noqa: BLE001 - report, never fail sys-info
+            info[mod] = f"unavailable ({type(exc).__name__})"
+    width = max(len(k) for k in info)
+    for k, v in info.items():
+        print(f"{k:<{width}}  {v}")
+    return 0
+
+
+# ---- parser ----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="untied", description="Benchmark training methods that untie forward and backward.")
+    parser.add_argument("--version", action="version", version=f"untied-bench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("plugins", help="list loaded plugins: distribution, version, hooks")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("list", help="list components with their parameters")
+    p.add_argument("family", nargs="?", help="activations, surrogates, update_rules, trainers, "
+                   "datasets, models or executors")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("validate", help="check a leaderboard spec without running it")
+    p.add_argument("spec", help="a spec file or the name of a built-in leaderboard")
+    p.add_argument("--profile")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of a leaderboard spec")
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("run", help="run a leaderboard (resumes by default) and print its table")
+    p.add_argument("spec", help="a spec file or the name of a built-in leaderboard")
+    p.add_argument("--profile", help="a profile of the spec, e.g. cpu or full")
+    p.add_argument("--seeds", type=int, help="number of seeds (overrides the spec)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--executor", default="local", help="local | processes | any registered")
+    p.add_argument("--jobs", type=int, default=2, help="workers for --executor processes")
+    p.add_argument("--results", default=DEFAULT_RESULTS, help="results root (default ./results)")
+    p.add_argument("--force", action="store_true", help="rerun runs already recorded")
+    p.add_argument("--dry-run", action="store_true", help="list the runs, run nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("leaderboard", help="aggregate recorded runs into a table")
+    p.add_argument("target", metavar="SPEC|RESULTS_DIR")
+    p.add_argument("--profile")
+    p.add_argument("--seeds", type=int)
+    p.add_argument("--results", default=DEFAULT_RESULTS)
+    p.add_argument("--format", default="table", choices=["table", "markdown", "csv", "json", "parquet"])
+    p.add_argument("--output", "-o", help="write to this file instead of stdout")
+    p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("sys-info", help="versions, torch build, CUDA devices, threads")
+    p.set_defaults(func=cmd_sys_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UntiedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # noqa: BLE001 - one line, traceback only on request
+        if os.environ.get("UNTIED_DEBUG"):
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (set UNTIED_DEBUG=1 for the "
+              f"traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Helpers for dataset plugins: seeded splits, subsets and normalisation (plain tensor ops)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from bench_core.interfaces import DataBundle, DataInfo, RunContext
+
+
+def split_train_test(x: Tensor, y: Tensor, test_fraction: float, generator: torch.Generator
+                     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Shuffle with ``generator`` and hold out ``round(test_fraction * n)`` samples for test."""
+    n = len(x)
+    perm = torch.randperm(n, generator=generator, device=generator.device)
+    n_test = int(round(test_fraction * n))
+    test, train = perm[:n_test].to(x.device), perm[n_test:].to(x.device)
+    return x[train], y[train], x[test], y[test]
+
+
+def take_subset(x: Tensor, y: Tensor, size: int | None, generator: torch.Generator
+                ) -> tuple[Tensor, Tensor]:
+    """A random subset of ``size`` samples (all of them if ``size`` is None or too large)."""
+    if size is None or size >= len(x):
+        return x, y
+    idx = torch.randperm(len(x), generator=generator, device=generator.device)[:size].to(x.device)
+    return x[idx], y[idx]
+
+
+def normalise(x_train: Tensor, x_test: Tensor, how: Literal["none", "unit", "standard"],
+              max_value: float | None = None) -> tuple[Tensor, Tensor]:
+    """``unit``: divide by ``max_value`` (the format's range); ``standard``: per-feature zero mean
+    and unit variance, with statistics from the training split only."""
+    if how == "none":
+        return x_train, x_test
+    if how == "unit":
+        scale = max_value if max_value is not None else float(x_train.abs().max().clamp_min(1e-12))
+        return x_train / scale, x_test / scale
+    mean = x_train.mean(0, keepdim=True)
+    std = x_train.std(0, keepdim=True).clamp_min(1e-8)
+    return (x_train - mean) / std, (x_test - mean) / std
+
+
+def make_bundle(info: DataInfo, x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor,
+                ctx: RunContext, test_noise: float = 0.0) -> DataBundle:
+    """Move the split to the run's device (once) and optionally add N(0, test_noise) to the test
+    inputs, drawn from the run's ``test_noise`` stream."""
+    dev = ctx.device
+    if test_noise > 0:
+        gen = ctx.generator("test_noise", device="cpu")
+        x_test = x_test + test_noise * torch.randn(x_test.shape, generator=gen, dtype=x_test.dtype)
+    return DataBundle(info, x_train.to(dev), y_train.to(dev), x_test.to(dev), y_test.to(dev))

@@ -1,0 +1,110 @@
+"""The hook specifications every untied-bench plugin implements a subset of.
+
+A plugin is a module (or object) exposed through the ``untied`` entry-point group and decorated
+with :data:`hookimpl`. Every hook receives one argument, ``register``, a callback::
+
+    register(name, factory, *, params=None, description=None)
+
+``name``
+    unique within the family (lower case, digits, ``_``); a clash is an error naming both plugins.
+``factory``
+    a callable building the component; what it is called with depends on the family (below).
+``params``
+    a pydantic ``BaseModel`` subclass describing the component's parameters; a spec table
+    ``{name = "...", ...}`` is validated against it before anything runs. ``None`` = no parameters.
+``description``
+    one line shown by ``untied list``; defaults to the first line of the factory's docstring.
+
+Factories are called with the validated parameter model as their first argument and keyword
+arguments depending on the family; the objects they return follow the protocols in
+:mod:`bench_core.interfaces`. The host passes nothing else and names no component.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+PROJECT = "untied"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_activations(register):
+    """Register forward activations ``f``.
+
+    ``factory(params) -> interfaces.Activation``: the forward function, its derivative ``f'``
+    (what the ``tied`` backward uses) and a differentiable native implementation.
+    """
+
+
+@hookspec
+def register_surrogates(register):
+    """Register backward functions ``g`` that replace ``f'`` in back-propagation.
+
+    ``factory(params, *, activation, ctx) -> torch.nn.Module``: called once per activation site
+    of a model, with the run's :class:`interfaces.Activation` and :class:`interfaces.RunContext`
+    (for seeded generators); the module computes ``f(x)`` forward and ``dL/dx = dL/dy * g(x)``
+    backward.
+    """
+
+
+@hookspec
+def register_update_rules(register):
+    """Register weight-update rules.
+
+    ``factory(params, *, model, ctx) -> interfaces.UpdateRule``: an object with ``zero_grad()``
+    and ``step()`` (any ``torch.optim.Optimizer`` qualifies). Rules that need each layer's
+    per-sample inputs or output errors install module hooks on ``model`` here.
+    """
+
+
+@hookspec
+def register_trainers(register):
+    """Register trainers: the loop that turns data, a model and a rule into metrics.
+
+    ``factory(params) -> interfaces.Trainer``; ``trainer.fit(session)`` receives a
+    :class:`interfaces.TrainingSession` (data, model and rule builders, run context) and returns
+    the final metrics. Trainers that use no autograd build no rule.
+    """
+
+
+@hookspec
+def register_datasets(register):
+    """Register datasets.
+
+    ``factory(params, *, ctx) -> interfaces.DataBundle``: train/test tensors already on
+    ``ctx.device``, split with ``ctx.generator("data")`` so the split follows the run's seed.
+    """
+
+
+@hookspec
+def register_models(register):
+    """Register model architectures.
+
+    ``factory(params, *, data, activation, ctx) -> torch.nn.Module``: ``data`` is the
+    :class:`interfaces.DataInfo` (input shape, outputs, task); ``activation()`` returns a fresh
+    activation module (forward ``f`` with the run's surrogate backward) for each site.
+    """
+
+
+@hookspec
+def register_executors(register):
+    """Register executors: where the runs of a leaderboard execute.
+
+    ``factory(params) -> interfaces.Executor``; ``executor.map(run_one, tasks)`` yields one
+    result per task as each finishes. ``run_one`` is a picklable module-level function.
+    """
+
+
+FAMILIES: dict[str, str] = {
+    "activations": "register_activations",
+    "surrogates": "register_surrogates",
+    "update_rules": "register_update_rules",
+    "trainers": "register_trainers",
+    "datasets": "register_datasets",
+    "models": "register_models",
+    "executors": "register_executors",
+}
+"""Component family -> the hook that registers it."""

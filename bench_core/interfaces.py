@@ -1,0 +1,178 @@
+"""The objects that pass between the host and plugins.
+
+Plugins build and consume these; the host never looks inside a model, rule or surrogate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Literal, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from bench_core.errors import Diverged
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed from hashing ``parts`` (their ``repr``) with BLAKE2b: stable across runs,
+    processes and machines, unlike Python's ``hash``."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+@dataclass(frozen=True)
+class Activation:
+    """A forward activation ``f`` as registered by ``register_activations``.
+
+    ``native``: differentiable torch implementation whose autograd backward is ``f'`` (for
+    non-differentiable ``f`` such as a step, a function whose backward is 0).
+    ``derivative``: ``f'(x)`` as a tensor function (used by surrogates that normalise by the
+    tied derivative and by the direction diagnostic).
+    ``saves``: what ``native`` keeps for backward: ``"input"``, ``"output"`` or ``"nothing"``.
+    """
+
+    name: str
+    native: Callable[[Tensor], Tensor]
+    derivative: Callable[[Tensor], Tensor]
+    saves: Literal["input", "output", "nothing"] = "input"
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.native(x)
+
+
+class NativeActivation(nn.Module):
+    """An activation site using ``f`` with its own derivative in backward (the tied
+    configuration, ``f/f'``): what a model gets when a run names no surrogate."""
+
+    def __init__(self, activation: Activation) -> None:
+        super().__init__()
+        self.activation = activation
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.activation.native(x)
+
+    def extra_repr(self) -> str:
+        return f"{self.activation.name}, tied"
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a model needs to know about its data."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    num_outputs: int
+    task: Literal["classification", "regression"] = "classification"
+    num_classes: int | None = None
+
+
+@dataclass
+class DataBundle:
+    """Train and test tensors on the run's device. Classification targets are int64 class
+    indices (a single-output binary task uses 0/1); regression targets are float."""
+
+    info: DataInfo
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+
+    def __post_init__(self) -> None:
+        if len(self.x_train) != len(self.y_train) or len(self.x_test) != len(self.y_test):
+            raise ValueError("dataset inputs and targets differ in length")
+
+
+@dataclass
+class PassCounters:
+    """Forward and backward passes a trainer performed: ``*_passes`` counts batched calls,
+    ``*_samples`` the examples they covered. Plain Python ints, so counting never syncs."""
+
+    forward_passes: int = 0
+    backward_passes: int = 0
+    forward_samples: int = 0
+    backward_samples: int = 0
+
+    def forward(self, n_samples: int, passes: int = 1) -> None:
+        self.forward_passes += passes
+        self.forward_samples += n_samples * passes
+
+    def backward(self, n_samples: int, passes: int = 1) -> None:
+        self.backward_passes += passes
+        self.backward_samples += n_samples * passes
+
+
+@dataclass
+class RunContext:
+    """Per-run services: device, seeded generators, pass counters and the epoch log."""
+
+    seed: int
+    device: torch.device
+    counters: PassCounters = field(default_factory=PassCounters)
+    curves: dict[str, list[float]] = field(default_factory=dict)
+    _generators: dict[tuple[str, str], torch.Generator] = field(default_factory=dict, repr=False)
+
+    def stream_seed(self, stream: str) -> int:
+        """The seed of a named random stream of this run (``"data"``, ``"init"``, ...)."""
+        return derive_seed(self.seed, stream)
+
+    def generator(self, stream: str, device: torch.device | str | None = None) -> torch.Generator:
+        """A ``torch.Generator`` for ``stream``, seeded from the run seed, on ``device`` (default
+        the run's). The same stream name returns the same generator within a run."""
+        dev = torch.device(device) if device is not None else self.device
+        key = (stream, str(dev))
+        if key not in self._generators:
+            gen = torch.Generator(device=dev)
+            gen.manual_seed(self.stream_seed(stream))
+            self._generators[key] = gen
+        return self._generators[key]
+
+    def log_epoch(self, epoch: int, **metrics: float | Tensor) -> dict[str, float]:
+        """Record one epoch's metrics (this is the one host sync per epoch) and raise
+        :class:`Diverged` if any is NaN or infinite."""
+        values = {k: float(v.item() if isinstance(v, Tensor) else v) for k, v in metrics.items()}
+        self.curves.setdefault("epoch", []).append(float(epoch))
+        for k, v in values.items():
+            self.curves.setdefault(k, []).append(v)
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
+        if bad:
+            raise Diverged(f"non-finite {', '.join(bad)} at epoch {epoch}")
+        return values
+
+
+@runtime_checkable
+class UpdateRule(Protocol):
+    """What an update rule returns: ``torch.optim.Optimizer`` satisfies it."""
+
+    def zero_grad(self, set_to_none: bool = True) -> None: ...
+
+    def step(self) -> Any: ...
+
+
+@dataclass
+class TrainingSession:
+    """Everything a trainer receives. ``build_model`` builds a freshly initialised model with the
+    run's surrogate (``tied=True``: the native activation instead, same initial weights);
+    ``build_rule(model)`` the run's update rule for it."""
+
+    ctx: RunContext
+    data: DataBundle
+    build_model: Callable[..., nn.Module]
+    build_rule: Callable[[nn.Module], UpdateRule]
+    spec: dict[str, Any]
+
+
+class Trainer(Protocol):
+    def fit(self, session: TrainingSession) -> dict[str, float]: ...
+
+
+class Executor(Protocol):
+    def map(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Any]: ...
+
+
+def constraint_hooks(model: nn.Module) -> list[Callable[[], None]]:
+    """The ``constrain_()`` methods of ``model``'s modules, to call after every weight update
+    (e.g. BinaryConnect clips latent weights to [-1, 1]). Collect once, call each step."""
+    return [m.constrain_ for m in model.modules() if callable(getattr(m, "constrain_", None))]

@@ -1,0 +1,86 @@
+"""Run records: one Parquet file per run, ``<results>/<leaderboard>/<run_id>.parquet``.
+
+Columns (one row):
+``run_id, leaderboard, profile, entry, is_baseline, cell_json, seed_index, seed, status, error,
+traceback, metric, higher_is_better, value, reference, reference_std, spec_json, p_<field.param>...,
+m_<metric>..., curve_<metric> (list per epoch)..., curves_json, wall_time_s, peak_rss_bytes,
+peak_cuda_bytes, forward_passes, backward_passes, forward_samples, backward_samples, device,
+cuda_device, torch_version, python_version, platform, git_commit, plugins_json, untied_version,
+finished_at``.
+
+A record is written to a temporary file in the same folder and renamed into place, so a crash
+or Ctrl-C never leaves a half-written record and a finished one is never lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+RECORD_SUFFIX = ".parquet"
+
+
+def flatten_spec(spec: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``{"rule": {"name": "sgd", "lr": 0.1}}`` -> ``{"p_rule.name": "sgd", "p_rule.lr": 0.1}``.
+    Lists become JSON strings so every ``p_`` column is a scalar."""
+    out: dict[str, Any] = {}
+    for comp, table in spec.items():
+        for key, value in table.items():
+            if isinstance(value, (list, dict)):
+                value = json.dumps(value, sort_keys=True)
+            out[f"p_{comp}.{key}"] = value
+    return out
+
+
+def write_record(folder: str | Path, row: dict[str, Any]) -> Path:
+    """Write one run record atomically; return its path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{row['run_id']}{RECORD_SUFFIX}"
+    frame = pl.DataFrame([row], strict=False, infer_schema_length=None)
+    fd, tmp = tempfile.mkstemp(prefix=f".{row['run_id']}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        frame.write_parquet(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def record_files(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob(f"*{RECORD_SUFFIX}") if not p.name.startswith("."))
+
+
+def recorded_run_ids(folder: str | Path, statuses: tuple[str, ...] | None = None) -> set[str]:
+    """Run ids recorded in ``folder`` (only those with one of ``statuses`` if given)."""
+    files = record_files(folder)
+    if statuses is None:
+        return {p.stem for p in files}
+    keep = set()
+    for p in files:
+        try:
+            status = pl.read_parquet(p, columns=["status"])["status"][0]
+        except Exception:  # noqa: BLE001 - an unreadable record is simply redone
+            continue
+        if status in statuses:
+            keep.add(p.stem)
+    return keep
+
+
+def scan_records(folder: str | Path, run_ids: set[str] | None = None) -> pl.LazyFrame | None:
+    """A lazy frame over the records in ``folder`` (optionally only ``run_ids``). Records of
+    different components carry different ``p_``/``m_`` columns; they are aligned diagonally."""
+    files = [p for p in record_files(folder) if run_ids is None or p.stem in run_ids]
+    if not files:
+        return None
+    return pl.concat([pl.scan_parquet(p) for p in files], how="diagonal_relaxed")

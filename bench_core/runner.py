@@ -1,0 +1,295 @@
+"""Execute runs: build every component of a run from its plugins, train, record.
+
+:func:`execute_task` is the unit of work an executor runs (a module-level function, so process
+pools and remote workers can pickle it). Whatever happens inside a run (a plugin that raises, a
+NaN loss) becomes a record with status ``failed`` or ``diverged``; the grid goes on.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+import bench_core
+from bench_core.errors import Diverged, SpecError
+from bench_core.interfaces import Activation, NativeActivation, RunContext, TrainingSession
+from bench_core.plugins import PluginHost, get_host
+from bench_core.records import flatten_spec, recorded_run_ids, write_record
+from bench_core.spec import Plan, RunTask, canonical_json, resolve_component
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when available else ``cpu``; validate ``cuda[:N]``."""
+    device = device.strip().lower()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise SpecError(f"--device {device}: CUDA is not available on this machine "
+                            f"(torch {torch.__version__}); use --device cpu or auto")
+        if ":" in device:
+            idx = device.split(":", 1)[1]
+            if not idx.isdigit() or int(idx) >= torch.cuda.device_count():
+                raise SpecError(f"--device {device}: no such CUDA device "
+                                f"({torch.cuda.device_count()} available)")
+        return device
+    raise SpecError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the untied-bench source tree, with ``+dirty`` if it has local changes."""
+    src = Path(bench_core.__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=5)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(host: PluginHost, device: str) -> dict[str, Any]:
+    cuda_name = None
+    if device.startswith("cuda"):
+        cuda_name = torch.cuda.get_device_name(torch.device(device))
+    return {
+        "device": device,
+        "cuda_device": cuda_name,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "git_commit": git_commit(),
+        "plugins_json": json.dumps(host.versions(), sort_keys=True),
+        "untied_version": bench_core.__version__,
+    }
+
+
+def build_session(host: PluginHost, task: RunTask, ctx: RunContext) -> TrainingSession:
+    """Instantiate the run's components. Models are built under a fixed ``init`` seed, so a
+    second call (e.g. ``tied=True`` for a diagnostic) starts from the same weights."""
+    spec = task.spec
+    comps = {f: resolve_component(host, f, t) for f, t in spec.items()}
+
+    ds_comp, ds_params = comps["dataset"]
+    data = ds_comp.factory(ds_params, ctx=ctx)
+
+    activation: Activation | None = None
+    if "activation" in comps:
+        act_comp, act_params = comps["activation"]
+        activation = act_comp.factory(act_params)
+
+    def activation_factory(tied: bool) -> Callable[[], nn.Module]:
+        def make() -> nn.Module:
+            if activation is None:
+                raise SpecError("this model needs an activation: set `activation` in the spec")
+            if tied or "surrogate" not in comps:
+                return NativeActivation(activation)
+            s_comp, s_params = comps["surrogate"]
+            return s_comp.factory(s_params, activation=activation, ctx=ctx)
+
+        return make
+
+    model_comp, model_params = comps["model"]
+
+    def build_model(tied: bool = False) -> nn.Module:
+        devices = [ctx.device] if ctx.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices, device_type=ctx.device.type):
+            torch.manual_seed(ctx.stream_seed("init"))
+            model = model_comp.factory(model_params, data=data.info,
+                                       activation=activation_factory(tied), ctx=ctx)
+        return model.to(ctx.device)
+
+    def build_rule(model: nn.Module):
+        if "rule" not in comps:
+            raise SpecError("this trainer needs an update rule: set `rule` in the spec")
+        rule_comp, rule_params = comps["rule"]
+        return rule_comp.factory(rule_params, model=model, ctx=ctx)
+
+    return TrainingSession(ctx=ctx, data=data, build_model=build_model, build_rule=build_rule,
+                           spec=spec)
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+@dataclass
+class RunOutcome:
+    """What an executor hands back for one run (the record itself is already on disk)."""
+
+    run_id: str
+    entry: str
+    status: str
+    error: str | None
+    value: float | None
+    wall_time_s: float
+
+
+def execute_task(task: RunTask, host: PluginHost | None = None) -> dict[str, Any]:
+    """Run one task in this process and return its record row (not yet written)."""
+    host = host or get_host()
+    device = task.device
+    ctx = RunContext(seed=task.seed, device=torch.device(device))
+    status, error, tb = "ok", None, None
+    metrics: dict[str, float] = {}
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(torch.device(device))
+    start = time.perf_counter()
+    try:
+        session = build_session(host, task, ctx)
+        trainer_comp, trainer_params = resolve_component(host, "trainer", task.spec["trainer"])
+        trainer = trainer_comp.factory(trainer_params)
+        metrics = {k: float(v) for k, v in (trainer.fit(session) or {}).items()}
+        bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+        if bad:
+            raise Diverged(f"non-finite final {', '.join(bad)}")
+    except Diverged as exc:
+        status, error = "diverged", str(exc)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a raising plugin is recorded, never lost
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
+        tb = traceback.format_exc()
+    wall = time.perf_counter() - start
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(torch.device(device))
+
+    value = metrics.get(task.metric)
+    if status == "ok" and value is None:
+        status = "failed"
+        error = (f"the trainer reported no '{task.metric}' (it reported: "
+                 f"{', '.join(sorted(metrics)) or 'nothing'})")
+    row: dict[str, Any] = {
+        "run_id": task.run_id,
+        "leaderboard": task.leaderboard,
+        "profile": task.profile,
+        "entry": task.entry,
+        "entry_index": task.entry_index,
+        "is_baseline": task.is_baseline,
+        "cell_json": canonical_json(task.cell),
+        "cell_index": task.cell_index,
+        "seed_index": task.seed_index,
+        "seed": task.seed,
+        "status": status,
+        "error": error,
+        "traceback": tb,
+        "metric": task.metric,
+        "higher_is_better": task.higher_is_better,
+        "value": value if status == "ok" else None,
+        "reference": task.reference,
+        "reference_std": task.reference_std,
+        "spec_json": canonical_json(task.spec),
+        **flatten_spec(task.spec),
+        **{f"m_{k}": v for k, v in metrics.items()},
+        **{f"curve_{k}": list(v) for k, v in ctx.curves.items()},
+        "curves_json": json.dumps(ctx.curves),
+        "wall_time_s": wall,
+        "peak_rss_bytes": _peak_rss_bytes(),
+        "peak_cuda_bytes": (torch.cuda.max_memory_allocated(torch.device(device))
+                            if device.startswith("cuda") else None),
+        **asdict(ctx.counters),
+        **environment(host, device),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    return row
+
+
+def execute_and_record(task: RunTask) -> RunOutcome:
+    """Executor work unit: run ``task``, write its record atomically, return a summary."""
+    row = execute_task(task)
+    write_record(Path(task.results_dir), row)
+    return RunOutcome(task.run_id, task.entry, row["status"], row["error"], row["value"],
+                      row["wall_time_s"])
+
+
+@dataclass
+class RunSummary:
+    total: int
+    skipped: int
+    ran: int
+    ok: int
+    diverged: int
+    failed: int
+    interrupted: bool = False
+
+
+RESUMED_STATUSES = ("ok", "diverged")
+"""Records kept on resume; ``failed`` runs (a bug, a missing file) are retried."""
+
+
+def pending_tasks(plan: Plan, results_dir: Path, force: bool) -> tuple[list[RunTask], int]:
+    """Tasks still to run, and how many are already recorded."""
+    done = set() if force else recorded_run_ids(results_dir, RESUMED_STATUSES)
+    todo = [t for t in plan.tasks if t.run_id not in done]
+    return todo, len(plan.tasks) - len(todo)
+
+
+def run_plan(plan: Plan, results_root: str | Path, *, executor: str = "local", jobs: int = 1,
+             force: bool = False, host: PluginHost | None = None, console=None,
+             progress: bool = True) -> RunSummary:
+    """Run every task of ``plan`` not yet recorded (all of them with ``force``)."""
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    host = host or get_host()
+    console = console or Console(stderr=True)
+    results_dir = Path(results_root) / plan.name
+    for t in plan.tasks:
+        t.results_dir = str(results_dir)
+    todo, skipped = pending_tasks(plan, results_dir, force)
+    summary = RunSummary(total=len(plan.tasks), skipped=skipped, ran=0, ok=0, diverged=0, failed=0)
+    if not todo:
+        console.print(f"{plan.name}: all {len(plan.tasks)} runs already recorded in {results_dir} "
+                      f"(--force reruns them)")
+        return summary
+
+    exec_comp = host.get("executors", executor)
+    fields = exec_comp.params.model_fields
+    exec_params = exec_comp.params.model_validate({"jobs": jobs} if "jobs" in fields else {})
+    runner = exec_comp.factory(exec_params)
+    console.print(f"{plan.name} \\[{plan.profile}]: {len(todo)} runs to do, {skipped} already "
+                  f"recorded; executor {executor}, results in {results_dir}")
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("failed/diverged {task.fields[bad]}"), TimeElapsedColumn(),
+               TextColumn("eta"), TimeRemainingColumn()]
+    with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
+        job = bar.add_task(plan.name, total=len(plan.tasks), completed=skipped, bad=0)
+        try:
+            for outcome in runner.map(execute_and_record, todo):
+                summary.ran += 1
+                if outcome.status == "ok":
+                    summary.ok += 1
+                else:
+                    setattr(summary, outcome.status, getattr(summary, outcome.status) + 1)
+                    bar.console.print(f"[yellow]{outcome.status}[/]: {outcome.entry} "
+                                      f"(run {outcome.run_id}): {outcome.error}")
+                bar.update(job, advance=1, bad=summary.failed + summary.diverged)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+    return summary
+
+
+def cpu_count() -> int:
+    """CPUs this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -1,0 +1,400 @@
+"""Leaderboard specs (TOML, pydantic v2) and their expansion into validated runs.
+
+A run spec holds one table per component, each ``{name = "...", ...params}``:
+``dataset``, ``model``, ``activation``, ``surrogate``, ``rule``, ``trainer``. A leaderboard spec
+holds ``defaults`` (a partial run spec), a ``grid`` (dotted keys -> lists; cartesian product),
+``entries`` (the methods compared: a label and overrides), a ``baseline`` entry label, ``seeds``,
+optional ``profiles`` (overlays such as ``cpu`` = reduced scale) and optional ``reference`` values
+(a paper's numbers per entry and grid cell).
+
+Overrides are merged into defaults key by key, except that giving a component a *different*
+``name`` replaces its table: the old component's parameters do not leak into the new one.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from bench_core.errors import PluginError, SpecError
+from bench_core.interfaces import derive_seed
+from bench_core.plugins import Component, PluginHost, did_you_mean
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+COMPONENT_FIELDS: dict[str, str] = {
+    "dataset": "datasets",
+    "model": "models",
+    "activation": "activations",
+    "surrogate": "surrogates",
+    "rule": "update_rules",
+    "trainer": "trainers",
+}
+"""Run-spec field -> component family."""
+REQUIRED_FIELDS = ("dataset", "model", "trainer")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Entry(_Strict):
+    label: str = Field(min_length=1, description="name of the method in the table")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="partial run spec")
+    description: str = ""
+
+
+class Profile(_Strict):
+    description: str = ""
+    seeds: int | list[int] | None = None
+    defaults: dict[str, Any] = Field(default_factory=dict, description="merged over defaults")
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description="replaces grid keys")
+    entries: list[str] | None = Field(default=None, description="restrict to these entry labels")
+
+
+class Reference(_Strict):
+    entry: str
+    cell: dict[str, Any] = Field(default_factory=dict)
+    value: float
+    std: float | None = None
+
+
+class LeaderboardSpec(_Strict):
+    """A leaderboard: the methods (entries) compared on the same grid, seeds and budget."""
+
+    title: str
+    name: str | None = Field(default=None, description="results folder name; default file stem")
+    description: str = ""
+    source: str = Field(default="", description="the paper or report the leaderboard follows")
+    metric: str = "test_accuracy"
+    higher_is_better: bool = True
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    entries: list[Entry] = Field(min_length=1)
+    baseline: str | None = None
+    seeds: int | list[int] = 1
+    profiles: dict[str, Profile] = Field(default_factory=dict)
+    default_profile: str | None = None
+    reference: list[Reference] = Field(default_factory=list)
+    reference_note: str = ""
+    columns: list[str] = Field(default_factory=list,
+                               description="extra reported metrics to show (means)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "LeaderboardSpec":
+        labels = [e.label for e in self.entries]
+        dup = {x for x in labels if labels.count(x) > 1}
+        if dup:
+            raise ValueError(f"duplicate entry labels: {', '.join(sorted(dup))}")
+        if self.baseline is not None and self.baseline not in labels:
+            raise ValueError(
+                f"baseline '{self.baseline}' is not an entry label; "
+                f"{did_you_mean(self.baseline, labels)}entries: {', '.join(labels)}"
+            )
+        for key, values in self.grid.items():
+            if not values:
+                raise ValueError(f"grid.{key} is an empty list")
+        for name, prof in self.profiles.items():
+            for lab in prof.entries or []:
+                if lab not in labels:
+                    raise ValueError(f"profiles.{name}.entries: '{lab}' is not an entry label")
+        if self.default_profile and self.default_profile not in self.profiles:
+            raise ValueError(f"default_profile '{self.default_profile}' is not a profile")
+        for i, ref in enumerate(self.reference):
+            if ref.entry not in labels:
+                raise ValueError(
+                    f"reference[{i}].entry '{ref.entry}' is not an entry label; "
+                    f"{did_you_mean(ref.entry, labels)}"
+                )
+        return self
+
+
+@dataclass
+class RunTask:
+    """One run of a leaderboard: everything needed to execute it in another process."""
+
+    leaderboard: str
+    profile: str
+    entry: str
+    entry_index: int
+    is_baseline: bool
+    cell: dict[str, Any]
+    cell_index: int
+    seed_index: int
+    seed: int
+    spec: dict[str, dict[str, Any]]
+    run_id: str
+    metric: str
+    higher_is_better: bool
+    reference: float | None = None
+    reference_std: float | None = None
+    results_dir: str = ""
+    device: str = "cpu"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    spec: LeaderboardSpec
+    name: str
+    profile: str
+    seeds: list[int]
+    grid: dict[str, list[Any]]
+    tasks: list[RunTask]
+
+
+# ---- loading -------------------------------------------------------------------------------
+def builtin_leaderboards() -> dict[str, Any]:
+    """Leaderboard specs shipped inside the package: name -> resource."""
+    root = resources.files("bench_core.leaderboards")
+    return {p.name[:-5]: p for p in root.iterdir() if p.name.endswith(".toml")}
+
+
+def resolve_spec_path(ref: str | Path) -> tuple[str, str]:
+    """(name, TOML text) for a spec path, or for the name of a built-in leaderboard."""
+    path = Path(ref)
+    if path.is_file():
+        return path.stem, path.read_text(encoding="utf-8")
+    if path.is_dir():
+        raise SpecError(f"{ref} is a directory, not a spec file")
+    builtins = builtin_leaderboards()
+    if str(ref) in builtins:
+        return str(ref), builtins[str(ref)].read_text(encoding="utf-8")
+    raise SpecError(
+        f"no spec file '{ref}' and no built-in leaderboard of that name; "
+        f"{did_you_mean(str(ref), builtins)}built-ins: {', '.join(sorted(builtins))}"
+    )
+
+
+def load_spec(ref: str | Path) -> tuple[str, LeaderboardSpec]:
+    stem, text = resolve_spec_path(ref)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{ref}: invalid TOML: {exc}") from None
+    return parse_spec(raw, source=str(ref), stem=stem)
+
+
+def parse_spec(raw: dict[str, Any], source: str = "spec", stem: str = "leaderboard"
+               ) -> tuple[str, LeaderboardSpec]:
+    try:
+        spec = LeaderboardSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(f"{source}: {format_validation_error(exc)}") from None
+    return spec.name or stem, spec
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """The first pydantic error as one line: ``path: message (got value)``."""
+    err = exc.errors()[0]
+    loc = ".".join(str(x) for x in (prefix, *err["loc"]) if x != "")
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    got = err.get("input")
+    shown = "" if err["type"] in ("missing",) or isinstance(got, dict) else f" (got {got!r})"
+    more = len(exc.errors()) - 1
+    tail = f" [+{more} more]" if more else ""
+    return f"{loc}: {msg}{shown}{tail}"
+
+
+# ---- merging -------------------------------------------------------------------------------
+def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{"rule.lr": 0.1}`` -> ``{"rule": {"lr": 0.1}}``; nested tables pass through."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        parts = key.split(".")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise SpecError(f"'{key}' sets a field inside a non-table value")
+        if isinstance(value, dict):
+            value = unflatten(value)
+            if isinstance(node.get(parts[-1]), dict):
+                value = merge(node[parts[-1]], value)
+        node[parts[-1]] = value
+    return out
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``over`` into a copy of ``base``; a changed component ``name`` replaces."""
+    out = copy.deepcopy(base)
+    for key, value in unflatten(over).items():
+        old = out.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            if "name" in value and value["name"] != old.get("name"):
+                out[key] = copy.deepcopy(value)
+            else:
+                out[key] = merge(old, value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def short_hash(obj: Any) -> str:
+    return hashlib.blake2b(canonical_json(obj).encode(), digest_size=8).hexdigest()
+
+
+# ---- validation against plugins -----------------------------------------------------------
+def resolve_component(host: PluginHost, fieldname: str, table: Any
+                      ) -> tuple[Component, BaseModel]:
+    """Validate one component table; errors name the field path, value and choices."""
+    family = COMPONENT_FIELDS[fieldname]
+    if isinstance(table, str):
+        table = {"name": table}
+    if not isinstance(table, dict):
+        raise SpecError(f"{fieldname}: expected a table {{name = ...}} (got {table!r})")
+    if "name" not in table:
+        raise SpecError(f"{fieldname}.name: missing (choices: {', '.join(sorted(host.family(family)))})")
+    name = table["name"]
+    try:
+        comp = host.get(family, str(name))
+    except PluginError as exc:
+        raise SpecError(f"{fieldname}.name: {exc}") from None
+    params = {k: v for k, v in table.items() if k != "name"}
+    fields = comp.params.model_fields
+    for key in params:
+        if key not in fields:
+            raise SpecError(
+                f"{fieldname}.{key}: unknown parameter of {family[:-1]} '{name}' (got "
+                f"{params[key]!r}); {did_you_mean(key, fields)}"
+                f"parameters: {', '.join(fields) or 'none'}"
+            )
+    try:
+        model = comp.params.model_validate(params)
+    except ValidationError as exc:
+        raise SpecError(format_validation_error(exc, prefix=fieldname)) from None
+    return comp, model
+
+
+def resolve_run(host: PluginHost, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Validate a full run spec; return it canonical (every parameter, defaults filled)."""
+    unknown = [k for k in raw if k not in COMPONENT_FIELDS]
+    if unknown:
+        k = unknown[0]
+        raise SpecError(f"{k}: unknown run field; {did_you_mean(k, COMPONENT_FIELDS)}"
+                        f"fields: {', '.join(COMPONENT_FIELDS)}")
+    for req in REQUIRED_FIELDS:
+        if req not in raw:
+            raise SpecError(f"{req}: missing (every run needs {', '.join(REQUIRED_FIELDS)})")
+    out: dict[str, dict[str, Any]] = {}
+    for fieldname in COMPONENT_FIELDS:
+        if fieldname in raw:
+            comp, model = resolve_component(host, fieldname, raw[fieldname])
+            out[fieldname] = {"name": comp.name, **model.model_dump(mode="json")}
+    return out
+
+
+# ---- expansion -----------------------------------------------------------------------------
+def _cell_key(cell: dict[str, Any]) -> str:
+    return canonical_json(cell)
+
+
+def expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str | None = None,
+           seeds: int | None = None, results_dir: str = "", device: str = "cpu") -> Plan:
+    """Expand a leaderboard into validated run tasks (entries x grid cells x seeds).
+
+    Seeds: the run seed is ``derive_seed(base seed, canonical spec of the grid cell)``: it hashes
+    the cell's run spec *without* the entry's overrides, so every entry (method) in a cell sees
+    the same data split, initialisation stream and batch order for a given base seed (paired
+    comparison with the baseline), while different cells and base seeds get independent seeds.
+    """
+    profile = profile if profile is not None else spec.default_profile
+    prof = Profile()
+    if profile is not None:
+        if profile not in spec.profiles:
+            raise SpecError(
+                f"--profile '{profile}': not defined; {did_you_mean(profile, spec.profiles)}"
+                f"profiles: {', '.join(spec.profiles) or 'none'}"
+            )
+        prof = spec.profiles[profile]
+    defaults = merge(spec.defaults, prof.defaults)
+    grid = {**spec.grid, **prof.grid}
+    seed_spec = prof.seeds if prof.seeds is not None else spec.seeds
+    if seeds is not None:
+        if seeds < 1:
+            raise SpecError(f"--seeds must be >= 1 (got {seeds})")
+        seed_spec = seeds
+    seed_list = list(range(seed_spec)) if isinstance(seed_spec, int) else list(seed_spec)
+    if not seed_list:
+        raise SpecError("seeds: at least one seed is needed")
+    entries = [e for e in spec.entries if prof.entries is None or e.label in prof.entries]
+    refs = {(r.entry, _cell_key(r.cell)): r for r in spec.reference}
+
+    keys = list(grid)
+    tasks: list[RunTask] = []
+    for cell_index, values in enumerate(itertools.product(*(grid[k] for k in keys))):
+        cell = dict(zip(keys, values))
+        cell_raw = merge(defaults, cell)
+        for entry in entries:
+            entry_index = spec.entries.index(entry)
+            raw = merge(cell_raw, entry.overrides)
+            where = f"entry '{entry.label}'" + (f", cell {canonical_json(cell)}" if cell else "")
+            try:
+                resolved = resolve_run(host, raw)
+            except SpecError as exc:
+                raise SpecError(f"{exc} [{where}]") from None
+            ref = refs.get((entry.label, _cell_key(cell)))
+            for base in seed_list:
+                seed = derive_seed(base, canonical_json(cell_raw))
+                run_id = short_hash({"entry": entry.label, "spec": resolved, "seed": seed})
+                tasks.append(RunTask(
+                    leaderboard=name, profile=profile or "default", entry=entry.label,
+                    entry_index=entry_index,
+                    is_baseline=entry.label == spec.baseline, cell=cell, cell_index=cell_index,
+                    seed_index=base,
+                    seed=seed, spec=resolved, run_id=run_id, metric=spec.metric,
+                    higher_is_better=spec.higher_is_better,
+                    reference=ref.value if ref else None,
+                    reference_std=ref.std if ref else None,
+                    results_dir=results_dir, device=device,
+                ))
+    return Plan(spec=spec, name=name, profile=profile or "default", seeds=seed_list, grid=grid,
+                tasks=tasks)
+
+
+def json_schema(host: PluginHost | None = None) -> dict[str, Any]:
+    """JSON Schema of a leaderboard spec, with each registered component's parameters under
+    ``$defs`` (``<family>.<name>``) so editors can complete component tables."""
+    schema = LeaderboardSpec.model_json_schema()
+    if host is not None:
+        defs = schema.setdefault("$defs", {})
+        for fieldname, family in COMPONENT_FIELDS.items():
+            variants = []
+            for cname, comp in sorted(host.family(family).items()):
+                sub = comp.params.model_json_schema()
+                sub.setdefault("properties", {})["name"] = {"const": cname}
+                sub["required"] = ["name", *sub.get("required", [])]
+                sub["description"] = comp.description
+                sub["additionalProperties"] = False
+                for k, v in sub.pop("$defs", {}).items():
+                    defs[k] = v
+                defs[f"{family}.{cname}"] = sub
+                variants.append({"$ref": f"#/$defs/{family}.{cname}"})
+            defs[f"component.{fieldname}"] = {"oneOf": variants}
+        defs["RunSpec"] = {
+            "type": "object",
+            "properties": {f: {"$ref": f"#/$defs/component.{f}"} for f in COMPONENT_FIELDS},
+            "additionalProperties": False,
+        }
+        schema["properties"]["defaults"]["description"] = (
+            "partial run spec; full runs follow #/$defs/RunSpec"
+        )
+    return schema

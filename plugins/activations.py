@@ -1,0 +1,61 @@
+"""Forward activations ``f`` (METHODS.md section 1) with their derivatives ``f'``.
+
+``step`` and ``sign`` break the tie at 0 towards the positive side: ``step(0) = 1`` and
+``sign(0) = +1`` (METHODS.md section 1); their derivative is 0 almost everywhere, so the tied
+configuration of either learns nothing.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from bench_core.hookspecs import hookimpl
+from bench_core.interfaces import Activation
+
+
+def _zero_grad_like(x: Tensor) -> Tensor:
+    """0 in value, 0 in gradient, but attached to the graph (so backward reaches nothing)."""
+    return x * 0
+
+
+def _step(x: Tensor) -> Tensor:
+    return (x >= 0).to(x.dtype) + _zero_grad_like(x)
+
+
+def _sign(x: Tensor) -> Tensor:
+    return (x >= 0).to(x.dtype) * 2 - 1 + _zero_grad_like(x)
+
+
+def _d_logistic(x: Tensor) -> Tensor:
+    s = torch.sigmoid(x)
+    return s * (1 - s)
+
+
+def _d_tanh(x: Tensor) -> Tensor:
+    return 1 - torch.tanh(x).square()
+
+
+def _d_relu(x: Tensor) -> Tensor:
+    return (x > 0).to(x.dtype)  # torch's relu backward also gives 0 at x = 0
+
+
+ACTIVATIONS: dict[str, tuple[str, Activation]] = {
+    "identity": ("f(x) = x (the paper's 'Linear')",
+                 Activation("identity", lambda x: x, torch.ones_like, "nothing")),
+    "relu": ("f(x) = max(0, x)", Activation("relu", torch.relu, _d_relu, "output")),
+    "logistic": ("f(x) = 1 / (1 + exp(-x)) (sigmoid)",
+                 Activation("logistic", torch.sigmoid, _d_logistic, "output")),
+    "tanh": ("f(x) = tanh(x)", Activation("tanh", torch.tanh, _d_tanh, "output")),
+    "step": ("Heaviside: 1 if x >= 0 else 0 (tie at 0 goes to 1)",
+             Activation("step", _step, torch.zeros_like, "nothing")),
+    "sign": ("+1 if x >= 0 else -1", Activation("sign", _sign, torch.zeros_like, "nothing")),
+    "softplus": ("f(x) = ln(1 + exp(x))",
+                 Activation("softplus", torch.nn.functional.softplus, torch.sigmoid, "input")),
+}
+
+
+@hookimpl
+def register_activations(register):
+    for name, (description, activation) in ACTIVATIONS.items():
+        register(name, lambda params, _a=activation: _a, description=description)

@@ -1,0 +1,72 @@
+"""Small datasets that need no files: scikit-learn's bundled digits and the synthetic Ones task.
+
+Both are split 80/20 (``test_fraction``) with the run's ``data`` random stream, so every entry
+of a leaderboard cell sees the same split for a given seed.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from bench_core.data import make_bundle, normalise, split_train_test, take_subset
+from bench_core.hookspecs import hookimpl
+from bench_core.interfaces import DataInfo
+
+
+class SplitParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="held-out share of the samples")
+    train_subset: int | None = Field(None, ge=1, description="train on this many samples only")
+    test_noise: float = Field(0.0, ge=0, description="std of N(0, s) noise added to test inputs")
+
+
+class DigitsParams(SplitParams):
+    normalize: Literal["none", "unit", "standard"] = Field(
+        "unit", description="unit: pixels / 16; standard: per-feature z-score")
+
+
+class OnesParams(SplitParams):
+    dim: int = Field(10, ge=1, description="input dimension")
+    n_samples: int = Field(2000, ge=10)
+    threshold: float = Field(0.7, gt=0, lt=1, description="label 1 iff mean(x) > threshold")
+
+
+def digits(params: DigitsParams, *, ctx):
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 samples, 10 classes)."""
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    x = torch.tensor(raw.data, dtype=torch.float32)
+    y = torch.tensor(raw.target, dtype=torch.int64)
+    return _finish(DataInfo("digits", (64,), 10, "classification", 10), x, y, params, ctx, 16.0)
+
+
+def ones(params: OnesParams, *, ctx):
+    """Synthetic Ones task: x in {0,1}^dim, label 1 iff the share of ones exceeds threshold.
+
+    Per sample p ~ U[0,1], then bits ~ Bernoulli(p) (METHODS.md section 1), so both classes
+    occur at every dimension. Generated from the run's ``data`` stream.
+    """
+    gen = ctx.generator("data", device="cpu")
+    p = torch.rand(params.n_samples, 1, generator=gen)
+    x = (torch.rand(params.n_samples, params.dim, generator=gen) < p).float()
+    y = (x.mean(1) > params.threshold).long()
+    return _finish(DataInfo("ones", (params.dim,), 1, "classification", 2), x, y, params, ctx, None)
+
+
+def _finish(info, x, y, params, ctx, max_value):
+    gen = ctx.generator("data", device="cpu")
+    x_tr, y_tr, x_te, y_te = split_train_test(x, y, params.test_fraction, gen)
+    x_tr, y_tr = take_subset(x_tr, y_tr, params.train_subset, gen)
+    how = getattr(params, "normalize", "none")
+    x_tr, x_te = normalise(x_tr, x_te, how, max_value)
+    return make_bundle(info, x_tr, y_tr, x_te, y_te, ctx, params.test_noise)
+
+
+@hookimpl
+def register_datasets(register):
+    register("digits", digits, params=DigitsParams)
+    register("ones", ones, params=OnesParams)

@@ -1,0 +1,136 @@
+"""Trainers: the mini-batch back-propagation loop.
+
+Losses (``loss``):
+``cross_entropy``: softmax cross-entropy on the model's outputs (logits); with a single output,
+binary cross-entropy on the logit.
+``mse``: ``1/2 ||y - y_hat||^2`` averaged over the batch (Troiano et al. eq. 1; the SUC's loss);
+class targets become one-hot vectors, or 0/1 for a single output.
+
+Accuracy: argmax of the outputs; with a single output, ``y_hat >= 0.5`` (a logistic or step
+output) for ``mse`` and ``logit >= 0`` for ``cross_entropy``.
+Per epoch the trainer logs ``train_loss`` (mean over the epoch's batches, weighted by size) and
+the test metrics; the only host syncs are these once-per-epoch logs.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from bench_core.hookspecs import hookimpl
+from bench_core.interfaces import DataBundle, TrainingSession, constraint_hooks
+
+
+class BackpropParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    loss: Literal["cross_entropy", "mse"] = "cross_entropy"
+    shuffle: bool = True
+    eval_batch_size: int = Field(2048, ge=1, description="batch size of test evaluation")
+
+
+def batch_loss(out: Tensor, y: Tensor, loss: str, task: str) -> Tensor:
+    """Mean loss over the batch (see the module docstring)."""
+    if task == "regression":
+        if loss != "mse":
+            raise ValueError(f"loss '{loss}' needs a classification dataset; use loss = 'mse'")
+        return 0.5 * (out - y.reshape(out.shape).to(out.dtype)).square().sum(-1).mean()
+    single = out.shape[-1] == 1
+    if loss == "cross_entropy":
+        if single:
+            return F.binary_cross_entropy_with_logits(out.squeeze(-1), y.to(out.dtype))
+        return F.cross_entropy(out, y)
+    target = y.to(out.dtype).unsqueeze(-1) if single else F.one_hot(y, out.shape[-1]).to(out.dtype)
+    return 0.5 * (out - target).square().sum(-1).mean()
+
+
+def predictions(out: Tensor, loss: str) -> Tensor:
+    if out.shape[-1] == 1:
+        threshold = 0.0 if loss == "cross_entropy" else 0.5
+        return (out.squeeze(-1) >= threshold).long()
+    return out.argmax(-1)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, loss: str, task: str, batch_size: int,
+             ctx=None) -> dict[str, Tensor]:
+    """Loss and (for classification) accuracy over ``(x, y)``, as 0-d tensors (no sync)."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device)  # hits, or summed squared error
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+        out = model(xb)
+        if ctx is not None:
+            ctx.counters.forward(len(xb))
+        total += batch_loss(out, yb, loss, task) * len(xb)
+        if task == "classification":
+            correct += (predictions(out, loss) == yb).sum()
+        else:  # plain mean squared error over samples and outputs
+            correct += (out - yb.reshape(out.shape)).square().mean(-1).sum()
+    model.train(was_training)
+    n = max(len(x), 1)
+    result = {"loss": total / n}
+    result["accuracy" if task == "classification" else "mse"] = correct / n
+    return result
+
+
+class BackpropTrainer:
+    """Mini-batch back-propagation: shuffled epochs, the run's update rule, eval every epoch."""
+
+    def __init__(self, params: BackpropParams) -> None:
+        self.p = params
+
+    def fit(self, session: TrainingSession) -> dict[str, float]:
+        p, ctx, data = self.p, session.ctx, session.data
+        model = session.build_model()
+        rule = session.build_rule(model)
+        constrain = constraint_hooks(model)
+        task = data.info.task
+        n = len(data.x_train)
+        gen = ctx.generator("batches")
+        final: dict[str, float] = {}
+        model.train()
+        for epoch in range(1, p.epochs + 1):
+            order = (torch.randperm(n, generator=gen, device=ctx.device) if p.shuffle
+                     else torch.arange(n, device=ctx.device))
+            loss_sum = torch.zeros((), device=ctx.device)
+            for i in range(0, n, p.batch_size):
+                idx = order[i:i + p.batch_size]
+                xb, yb = data.x_train[idx], data.y_train[idx]
+                out = model(xb)
+                loss = batch_loss(out, yb, p.loss, task)
+                rule.zero_grad(set_to_none=True)
+                loss.backward()
+                rule.step()
+                for hook in constrain:
+                    hook()
+                ctx.counters.forward(len(idx))
+                ctx.counters.backward(len(idx))
+                loss_sum += loss.detach() * len(idx)
+            final = self._log(session, model, epoch, loss_sum / n)
+        return final
+
+    def _log(self, session: TrainingSession, model: nn.Module, epoch: int, train_loss: Tensor
+             ) -> dict[str, float]:
+        data: DataBundle = session.data
+        test = evaluate(model, data.x_test, data.y_test, self.p.loss, data.info.task,
+                        self.p.eval_batch_size, session.ctx)
+        metrics = {"train_loss": train_loss, **{f"test_{k}": v for k, v in test.items()}}
+        return session.ctx.log_epoch(epoch, **metrics)
+
+
+def backprop(params: BackpropParams) -> BackpropTrainer:
+    """Mini-batch back-propagation for a fixed number of epochs, evaluated every epoch."""
+    return BackpropTrainer(params)
+
+
+@hookimpl
+def register_trainers(register):
+    register("backprop", backprop, params=BackpropParams)
