@@ -159,7 +159,7 @@ class PluginHost:
         self.registries = {f: {} for f in hookspecs.FAMILIES}
         for family, hook_name in hookspecs.FAMILIES.items():
             caller = getattr(self.pm.hook, hook_name)
-            for impl in reversed(caller.get_hookimpls()):  # registration order
+            for impl in caller.get_hookimpls():  # registration order
                 info = self.plugins.get(impl.plugin_name)
                 if info is None or info.error:
                     continue

@@ -27,7 +27,7 @@ from torch import nn
 import bench_core
 from bench_core.errors import Diverged, SpecError
 from bench_core.interfaces import Activation, NativeActivation, RunContext, TrainingSession
-from bench_core.plugins import PluginHost, get_host
+from bench_core.plugins import PluginHost, get_host, set_host
 from bench_core.records import flatten_spec, recorded_run_ids, write_record
 from bench_core.spec import Plan, RunTask, canonical_json, resolve_component
 
@@ -247,12 +247,15 @@ def pending_tasks(plan: Plan, results_dir: Path, force: bool) -> tuple[list[RunT
 def run_plan(plan: Plan, results_root: str | Path, *, executor: str = "local", jobs: int = 1,
              force: bool = False, host: PluginHost | None = None, console=None,
              progress: bool = True) -> RunSummary:
-    """Run every task of ``plan`` not yet recorded (all of them with ``force``)."""
+    """Run every task of ``plan`` not yet recorded (all of them with ``force``). A ``host``
+    given here becomes the process-wide host, so in-process executors use its plugins."""
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
 
-    host = host or get_host()
+    if host is not None:
+        set_host(host)
+    host = get_host()
     console = console or Console(stderr=True)
     results_dir = Path(results_root) / plan.name
     for t in plan.tasks:

@@ -303,6 +303,19 @@ def resolve_run(host: PluginHost, raw: dict[str, Any]) -> dict[str, dict[str, An
 
 
 # ---- expansion -----------------------------------------------------------------------------
+def _canonical_cell(host: PluginHost, raw: dict[str, Any]) -> str:
+    """The cell's run spec with each valid component's defaults filled in, so writing out a
+    default value does not change the seed; tables that entries complete stay as written."""
+    out: dict[str, Any] = {}
+    for key, table in raw.items():
+        try:
+            comp, model = resolve_component(host, key, table)
+            out[key] = {"name": comp.name, **model.model_dump(mode="json")}
+        except (SpecError, KeyError):
+            out[key] = table
+    return canonical_json(out)
+
+
 def _cell_key(cell: dict[str, Any]) -> str:
     return canonical_json(cell)
 
@@ -343,6 +356,7 @@ def expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str |
     for cell_index, values in enumerate(itertools.product(*(grid[k] for k in keys))):
         cell = dict(zip(keys, values))
         cell_raw = merge(defaults, cell)
+        cell_canonical = _canonical_cell(host, cell_raw)
         for entry in entries:
             entry_index = spec.entries.index(entry)
             raw = merge(cell_raw, entry.overrides)
@@ -353,7 +367,7 @@ def expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str |
                 raise SpecError(f"{exc} [{where}]") from None
             ref = refs.get((entry.label, _cell_key(cell)))
             for base in seed_list:
-                seed = derive_seed(base, canonical_json(cell_raw))
+                seed = derive_seed(base, cell_canonical)
                 run_id = short_hash({"entry": entry.label, "spec": resolved, "seed": seed})
                 tasks.append(RunTask(
                     leaderboard=name, profile=profile or "default", entry=entry.label,

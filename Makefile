@@ -1,0 +1,31 @@
+# Fresh-machine entry points: each target creates (or reuses) the virtual environment first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.untied-installed
+
+.PHONY: quickstart test test-slow benchmark env clean-env
+
+env: $(STAMP)
+
+# pip takes torch/torchvision from this machine's local wheels when they are there
+# (pip's configured find-links); elsewhere from PyPI.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+quickstart: $(STAMP)          ## run the default quickstart leaderboard (offline, ~1 min on a CPU)
+	$(BIN)/untied run quickstart
+
+test: $(STAMP)                ## the test suite CI runs (slow tests excluded)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)           ## the slow tests: real data at full size, compile checks
+	$(BIN)/python -m pytest -q -m slow
+
+benchmark: $(STAMP)           ## speed and memory ratios of the surrogates vs native activations
+	$(BIN)/python benchmarks/surrogates.py
+
+clean-env:
+	rm -rf $(VENV)

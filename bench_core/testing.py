@@ -1,0 +1,82 @@
+"""Test kit for plugin authors (a pytest plugin, loaded automatically once untied-bench is
+installed, through the ``pytest11`` entry point).
+
+Fixtures:
+
+``untied_host``
+    a fresh :class:`~bench_core.plugins.PluginHost` with every installed plugin loaded, installed
+    as the process-wide host for the test; ``untied_host.add_plugin(module, "name")`` adds an
+    in-process plugin (the same checks as for an entry point apply).
+``run_context``
+    a :class:`~bench_core.interfaces.RunContext` on the CPU with seed 0.
+``run_leaderboard``
+    ``run_leaderboard(spec: dict | str, **kw) -> polars.DataFrame``: validate, run (locally,
+    into the test's temporary folder) and aggregate a leaderboard spec given as a dict or TOML
+    text; returns the leaderboard rows (``entry``, ``mean``, ``std``, ``n``, ...). Keyword
+    arguments go to :func:`bench_core.spec.expand` (``profile``, ``seeds``).
+
+A plugin package's test can thus be as short as::
+
+    def test_my_rule_learns(untied_host, run_leaderboard):
+        untied_host.add_plugin(my_plugin, "my_plugin")   # or rely on its entry point
+        table = run_leaderboard(SPEC_TOML)
+        assert table.filter(entry="mine")["mean"][0] > 0.8
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture
+def untied_host():
+    from bench_core.plugins import PluginHost, set_host
+
+    host = PluginHost()
+    host.load_entry_points()
+    set_host(host)
+    try:
+        yield host
+    finally:
+        set_host(None)
+
+
+@pytest.fixture
+def run_context():
+    import torch
+
+    from bench_core.interfaces import RunContext
+
+    return RunContext(seed=0, device=torch.device("cpu"))
+
+
+def run_spec(host: Any, spec: dict[str, Any] | str, results: Path, name: str = "test",
+             **expand_kw: Any):
+    """Run a leaderboard spec (dict or TOML text) with ``host``; return the aggregate frame."""
+    from bench_core.leaderboard import aggregate, load_records
+    from bench_core.runner import run_plan
+    from bench_core.spec import expand, parse_spec
+
+    if isinstance(spec, str):
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover
+            import tomli as tomllib
+        spec = tomllib.loads(spec)
+    name, parsed = parse_spec(spec, stem=name)
+    plan = expand(host, name, parsed, **expand_kw)
+    run_plan(plan, results, host=host, progress=False)
+    return aggregate(load_records(results / plan.name, {t.run_id for t in plan.tasks}),
+                     parsed.columns)
+
+
+@pytest.fixture
+def run_leaderboard(untied_host, tmp_path):
+    def run(spec: dict[str, Any] | str, **kw: Any):
+        return run_spec(untied_host, spec, tmp_path / "results", **kw)
+
+    return run

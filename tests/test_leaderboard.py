@@ -1,0 +1,83 @@
+"""Leaderboard statistics on a hand-made record set, checked against values computed here."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+
+import polars as pl
+import pytest
+
+from bench_core.leaderboard import aggregate, load_records, render
+from bench_core.records import write_record
+
+VALUES = {  # (entry, lr) -> per-seed values
+    ("base", 0.1): [0.80, 0.82, 0.84],
+    ("alt", 0.1): [0.90, 0.86, 0.88],
+    ("worse", 0.1): [0.50, 0.70],
+    ("base", 0.5): [0.60, 0.64, 0.62],
+    ("alt", 0.5): [0.61, 0.65, 0.69],
+    ("worse", 0.5): [0.75, 0.76, 0.77],
+}
+REFERENCE = {("base", 0.1): 0.85, ("alt", 0.1): 0.80}
+
+
+def write_set(folder, higher_is_better=True):
+    i = 0
+    for (entry, lr), vals in VALUES.items():
+        for s, v in enumerate(vals + ([None] if entry == "worse" and lr == 0.1 else [])):
+            i += 1
+            write_record(folder, {
+                "run_id": f"r{i:03d}", "leaderboard": "hand", "profile": "default",
+                "entry": entry, "entry_index": ["base", "alt", "worse"].index(entry),
+                "is_baseline": entry == "base", "cell_json": json.dumps({"rule.lr": lr}),
+                "cell_index": [0.1, 0.5].index(lr), "seed_index": s, "seed": s,
+                "status": "ok" if v is not None else "diverged", "error": None,
+                "metric": "acc", "higher_is_better": higher_is_better, "value": v,
+                "reference": REFERENCE.get((entry, lr)), "reference_std": None,
+                "wall_time_s": 1.0, "m_extra": 2.0 * (v or 0),
+            })
+
+
+def test_statistics_match_independent_computation(tmp_path):
+    write_set(tmp_path)
+    agg = aggregate(load_records(tmp_path), ["extra"])
+    assert agg.height == 6
+    rows = {(r["entry"], json.loads(r["cell_json"])["rule.lr"]): r for r in agg.iter_rows(named=True)}
+    for key, vals in VALUES.items():
+        r = rows[key]
+        assert r["mean"] == pytest.approx(statistics.fmean(vals))
+        assert r["std"] == pytest.approx(statistics.stdev(vals))
+        assert r["stderr"] == pytest.approx(statistics.stdev(vals) / math.sqrt(len(vals)))
+        assert r["n"] == len(vals)
+        base = statistics.fmean(VALUES[("base", key[1])])
+        assert r["delta_baseline"] == pytest.approx(statistics.fmean(vals) - base)
+        assert r["extra"] == pytest.approx(2 * statistics.fmean(vals))
+    assert rows[("worse", 0.1)]["diverged"] == 1
+    assert rows[("base", 0.1)]["delta_reference"] == pytest.approx(0.82 - 0.85)
+    assert rows[("alt", 0.5)]["reference"] is None
+    # ranks within each cell: 0.1 -> alt(0.88) 1, base(0.82) 2, worse(0.60) 3
+    assert [rows[(e, 0.1)]["rank"] for e in ("alt", "base", "worse")] == [1, 2, 3]
+    assert [rows[(e, 0.5)]["rank"] for e in ("worse", "alt", "base")] == [1, 2, 3]
+
+
+def test_lower_is_better_reverses_rank(tmp_path):
+    write_set(tmp_path, higher_is_better=False)
+    agg = aggregate(load_records(tmp_path))
+    cell = agg.filter(pl.col("cell_json") == json.dumps({"rule.lr": 0.1}))
+    assert dict(zip(cell["entry"], cell["rank"])) == {"worse": 1, "base": 2, "alt": 3}
+
+
+def test_renderings(tmp_path):
+    write_set(tmp_path)
+    agg = aggregate(load_records(tmp_path))
+    md = render(agg, "markdown", title="Hand", notes=["a note"])
+    assert md.startswith("# Hand") and "| rule.lr" in md and "acc ↑" in md
+    assert "base (baseline)" in md and "+0.0600" in md and "0.8500" in md  # delta, reference
+    assert "0/1" in md  # failed/diverged column
+    assert "acc ↓" in render(aggregate(load_records(tmp_path)).with_columns(
+        pl.lit(False).alias("higher_is_better")), "table")
+    assert render(agg, "csv").splitlines()[0].startswith("leaderboard,profile,cell_json,entry,mean")
+    assert json.loads(render(agg, "json"))[0]["entry"] == "base"
+    assert render(agg, "parquet")[:4] == b"PAR1"

@@ -1,0 +1,137 @@
+"""Leaderboard specs: validation errors name the path, value and choices; expansion; seeds."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench_core.errors import SpecError
+from bench_core.plugins import get_host
+from bench_core.spec import expand, load_spec, merge, parse_spec
+
+
+def plan_of(raw, **kw):
+    name, spec = parse_spec(raw)
+    return expand(get_host(), name, spec, **kw)
+
+
+def error_of(raw, **kw) -> str:
+    with pytest.raises(SpecError) as err:
+        plan_of(raw, **kw)
+    msg = str(err.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_expansion_entries_cells_seeds(fast_spec):
+    plan = plan_of(fast_spec)
+    assert len(plan.tasks) == 2 * 2 * 2
+    assert len({t.run_id for t in plan.tasks}) == 8
+    t = next(t for t in plan.tasks if t.entry == "const")
+    assert t.spec["surrogate"] == {"name": "constant", "scale": 1.0}
+    assert t.spec["rule"]["lr"] == t.cell["rule.lr"]
+    assert t.spec["trainer"]["loss"] == "cross_entropy"  # defaults filled in
+
+
+def test_entries_of_a_cell_share_the_seed_cells_and_seeds_differ(fast_spec):
+    plan = plan_of(fast_spec)
+    by = {(t.entry, t.cell["rule.lr"], t.seed_index): t.seed for t in plan.tasks}
+    assert by[("tied", 0.2, 0)] == by[("const", 0.2, 0)]
+    assert by[("tied", 0.2, 0)] != by[("tied", 0.5, 0)]
+    assert by[("tied", 0.2, 0)] != by[("tied", 0.2, 1)]
+    again = plan_of(fast_spec)
+    assert [t.seed for t in again.tasks] == [t.seed for t in plan.tasks]
+    assert [t.run_id for t in again.tasks] == [t.run_id for t in plan.tasks]
+
+
+def test_run_id_ignores_spelling_of_defaults(fast_spec):
+    before = {t.run_id for t in plan_of(fast_spec).tasks}
+    fast_spec["defaults"]["trainer"]["loss"] = "cross_entropy"  # the default, written out
+    assert {t.run_id for t in plan_of(fast_spec).tasks} == before
+
+
+def test_unknown_dataset_names_choices(fast_spec):
+    fast_spec["defaults"]["dataset"] = {"name": "digit"}
+    msg = error_of(fast_spec)
+    assert msg.startswith("dataset.name: unknown dataset 'digit'; did you mean 'digits'?")
+    assert "choices:" in msg and "ones" in msg
+
+
+def test_unknown_parameter_suggests(fast_spec):
+    fast_spec["defaults"]["rule"]["learning_rate"] = 0.1
+    msg = error_of(fast_spec)
+    assert "rule.learning_rate: unknown parameter of update_rule 'sgd'" in msg
+    assert "parameters: lr, momentum" in msg
+
+
+def test_wrong_type_names_path_and_value(fast_spec):
+    fast_spec["defaults"]["trainer"]["epochs"] = "many"
+    msg = error_of(fast_spec)
+    assert msg.startswith("trainer.epochs:") and "'many'" in msg
+
+
+def test_out_of_range_value_in_an_entry_names_the_entry(fast_spec):
+    fast_spec["entries"][1]["overrides"] = {"rule.lr": -1}
+    msg = error_of(fast_spec)
+    assert "rule.lr: Input should be greater than 0 (got -1)" in msg
+    assert "entry 'const'" in msg
+
+
+def test_bad_baseline_and_structure_errors(fast_spec):
+    fast_spec["baseline"] = "tide"
+    assert "did you mean 'tied'" in error_of(fast_spec)
+    fast_spec["baseline"] = "tied"
+    fast_spec["grdi"] = {}
+    assert error_of(fast_spec).startswith("spec: grdi: unknown field")
+
+
+def test_missing_component_and_unknown_run_field(fast_spec):
+    del fast_spec["defaults"]["trainer"]
+    assert error_of(fast_spec).startswith("trainer: missing")
+    fast_spec["defaults"]["trainer"] = {"name": "backprop"}
+    fast_spec["defaults"]["optimizer"] = {"name": "sgd"}
+    assert "did you mean" in error_of(fast_spec) or "unknown run field" in error_of(fast_spec)
+
+
+def test_component_name_change_drops_old_params():
+    base = {"surrogate": {"name": "rect", "width": 2.0}}
+    assert merge(base, {"surrogate.name": "constant"}) == {"surrogate": {"name": "constant"}}
+    assert merge(base, {"surrogate.width": 3.0}) == {"surrogate": {"name": "rect", "width": 3.0}}
+
+
+def test_profiles_overlay_and_seeds(fast_spec):
+    fast_spec["profiles"] = {"tiny": {"description": "1 epoch", "seeds": 1,
+                                      "defaults": {"trainer.epochs": 1},
+                                      "grid": {"rule.lr": [0.3]}, "entries": ["tied"]}}
+    plan = plan_of(fast_spec, profile="tiny")
+    assert len(plan.tasks) == 1 and plan.tasks[0].spec["trainer"]["epochs"] == 1
+    assert plan.tasks[0].profile == "tiny"
+    assert len(plan_of(fast_spec, seeds=5).tasks) == 5 * 4
+    assert "profiles: tiny" in error_of(fast_spec, profile="tyni")
+
+
+def test_reference_attached_to_its_cell(fast_spec):
+    fast_spec["reference"] = [{"entry": "tied", "cell": {"rule.lr": 0.2}, "value": 0.9,
+                               "std": 0.01}]
+    refs = {(t.entry, t.cell["rule.lr"]): t.reference for t in plan_of(fast_spec).tasks}
+    assert refs[("tied", 0.2)] == 0.9 and refs[("tied", 0.5)] is None
+    assert refs[("const", 0.2)] is None
+
+
+def test_toml_errors_and_builtin_names(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("title = \n")
+    with pytest.raises(SpecError, match="invalid TOML"):
+        load_spec(bad)
+    with pytest.raises(SpecError, match="built-ins: .*quickstart"):
+        load_spec("quickstrat")
+    name, spec = load_spec("quickstart")
+    assert name == "quickstart" and spec.baseline
+
+
+def test_every_shipped_leaderboard_validates():
+    from bench_core.spec import builtin_leaderboards
+
+    for name in builtin_leaderboards():
+        n, spec = load_spec(name)
+        for prof in [None, *spec.profiles]:
+            assert expand(get_host(), n, spec, profile=prof).tasks
