@@ -1,0 +1,293 @@
+"""Image datasets read from IDX files (MNIST, Fashion-MNIST).
+
+The paper's protocol (Troiano et al. 2025, Section 4 "Datasets" and "Evaluation metrics"): every
+available image is pooled and 20% is held out for testing, with 20 repetitions; here the split is
+drawn from the run's ``data`` random stream (``split="random"``, the default), so the seed decides
+it. ``split="official"`` uses the original 60,000 / 10,000 train and test files instead.
+
+Files are the four original IDX files, gzipped or not::
+
+    train-images-idx3-ubyte[.gz]  train-labels-idx1-ubyte[.gz]
+    t10k-images-idx3-ubyte[.gz]   t10k-labels-idx1-ubyte[.gz]
+
+A folder counts when it holds at least one complete images + labels pair, so a folder with only
+the official 10,000-image test split is accepted (and split 80/20 by ``split="random"``). Folders
+are searched in this order, the first that counts wins:
+
+1. the ``root`` parameter, then its dataset subfolders (``mnist/``, ``MNIST/raw`` ... below);
+2. the dataset subfolders of ``$UNTIED_DATA``: ``mnist/`` and ``MNIST/raw`` for MNIST,
+   ``fashion-mnist/``, ``fashion_mnist/`` and ``FashionMNIST/raw`` for Fashion-MNIST. The top level
+   of ``$UNTIED_DATA`` itself is not searched: both datasets use the same file names, so files
+   there could not be told apart and Fashion-MNIST could silently be read as MNIST;
+3. ``~/.cache/untied/<name>`` and its torchvision subfolder (where ``download=true`` puts files);
+4. system folders: ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``),
+   ``/usr/share/datasets/mnist``.
+
+With ``download=true`` and nothing found, torchvision downloads the files into
+``~/.cache/untied/<name>``; otherwise a :class:`~bench_core.errors.DataError` names every folder
+searched. Decoded files are cached in memory per process, keyed on path, size and mtime.
+
+Images are ``(1, 28, 28)`` float32: ``normalize="unit"`` (default) divides by 255,
+``"standard"`` z-scores with one mean and std over all training pixels, ``"none"`` keeps 0..255.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from bench_core.data import make_bundle, normalise, split_train_test, take_subset
+from bench_core.errors import DataError
+from bench_core.hookspecs import hookimpl
+from bench_core.interfaces import DataBundle, DataInfo, RunContext
+from untied_plugins.datasets import SplitParams
+
+IMAGE_SHAPE = (28, 28)
+NUM_CLASSES = 10
+PIXEL_MAX = 255.0
+PARTS = ("train", "t10k")
+"""The official split files: ``train`` (60,000 images) and ``t10k`` (10,000 images)."""
+
+DATASET_SUBFOLDERS: dict[str, tuple[str, ...]] = {
+    "mnist": ("mnist", "MNIST/raw"),
+    "fashion_mnist": ("fashion-mnist", "fashion_mnist", "FashionMNIST/raw"),
+}
+"""Subfolders of a data root that hold one dataset (``X/raw`` is torchvision's layout)."""
+
+SYSTEM_DATA_DIRS: dict[str, tuple[str, ...]] = {
+    "mnist": ("/usr/share/datasets/mnist",),
+    "fashion_mnist": ("/usr/share/datasets/fashion-mnist",),
+}
+"""System-wide folders; Debian's ``dataset-fashion-mnist`` installs the four gzipped IDX files in
+``/usr/share/datasets/fashion-mnist``."""
+
+HOW_TO_GET: dict[str, str] = {
+    "mnist": "",
+    "fashion_mnist": "`apt-get install dataset-fashion-mnist`, ",
+}
+
+
+class ImageDatasetParams(SplitParams):
+    """Parameters of ``mnist`` and ``fashion_mnist``; ``test_fraction`` applies to
+    ``split="random"`` only."""
+
+    root: str | None = Field(None, min_length=1,
+                             description="folder holding the IDX files (searched first)")
+    download: bool = Field(False, description="download into ~/.cache/untied/<name> if missing")
+    split: Literal["random", "official"] = Field(
+        "random", description="random: pool all images, hold out test_fraction with the run's "
+                              "seed (the paper's 80/20); official: the original train/test files")
+    normalize: Literal["none", "unit", "standard"] = Field(
+        "unit", description="unit: pixels / 255; standard: z-score with the mean and std of all "
+                      "training pixels; none: 0..255")
+
+
+@dataclass(frozen=True)
+class IdxPair:
+    """The images and labels file of one official part (``train`` or ``t10k``)."""
+
+    images: Path
+    labels: Path
+
+
+def candidate_folders(name: str, root: str | None) -> list[Path]:
+    """The folders searched for dataset ``name``, in order (see the module docstring)."""
+    subfolders = DATASET_SUBFOLDERS[name]
+    folders: list[Path] = []
+    if root is not None:
+        base = Path(root).expanduser()
+        folders += [base] + [base / sub for sub in subfolders]
+    env_root = os.environ.get("UNTIED_DATA")
+    if env_root:
+        folders += [Path(env_root).expanduser() / sub for sub in subfolders]
+    cache = download_folder(name)
+    folders += [cache] + [cache / sub for sub in subfolders if sub.endswith("/raw")]
+    folders += [Path(p) for p in SYSTEM_DATA_DIRS[name]]
+    unique: list[Path] = []
+    for folder in folders:
+        if folder not in unique:
+            unique.append(folder)
+    return unique
+
+
+def download_folder(name: str) -> Path:
+    """Where ``download=true`` puts dataset ``name``: ``~/.cache/untied/<name>``."""
+    return Path.home() / ".cache" / "untied" / name
+
+
+def _find_file(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def idx_files_in(folder: Path) -> dict[str, IdxPair]:
+    """The complete images + labels pairs in ``folder``, by part; an uncompressed file is
+    preferred to its ``.gz``."""
+    found: dict[str, IdxPair] = {}
+    if not folder.is_dir():
+        return found
+    for part in PARTS:
+        images = _find_file(folder, f"{part}-images-idx3-ubyte")
+        labels = _find_file(folder, f"{part}-labels-idx1-ubyte")
+        if images is not None and labels is not None:
+            found[part] = IdxPair(images, labels)
+    return found
+
+
+def locate(name: str, root: str | None) -> tuple[Path, dict[str, IdxPair]]:
+    """The first searched folder holding a complete pair, with its pairs; a one-line
+    :class:`DataError` naming every folder searched when there is none."""
+    searched = candidate_folders(name, root)
+    for folder in searched:
+        pairs = idx_files_in(folder)
+        if pairs:
+            return folder, pairs
+    raise _not_found(name, searched)
+
+
+def _not_found(name: str, searched: list[Path], reason: str = "") -> DataError:
+    folders = ", ".join(str(f) for f in searched)
+    return DataError(
+        f"{name}: no IDX files (train-/t10k-images-idx3-ubyte[.gz] with matching labels) in any "
+        f"of: {folders}{reason}; to get them: {HOW_TO_GET[name]}set UNTIED_DATA or the "
+        f"dataset's `root` to a folder holding them, or set download=true")
+
+
+def download(name: str) -> None:
+    """Download the four IDX files with torchvision into :func:`download_folder` (torchvision
+    puts them in its ``MNIST/raw`` or ``FashionMNIST/raw`` subfolder, which is searched)."""
+    from torchvision.datasets import MNIST, FashionMNIST
+
+    dataset_class = {"mnist": MNIST, "fashion_mnist": FashionMNIST}[name]
+    target = download_folder(name)
+    target.mkdir(parents=True, exist_ok=True)
+    dataset_class(root=str(target), train=True, download=True)
+
+
+@functools.lru_cache(maxsize=16)
+def _decode_cached(path: str, size: int, mtime_ns: int, kind: Literal["images", "labels"]
+                   ) -> Tensor:
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    reader = read_image_file if kind == "images" else read_label_file
+    if not path.endswith(".gz"):
+        return reader(path)
+    # torchvision's readers take a plain file: decompress into a private temporary folder (never
+    # next to the source, which may be a read-only system folder), read, delete.
+    with tempfile.TemporaryDirectory(prefix="untied-idx-") as tmp:
+        plain = Path(tmp) / Path(path).name[: -len(".gz")]
+        with gzip.open(path, "rb") as src, open(plain, "wb") as dst:
+            shutil.copyfileobj(src, dst, length=1 << 22)
+        return reader(str(plain))
+
+
+def read_idx(path: Path, kind: Literal["images", "labels"]) -> Tensor:
+    """Decode one IDX file (``uint8`` images ``(n, 28, 28)`` or ``int64`` labels ``(n,)``),
+    cached per process on path, size and modification time. Do not modify the result."""
+    stat = path.stat()
+    try:
+        return _decode_cached(str(path), stat.st_size, stat.st_mtime_ns, kind)
+    except (AssertionError, TypeError, ValueError, OSError, EOFError, RuntimeError) as err:
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataError(f"cannot read {kind} IDX file {path}: {detail}") from err
+
+
+def read_part(pair: IdxPair) -> tuple[Tensor, Tensor]:
+    """Images and labels of one part, checked for shape, length and label range."""
+    images = read_idx(pair.images, "images")
+    labels = read_idx(pair.labels, "labels")
+    if tuple(images.shape[1:]) != IMAGE_SHAPE:
+        raise DataError(f"{pair.images}: images are {tuple(images.shape[1:])}, expected "
+                        f"{IMAGE_SHAPE}")
+    if len(images) != len(labels):
+        raise DataError(f"{pair.images} holds {len(images)} images but {pair.labels} holds "
+                        f"{len(labels)} labels")
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= NUM_CLASSES):
+        raise DataError(f"{pair.labels}: labels outside 0..{NUM_CLASSES - 1}")
+    return images, labels
+
+
+def normalise_images(x_train: Tensor, x_test: Tensor,
+                     how: Literal["none", "unit", "standard"]) -> tuple[Tensor, Tensor]:
+    """``unit``: pixels / 255; ``standard``: one mean and std over all training pixels (the usual
+    image z-score). Per-pixel statistics are not used: a border pixel that is 0 in every
+    training image has std ~0 and would blow a test image's non-zero value there up to ~1e10.
+
+    The inputs must be fresh float copies: ``unit`` divides them in place, since allocating
+    another 200 MB for 70,000 images costs more than the rest of loading together."""
+    if how == "unit":
+        return x_train.div_(PIXEL_MAX), x_test.div_(PIXEL_MAX)
+    if how == "none":
+        return x_train, x_test
+    flat_train, flat_test = normalise(x_train.reshape(-1, 1), x_test.reshape(-1, 1), how)
+    return flat_train.view_as(x_train), flat_test.view_as(x_test)
+
+
+def load_idx_dataset(name: str, params: ImageDatasetParams, ctx: RunContext) -> DataBundle:
+    """Find (or download), read, split, subset, normalise and move one IDX dataset."""
+    try:
+        folder, pairs = locate(name, params.root)
+    except DataError:
+        if not params.download:
+            raise
+        try:
+            download(name)
+        except Exception as err:  # torchvision raises RuntimeError / URLError / OSError
+            detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise _not_found(name, candidate_folders(name, params.root),
+                             f" (download failed: {detail})") from err
+        folder, pairs = locate(name, params.root)
+
+    gen = ctx.generator("data", device="cpu")
+    if params.split == "official":
+        missing = [p for p in PARTS if p not in pairs]
+        if missing:
+            wanted = ", ".join(f"{p}-images-idx3-ubyte[.gz] and {p}-labels-idx1-ubyte[.gz]"
+                               for p in missing)
+            raise DataError(f"{name}: split=\"official\" needs {wanted} in {folder}, which holds "
+                            f"only the {', '.join(pairs)} files; use split=\"random\" or point "
+                            f"root/UNTIED_DATA to the complete set")
+        x_train, y_train = read_part(pairs["train"])
+        x_test, y_test = read_part(pairs["t10k"])
+        y_train, y_test = y_train.clone(), y_test.clone()
+    else:
+        parts = [read_part(pairs[p]) for p in PARTS if p in pairs]
+        x_pool = torch.cat([images for images, _ in parts])
+        y_pool = torch.cat([labels for _, labels in parts])
+        x_train, y_train, x_test, y_test = split_train_test(x_pool, y_pool, params.test_fraction,
+                                                            gen)
+    x_train, y_train = take_subset(x_train, y_train, params.train_subset, gen)
+    # (n, 28, 28) uint8 -> (n, 1, 28, 28) float32 (a copy: the cached tensors stay untouched)
+    x_train = x_train.unsqueeze(1).to(torch.float32)
+    x_test = x_test.unsqueeze(1).to(torch.float32)
+    x_train, x_test = normalise_images(x_train, x_test, params.normalize)
+    info = DataInfo(name, (1, *IMAGE_SHAPE), NUM_CLASSES, "classification", NUM_CLASSES)
+    return make_bundle(info, x_train, y_train, x_test, y_test, ctx, params.test_noise)
+
+
+def mnist(params: ImageDatasetParams, *, ctx: RunContext) -> DataBundle:
+    """MNIST handwritten digits, 28x28 grey, 10 classes (70,000 images; 80/20 seeded split)."""
+    return load_idx_dataset("mnist", params, ctx)
+
+
+def fashion_mnist(params: ImageDatasetParams, *, ctx: RunContext) -> DataBundle:
+    """Fashion-MNIST clothing images, 28x28 grey, 10 classes (70,000; 80/20 seeded split)."""
+    return load_idx_dataset("fashion_mnist", params, ctx)
+
+
+@hookimpl
+def register_datasets(register):
+    register("mnist", mnist, params=ImageDatasetParams)
+    register("fashion_mnist", fashion_mnist, params=ImageDatasetParams)
