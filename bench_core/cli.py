@@ -162,8 +162,9 @@ def _print_leaderboard(plan, results_dir: Path, fmt: str, output: str | None) ->
 def _notes(plan, n_done: int) -> list[str]:
     spec = plan.spec
     arrow = "higher is better" if spec.higher_is_better else "lower is better"
-    notes = [f"Metric: `{spec.metric}` ({arrow}); mean ± sample std over seeds; "
-             f"Δ baseline = entry mean − `{spec.baseline}` mean in the same cell."]
+    notes = [f"Metric: `{spec.metric}` ({arrow}); mean ± sample std over seeds" + (
+        f"; Δ baseline = entry mean − `{spec.baseline}` mean in the same cell." if spec.baseline
+        else "; no baseline entry.")]
     prof = spec.profiles.get(plan.profile)
     label = f"Profile: `{plan.profile}`"
     if prof is not None and prof.description:

@@ -27,6 +27,12 @@ def aggregate(records: pl.LazyFrame, extra_metrics: list[str] | None = None) -> 
     cols = records.collect_schema().names()
     extras = [m for m in (extra_metrics or []) if f"m_{m}" in cols]
     ok = pl.col("status") == "ok"
+    # columns that can be all-null (every run failed, no reference) must not stay dtype Null
+    records = records.with_columns(
+        *[pl.col(c).cast(pl.Float64) for c in ("value", "reference", "reference_std", "wall_time_s")
+          if c in cols],
+        *[pl.col(f"m_{m}").cast(pl.Float64) for m in extras],
+    )
     for col in ("entry_index", "cell_index"):
         if col not in cols:
             records = records.with_columns(pl.lit(0).alias(col))

@@ -250,13 +250,14 @@ def run_plan(plan: Plan, results_root: str | Path, *, executor: str = "local", j
     """Run every task of ``plan`` not yet recorded (all of them with ``force``). A ``host``
     given here becomes the process-wide host, so in-process executors use its plugins."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
 
     if host is not None:
         set_host(host)
     host = get_host()
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, soft_wrap=True, highlight=False)
     results_dir = Path(results_root) / plan.name
     for t in plan.tasks:
         t.results_dir = str(results_dir)
@@ -271,7 +272,7 @@ def run_plan(plan: Plan, results_root: str | Path, *, executor: str = "local", j
     fields = exec_comp.params.model_fields
     exec_params = exec_comp.params.model_validate({"jobs": jobs} if "jobs" in fields else {})
     runner = exec_comp.factory(exec_params)
-    console.print(f"{plan.name} \\[{plan.profile}]: {len(todo)} runs to do, {skipped} already "
+    console.print(f"{escape(plan.name)} \\[{plan.profile}]: {len(todo)} runs to do, {skipped} already "
                   f"recorded; executor {executor}, results in {results_dir}")
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("failed/diverged {task.fields[bad]}"), TimeElapsedColumn(),
@@ -285,8 +286,8 @@ def run_plan(plan: Plan, results_root: str | Path, *, executor: str = "local", j
                     summary.ok += 1
                 else:
                     setattr(summary, outcome.status, getattr(summary, outcome.status) + 1)
-                    bar.console.print(f"[yellow]{outcome.status}[/]: {outcome.entry} "
-                                      f"(run {outcome.run_id}): {outcome.error}")
+                    bar.console.print(f"[yellow]{outcome.status}[/]: {escape(outcome.entry)} "
+                                      f"(run {outcome.run_id}): {escape(outcome.error or '')}")
                 bar.update(job, advance=1, bad=summary.failed + summary.diverged)
         except KeyboardInterrupt:
             summary.interrupted = True
