@@ -1,0 +1,28 @@
+"""The wheel ships the leaderboard specs and registers the built-ins as entry points."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_wheel_contains_leaderboards_and_entry_points(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                    "--no-build-isolation", "--no-index", "-w", str(tmp_path), str(REPO)],
+                   check=True, capture_output=True, timeout=300)
+    wheel = next(tmp_path.glob("untied_bench-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    specs = {Path(n).name for n in names if n.startswith("bench_core/leaderboards/")}
+    assert "quickstart.toml" in specs
+    shipped = {p.name for p in (REPO / "leaderboards").glob("*.toml")}
+    assert shipped <= specs
+    assert "untied_plugins/surrogates.py" in names
+    assert not any(n.startswith("plugins/") for n in names)
+    ep = next(n for n in names if n.endswith("entry_points.txt"))
+    text = zipfile.ZipFile(wheel).read(ep).decode()
+    assert "[untied]" in text and "surrogates = untied_plugins.surrogates" in text
+    assert "untied = bench_core.cli:main" in text
