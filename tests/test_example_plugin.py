@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +20,10 @@ BIN = Path(sys.executable).parent
 @pytest.fixture(scope="module")
 def example_site(tmp_path_factory):
     target = tmp_path_factory.mktemp("site")
+    source = tmp_path_factory.mktemp("src") / EXAMPLE.name  # setuptools builds in-tree
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-                    "--no-build-isolation", "--no-index", "--target", str(target), str(EXAMPLE)],
+                    "--no-build-isolation", "--no-index", "--target", str(target), str(source)],
                    check=True, capture_output=True, timeout=300)
     return target
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -11,8 +12,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_wheel_contains_leaderboards_and_entry_points(tmp_path):
+    source = tmp_path / "src"  # setuptools builds in-tree: keep the checkout clean
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "results", "build", "*.egg-info", "__pycache__", "examples"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-                    "--no-build-isolation", "--no-index", "-w", str(tmp_path), str(REPO)],
+                    "--no-build-isolation", "--no-index", "-w", str(tmp_path), str(source)],
                    check=True, capture_output=True, timeout=300)
     wheel = next(tmp_path.glob("untied_bench-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
