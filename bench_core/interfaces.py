@@ -5,10 +5,12 @@ Plugins build and consume these; the host never looks inside a model, rule or su
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Literal, Protocol, runtime_checkable
+from typing import (Any, Callable, Collection, Iterable, Iterator, Literal, Protocol,
+                    runtime_checkable)
 
 import torch
 from torch import Tensor, nn
@@ -129,14 +131,33 @@ class RunContext:
             self._generators[key] = gen
         return self._generators[key]
 
-    def log_epoch(self, epoch: int, **metrics: float | Tensor) -> dict[str, float]:
+    @contextlib.contextmanager
+    def preserve_random_state(self) -> Iterator[None]:
+        """Run a side computation (e.g. a diagnostic) without changing the run's randomness:
+        on exit every generator of this context gets its state back, generators first created
+        inside are forgotten (their stream starts afresh when training asks for it), and the
+        global torch RNG (CPU, and the run's CUDA device) is forked."""
+        saved = {key: gen.get_state() for key, gen in self._generators.items()}
+        devices = [self.device] if self.device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=devices, device_type=self.device.type):
+                yield
+        finally:
+            for key in [k for k in self._generators if k not in saved]:
+                del self._generators[key]
+            for key, state in saved.items():
+                self._generators[key].set_state(state)
+
+    def log_epoch(self, epoch: int, *, diagnostics: Collection[str] = (),
+                  **metrics: float | Tensor) -> dict[str, float]:
         """Record one epoch's metrics (this is the one host sync per epoch) and raise
-        :class:`Diverged` if any is NaN or infinite."""
+        :class:`Diverged` if any is NaN or infinite, except the keys named in ``diagnostics``
+        (measurements such as a cosine that is undefined, NaN, for a zero gradient)."""
         values = {k: float(v.item() if isinstance(v, Tensor) else v) for k, v in metrics.items()}
         self.curves.setdefault("epoch", []).append(float(epoch))
         for k, v in values.items():
             self.curves.setdefault(k, []).append(v)
-        bad = [k for k, v in values.items() if not math.isfinite(v)]
+        bad = [k for k, v in values.items() if k not in diagnostics and not math.isfinite(v)]
         if bad:
             raise Diverged(f"non-finite {', '.join(bad)} at epoch {epoch}")
         return values

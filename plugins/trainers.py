@@ -10,10 +10,16 @@ Accuracy: argmax of the outputs; with a single output, ``y_hat >= 0.5`` (a logis
 output) for ``mse`` and ``logit >= 0`` for ``cross_entropy``.
 Per epoch the trainer logs ``train_loss`` (mean over the epoch's batches, weighted by size) and
 the test metrics; the only host syncs are these once-per-epoch logs.
+
+``direction_diagnostic = true`` also logs, per epoch, how the surrogate's weight gradients point
+relative to the tied ones (``cos/<layer>``, ``sign/<layer>``, ``direction_cosine``,
+``direction_sign_agreement``; see :mod:`untied_plugins.direction`, Troiano et al.
+Propositions 1-3) without changing training; the final metrics get the last epoch's finite means.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -23,6 +29,7 @@ from torch import Tensor, nn
 
 from bench_core.hookspecs import hookimpl
 from bench_core.interfaces import DataBundle, TrainingSession, constraint_hooks
+from untied_plugins.direction import MEAN_KEYS, DirectionProbe
 
 
 class BackpropParams(BaseModel):
@@ -32,6 +39,8 @@ class BackpropParams(BaseModel):
     loss: Literal["cross_entropy", "mse"] = "cross_entropy"
     shuffle: bool = True
     eval_batch_size: int = Field(2048, ge=1, description="batch size of test evaluation")
+    direction_diagnostic: bool = Field(False, description="log surrogate-vs-tied gradient cosine "
+                                       "and sign agreement per layer every epoch")
 
 
 def batch_loss(out: Tensor, y: Tensor, loss: str, task: str) -> Tensor:
@@ -95,6 +104,8 @@ class BackpropTrainer:
         task = data.info.task
         n = len(data.x_train)
         gen = ctx.generator("batches")
+        probe = (DirectionProbe(session, lambda out, y: batch_loss(out, y, p.loss, task),
+                                p.batch_size) if p.direction_diagnostic else None)
         final: dict[str, float] = {}
         model.train()
         for epoch in range(1, p.epochs + 1):
@@ -114,16 +125,22 @@ class BackpropTrainer:
                 ctx.counters.forward(len(idx))
                 ctx.counters.backward(len(idx))
                 loss_sum += loss.detach() * len(idx)
-            final = self._log(session, model, epoch, loss_sum / n)
+            diagnostics = probe.measure(model) if probe is not None else {}
+            final = self._log(session, model, epoch, loss_sum / n, diagnostics)
         return final
 
-    def _log(self, session: TrainingSession, model: nn.Module, epoch: int, train_loss: Tensor
-             ) -> dict[str, float]:
+    def _log(self, session: TrainingSession, model: nn.Module, epoch: int, train_loss: Tensor,
+             diagnostics: dict[str, Tensor]) -> dict[str, float]:
+        """Log the epoch; return its metrics plus the diagnostic means that are finite."""
         data: DataBundle = session.data
         test = evaluate(model, data.x_test, data.y_test, self.p.loss, data.info.task,
                         self.p.eval_batch_size, session.ctx)
         metrics = {"train_loss": train_loss, **{f"test_{k}": v for k, v in test.items()}}
-        return session.ctx.log_epoch(epoch, **metrics)
+        values = session.ctx.log_epoch(epoch, diagnostics=diagnostics.keys(), **metrics,
+                                       **diagnostics)
+        final = {k: v for k, v in values.items() if k not in diagnostics}
+        final.update({k: values[k] for k in MEAN_KEYS if k in values and math.isfinite(values[k])})
+        return final
 
 
 def backprop(params: BackpropParams) -> BackpropTrainer:
