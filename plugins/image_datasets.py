@@ -16,7 +16,8 @@ are searched in this order, the first that counts wins:
 
 1. the ``root`` parameter, then its dataset subfolders (``mnist/``, ``MNIST/raw`` ... below);
 2. the dataset subfolders of ``$UNTIED_DATA``: ``mnist/`` and ``MNIST/raw`` for MNIST,
-   ``fashion-mnist/``, ``fashion_mnist/`` and ``FashionMNIST/raw`` for Fashion-MNIST. The top level
+   ``fashion-mnist/``, ``fashion_mnist/`` and ``FashionMNIST/raw`` for Fashion-MNIST, then
+   variants of those names with a suffix (``mnist-10k/``, as in ``../shared/data``). The top level
    of ``$UNTIED_DATA`` itself is not searched: both datasets use the same file names, so files
    there could not be told apart and Fashion-MNIST could silently be read as MNIST;
 3. ``~/.cache/untied/<name>`` and its torchvision subfolder (where ``download=true`` puts files);
@@ -109,7 +110,10 @@ def candidate_folders(name: str, root: str | None) -> list[Path]:
         folders += [base] + [base / sub for sub in subfolders]
     env_root = os.environ.get("UNTIED_DATA")
     if env_root:
-        folders += [Path(env_root).expanduser() / sub for sub in subfolders]
+        env = Path(env_root).expanduser()
+        folders += [env / sub for sub in subfolders]
+        # variants such as ``mnist-10k`` (a subset) after the exact names, sorted
+        folders += sorted(p for sub in subfolders if "/" not in sub for p in env.glob(f"{sub}-*"))
     cache = download_folder(name)
     folders += [cache] + [cache / sub for sub in subfolders if sub.endswith("/raw")]
     folders += [Path(p) for p in SYSTEM_DATA_DIRS[name]]

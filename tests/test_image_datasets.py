@@ -191,6 +191,12 @@ def test_search_order_untied_data_subfolders_cache_and_system(isolated, monkeypa
     monkeypatch.setenv("UNTIED_DATA", str(data_root))
     assert len(mnist(params(split="random"), ctx=ctx()).y_test) == 2
     assert len(fashion_mnist(params(), ctx=ctx()).y_test) == 4
+    # a suffixed variant (mnist-10k, as in ../shared/data) counts after the exact names
+    variants = isolated / "variants"
+    make_part(variants / "mnist-10k", "t10k", 50, seed=20, gz=False)
+    monkeypatch.setenv("UNTIED_DATA", str(variants))
+    assert len(mnist(params(), ctx=ctx()).y_test) == 10
+    monkeypatch.setenv("UNTIED_DATA", str(data_root))
     # an explicit root comes first
     root = isolated / "root"
     make_part(root, "t10k", 40, seed=17, gz=False)
