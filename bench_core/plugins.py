@@ -13,6 +13,8 @@ import difflib
 import inspect
 import os
 import re
+import types
+import typing
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Callable, Iterable
@@ -48,8 +50,7 @@ class Component:
         """Name, type, default and description of each parameter (for listings)."""
         rows = []
         for pname, f in self.params.model_fields.items():
-            ann = f.annotation
-            tname = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+            tname = type_name(f.annotation)
             default = None if f.is_required() else f.get_default(call_default_factory=True)
             rows.append(
                 {
@@ -61,6 +62,22 @@ class Component:
                 }
             )
         return rows
+
+
+def type_name(ann: Any) -> str:
+    """A short readable name of a type annotation: ``float``, ``list[int]``, ``'a'|'b'``,
+    ``float | None``."""
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is typing.Literal:
+        return "|".join(repr(a) for a in args)
+    if origin is typing.Annotated:
+        return type_name(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join("None" if a is type(None) else type_name(a) for a in args)
+    if origin is not None:
+        inner = ", ".join(type_name(a) for a in args)
+        return f"{getattr(origin, '__name__', str(origin))}[{inner}]" if inner else origin.__name__
+    return getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
 
 
 @dataclass
