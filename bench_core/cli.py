@@ -113,7 +113,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     host = _host()
     name, spec = load_spec(args.spec)
-    profiles = [args.profile] if args.profile else [None, *spec.profiles]
+    base = [] if spec.default_profile else [None]  # None = the spec without a profile
+    profiles = [args.profile] if args.profile else [*base, *spec.profiles]
     for prof in profiles:
         plan = expand(host, name, spec, profile=prof)
         cells = len(plan.tasks) // max(1, len(plan.seeds) * len({t.entry for t in plan.tasks}))
