@@ -151,10 +151,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _print_leaderboard(plan, results_dir: Path, fmt: str, output: str | None) -> None:
-    from bench_core.leaderboard import aggregate, load_records, render
+    from bench_core.leaderboard import aggregate, load_records, overlay_plan, render
 
     run_ids = {t.run_id for t in plan.tasks}
-    agg = aggregate(load_records(results_dir, run_ids), plan.spec.columns)
+    agg = aggregate(overlay_plan(load_records(results_dir, run_ids), plan.tasks), plan.spec.columns)
     n_done = int(agg["n"].sum() + agg["failed"].sum() + agg["diverged"].sum())
     notes = _notes(plan, n_done)
     if fmt == "markdown":
