@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable, Iterator
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench_core.hookspecs import hookimpl
+from bench_core.runner import cpu_count
 
 
 class LocalParams(BaseModel):
@@ -47,8 +48,7 @@ class ProcessExecutor:
         self.jobs = params.jobs
 
     def map(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Any]:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        threads = max(1, (cpus or 1) // self.jobs)
+        threads = max(1, cpu_count() // self.jobs)
         ctx = multiprocessing.get_context("spawn")
         pending = iter(tasks)
         pool = ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_init_worker,

@@ -53,11 +53,17 @@ def test_resume_reruns_nothing_and_force_reruns(untied_host, fast_spec, tmp_path
     assert forced.ran == 4
 
 
+def run_with_chaos_entry(host, spec, tmp_path, label, overrides):
+    """Add the chaos plugin and an entry using it; run one seed. Returns (plan, summary)."""
+    host.add_plugin(chaos_plugin, "chaos")
+    spec["entries"].append({"label": label, "overrides": overrides})
+    plan = plan_for(host, spec, tmp_path, seeds=1)
+    return plan, run_plan(plan, tmp_path, host=host, progress=False)
+
+
 def test_raising_plugin_is_recorded_failed_and_grid_goes_on(untied_host, fast_spec, tmp_path):
-    untied_host.add_plugin(chaos_plugin, "chaos")
-    fast_spec["entries"].append({"label": "boom", "overrides": {"trainer": {"name": "failing"}}})
-    plan = plan_for(untied_host, fast_spec, tmp_path, seeds=1)
-    summary = run_plan(plan, tmp_path, host=untied_host, progress=False)
+    plan, summary = run_with_chaos_entry(untied_host, fast_spec, tmp_path, "boom",
+                                         {"trainer": {"name": "failing"}})
     assert (summary.ok, summary.failed) == (4, 2)
     df = read_all(tmp_path).filter(pl.col("entry") == "boom")
     assert set(df["status"]) == {"failed"}
@@ -69,10 +75,8 @@ def test_raising_plugin_is_recorded_failed_and_grid_goes_on(untied_host, fast_sp
 
 
 def test_nan_loss_is_recorded_diverged(untied_host, fast_spec, tmp_path):
-    untied_host.add_plugin(chaos_plugin, "chaos")
-    fast_spec["entries"].append({"label": "nan", "overrides": {"rule": {"name": "poison"}}})
-    plan = plan_for(untied_host, fast_spec, tmp_path, seeds=1)
-    summary = run_plan(plan, tmp_path, host=untied_host, progress=False)
+    _, summary = run_with_chaos_entry(untied_host, fast_spec, tmp_path, "nan",
+                                      {"rule": {"name": "poison"}})
     assert (summary.ok, summary.diverged) == (4, 2)
     df = read_all(tmp_path).filter(pl.col("entry") == "nan")
     assert set(df["status"]) == {"diverged"}
