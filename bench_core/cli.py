@@ -124,20 +124,27 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench_core.runner import pending_tasks, resolve_device, run_plan
+    from bench_core.runner import form_groups, pending_tasks, resolve_device, run_plan
 
     device = resolve_device(args.device)
     host, plan = _plan(args, device=device)
     results_dir = Path(args.results) / plan.name
+    if args.group_size is not None and args.group_size < 1:
+        raise UntiedError(f"--group-size must be >= 1 (got {args.group_size})")
     if args.dry_run:
         todo, skipped = pending_tasks(plan, results_dir, args.force)
+        units = form_groups(todo, host, enabled=not args.no_group, max_size=args.group_size)
+        grouped = "" if len(units) == len(todo) else f" in {len(units)} groups"
         print(f"{plan.name} [{plan.profile}]: {len(plan.tasks)} runs, {skipped} recorded, "
-              f"{len(todo)} to run on {device} with executor {args.executor}")
-        for t in todo:
-            print(f"  {t.run_id}  {t.entry:<24} seed {t.seed_index}  {json.dumps(t.cell)}")
+              f"{len(todo)} to run{grouped} on {device} with executor {args.executor}")
+        for i, unit in enumerate(units):
+            for t in unit:
+                tag = f"  [group {i}]" if len(unit) > 1 else ""
+                print(f"  {t.run_id}  {t.entry:<24} seed {t.seed_index}  {json.dumps(t.cell)}{tag}")
         return 0
     summary = run_plan(plan, args.results, executor=args.executor, jobs=args.jobs,
-                       force=args.force, host=host, progress=not args.quiet)
+                       force=args.force, host=host, progress=not args.quiet,
+                       group=not args.no_group, max_group_size=args.group_size)
     if summary.interrupted:
         print(f"interrupted: {summary.ran} runs finished and recorded in {results_dir}; "
               f"rerun the same command to resume", file=sys.stderr)
@@ -267,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rerun runs already recorded")
     p.add_argument("--dry-run", action="store_true", help="list the runs, run nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-group", action="store_true",
+                   help="train runs one by one even where the trainer can batch compatible runs "
+                        "into one computation (grouped runs; results are equal either way)")
+    p.add_argument("--group-size", type=int, metavar="N",
+                   help="at most N runs per group (default: the trainer's limit, else no limit)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("leaderboard", help="aggregate recorded runs into a table")

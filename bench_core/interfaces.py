@@ -9,7 +9,7 @@ import contextlib
 import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import (Any, Callable, Collection, Iterable, Iterator, Literal, Protocol,
+from typing import (Any, Callable, Collection, Hashable, Iterable, Iterator, Literal, Protocol,
                     runtime_checkable)
 
 import torch
@@ -74,17 +74,32 @@ class DataInfo:
 @dataclass
 class DataBundle:
     """Train and test tensors on the run's device. Classification targets are int64 class
-    indices (a single-output binary task uses 0/1); regression targets are float."""
+    indices (a single-output binary task uses 0/1); regression targets are float.
+
+    ``eval_sets`` holds further named evaluation sets of the same task, for example
+    ``{"noisy": (x_test + noise, y_test)}``: a trainer evaluates the same trained model on each
+    and reports its metrics with the set's name as a prefix (``noisy_test_accuracy``), so that
+    several test conditions come from one training run."""
 
     info: DataInfo
     x_train: Tensor
     y_train: Tensor
     x_test: Tensor
     y_test: Tensor
+    eval_sets: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.x_train) != len(self.y_train) or len(self.x_test) != len(self.y_test):
             raise ValueError("dataset inputs and targets differ in length")
+        for name, (x, y) in self.eval_sets.items():
+            if len(x) != len(y):
+                raise ValueError(f"evaluation set '{name}': inputs and targets differ in length")
+
+    def test_sets(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """Every evaluation set by metric prefix: ``"test"`` (the test split), then
+        ``"<name>_test"`` for each entry of ``eval_sets``."""
+        return {"test": (self.x_test, self.y_test),
+                **{f"{name}_test": xy for name, xy in self.eval_sets.items()}}
 
 
 @dataclass
@@ -187,6 +202,39 @@ class TrainingSession:
 
 class Trainer(Protocol):
     def fit(self, session: TrainingSession) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class GroupTrainer(Protocol):
+    """Optional capability of a trainer: **grouped runs**.
+
+    A trainer that can train several compatible runs (same shapes; they differ by seed, data
+    subset, rule or scalar hyper-parameters) as one batched computation over a model axis
+    implements, besides ``fit``:
+
+    ``group_key(spec) -> Hashable | None``
+        called by the runner in the main process with each run's canonical spec (one table per
+        component, defaults filled in). Runs whose keys are equal (and not ``None``), with the
+        same trainer table and device, may be handed to one ``fit_group`` call; ``None`` means
+        "train this run alone". Keep it a pure function of the spec (strings, numbers, tuples).
+    ``fit_group(sessions) -> list[dict[str, float] | BaseException]``
+        trains every session (one per run, each with its own :class:`RunContext`, data and
+        seeded streams) and returns one result per session, in order: its final metrics, or
+        the exception that ended that run alone (``Diverged`` for a run that diverged). An
+        exception raised by ``fit_group`` itself fails every run of the group.
+    ``max_group_size`` (optional attribute, int or None)
+        the largest group the trainer wants (memory); the runner splits larger groups.
+
+    The results must equal those of ``fit`` on each session alone, to float tolerance: grouping
+    is an optimisation, never a change of method. The runner still writes one record per run,
+    resumes a half-finished group by running only its missing runs, and ``untied run
+    --no-group`` calls ``fit`` run by run. A trainer without these methods is unaffected.
+    """
+
+    def group_key(self, spec: dict[str, Any]) -> Hashable | None: ...
+
+    def fit_group(self, sessions: list[TrainingSession]) -> list[dict[str, float] | BaseException]:
+        ...
 
 
 class Executor(Protocol):

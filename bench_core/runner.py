@@ -26,7 +26,8 @@ from torch import nn
 
 import bench_core
 from bench_core.errors import Diverged, SpecError
-from bench_core.interfaces import Activation, NativeActivation, RunContext, TrainingSession
+from bench_core.interfaces import (Activation, GroupTrainer, NativeActivation, RunContext,
+                                   TrainingSession)
 from bench_core.plugins import PluginHost, get_host, set_host
 from bench_core.records import flatten_spec, recorded_run_ids, write_record
 from bench_core.spec import Plan, RunTask, canonical_json, resolve_component
@@ -145,41 +146,47 @@ class RunOutcome:
     wall_time_s: float
 
 
-def execute_task(task: RunTask, host: PluginHost | None = None) -> dict[str, Any]:
-    """Run one task in this process and return its record row (not yet written)."""
-    host = host or get_host()
+def _failure(exc: BaseException) -> tuple[str, str, str | None]:
+    """(status, error line, traceback) of an exception that ended a run."""
+    if isinstance(exc, Diverged):
+        return "diverged", str(exc), None
+    return ("failed", f"{type(exc).__name__}: {exc}",
+            "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+
+
+def _final_metrics(reported: dict[str, Any] | None) -> dict[str, float]:
+    metrics = {k: float(v) for k, v in (reported or {}).items()}
+    bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+    if bad:
+        raise Diverged(f"non-finite final {', '.join(bad)}")
+    return metrics
+
+
+def build_trainer(host: PluginHost, spec: dict[str, Any]):
+    """The trainer object of a run spec (cheap: trainers build models in ``fit``)."""
+    comp, params = resolve_component(host, "trainer", spec["trainer"])
+    return comp.factory(params)
+
+
+def _start(task: RunTask) -> RunContext:
+    if task.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(torch.device(task.device))
+    return RunContext(seed=task.seed, device=torch.device(task.device))
+
+
+def _record_row(host: PluginHost, task: RunTask, ctx: RunContext, status: str, error: str | None,
+                tb: str | None, metrics: dict[str, float], wall: float, *, group_size: int = 1,
+                group_wall: float | None = None) -> dict[str, Any]:
+    """The record of one finished run (not yet written)."""
     device = task.device
-    ctx = RunContext(seed=task.seed, device=torch.device(device))
-    status, error, tb = "ok", None, None
-    metrics: dict[str, float] = {}
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats(torch.device(device))
-    start = time.perf_counter()
-    try:
-        session = build_session(host, task, ctx)
-        trainer_comp, trainer_params = resolve_component(host, "trainer", task.spec["trainer"])
-        trainer = trainer_comp.factory(trainer_params)
-        metrics = {k: float(v) for k, v in (trainer.fit(session) or {}).items()}
-        bad = [k for k, v in metrics.items() if not math.isfinite(v)]
-        if bad:
-            raise Diverged(f"non-finite final {', '.join(bad)}")
-    except Diverged as exc:
-        status, error = "diverged", str(exc)
-    except KeyboardInterrupt:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a raising plugin is recorded, never lost
-        status, error = "failed", f"{type(exc).__name__}: {exc}"
-        tb = traceback.format_exc()
-    wall = time.perf_counter() - start
     if device.startswith("cuda"):
         torch.cuda.synchronize(torch.device(device))
-
     value = metrics.get(task.metric)
     if status == "ok" and value is None:
         status = "failed"
         error = (f"the trainer reported no '{task.metric}' (it reported: "
                  f"{', '.join(sorted(metrics)) or 'nothing'})")
-    row: dict[str, Any] = {
+    return {
         "run_id": task.run_id,
         "leaderboard": task.leaderboard,
         "profile": task.profile,
@@ -204,6 +211,8 @@ def execute_task(task: RunTask, host: PluginHost | None = None) -> dict[str, Any
         **{f"curve_{k}": list(v) for k, v in ctx.curves.items()},
         "curves_json": json.dumps(ctx.curves),
         "wall_time_s": wall,
+        "group_size": group_size,
+        "group_wall_time_s": group_wall if group_wall is not None else wall,
         "peak_rss_bytes": _peak_rss_bytes(),
         "peak_cuda_bytes": (torch.cuda.max_memory_allocated(torch.device(device))
                             if device.startswith("cuda") else None),
@@ -211,15 +220,122 @@ def execute_task(task: RunTask, host: PluginHost | None = None) -> dict[str, Any
         **environment(host, device),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    return row
 
 
-def execute_and_record(task: RunTask) -> RunOutcome:
-    """Executor work unit: run ``task``, write its record atomically, return a summary."""
-    row = execute_task(task)
-    write_record(Path(task.results_dir), row)
-    return RunOutcome(task.run_id, task.entry, row["status"], row["error"], row["value"],
-                      row["wall_time_s"])
+def execute_task(task: RunTask, host: PluginHost | None = None) -> dict[str, Any]:
+    """Run one task in this process and return its record row (not yet written)."""
+    host = host or get_host()
+    ctx = _start(task)
+    status, error, tb = "ok", None, None
+    metrics: dict[str, float] = {}
+    start = time.perf_counter()
+    try:
+        session = build_session(host, task, ctx)
+        metrics = _final_metrics(build_trainer(host, task.spec).fit(session))
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a raising plugin is recorded, never lost
+        status, error, tb = _failure(exc)
+    wall = time.perf_counter() - start
+    return _record_row(host, task, ctx, status, error, tb, metrics, wall)
+
+
+def execute_group(tasks: list[RunTask], host: PluginHost | None = None) -> list[dict[str, Any]]:
+    """Run compatible tasks through one ``fit_group`` call (see
+    :class:`~bench_core.interfaces.GroupTrainer`); return one record row per task, in order.
+
+    A run whose session cannot be built (missing data, a bad component) fails alone; the others
+    are trained together. ``wall_time_s`` of each record is its share of the group's wall time
+    (group time / group size); ``group_wall_time_s`` and ``group_size`` say how it was run."""
+    host = host or get_host()
+    if len(tasks) == 1:
+        return [execute_task(tasks[0], host)]
+    contexts = [_start(t) for t in tasks]
+    results: list[dict[str, float] | BaseException | None] = [None] * len(tasks)
+    sessions, members = [], []
+    start = time.perf_counter()
+    for i, (task, ctx) in enumerate(zip(tasks, contexts)):
+        try:
+            sessions.append(build_session(host, task, ctx))
+            members.append(i)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - recorded as this run's failure
+            results[i] = exc
+    if sessions:
+        try:
+            trainer = build_trainer(host, tasks[members[0]].spec)
+            outs = trainer.fit_group(sessions)
+            if not isinstance(outs, (list, tuple)) or len(outs) != len(sessions):
+                raise TypeError(f"fit_group returned {type(outs).__name__} of length "
+                                f"{len(outs) if hasattr(outs, '__len__') else '?'} for "
+                                f"{len(sessions)} sessions; it must return one result per session")
+            for i, out in zip(members, outs):
+                results[i] = out
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the whole group failed: each run says so
+            for i in members:
+                results[i] = exc
+    group_wall = time.perf_counter() - start
+    rows = []
+    for task, ctx, out in zip(tasks, contexts, results):
+        status, error, tb, metrics = "ok", None, None, {}
+        try:
+            if isinstance(out, BaseException):
+                raise out
+            metrics = _final_metrics(out)
+        except Exception as exc:  # noqa: BLE001
+            status, error, tb = _failure(exc)
+        rows.append(_record_row(host, task, ctx, status, error, tb, metrics,
+                                group_wall / len(tasks), group_size=len(tasks),
+                                group_wall=group_wall))
+    return rows
+
+
+def execute_and_record(unit: RunTask | list[RunTask]) -> list[RunOutcome]:
+    """Executor work unit: run one task or a group of compatible tasks, write each record
+    atomically, return their summaries."""
+    tasks = unit if isinstance(unit, list) else [unit]
+    rows = execute_group(tasks) if len(tasks) > 1 else [execute_task(tasks[0])]
+    outcomes = []
+    for task, row in zip(tasks, rows):
+        write_record(Path(task.results_dir), row)
+        outcomes.append(RunOutcome(task.run_id, task.entry, row["status"], row["error"],
+                                   row["value"], row["wall_time_s"]))
+    return outcomes
+
+
+def form_groups(tasks: list[RunTask], host: PluginHost, *, enabled: bool = True,
+                max_size: int | None = None) -> list[list[RunTask]]:
+    """Partition ``tasks`` into work units: runs whose trainer implements grouped runs and whose
+    group keys match (same trainer table and device too) share a unit; every other run is a
+    unit of its own. Order is kept (a group sits where its first run was). ``max_size`` and the
+    trainer's ``max_group_size`` cap a unit's size."""
+    if not enabled:
+        return [[t] for t in tasks]
+    units: list[list[RunTask]] = []
+    open_units: dict[Any, list[RunTask]] = {}
+    trainers: dict[str, Any] = {}
+    for task in tasks:
+        table = canonical_json(task.spec["trainer"])
+        if table not in trainers:
+            trainers[table] = build_trainer(host, task.spec)
+        trainer = trainers[table]
+        key = trainer.group_key(task.spec) if isinstance(trainer, GroupTrainer) else None
+        if key is None:
+            units.append([task])
+            continue
+        caps = [c for c in (max_size, getattr(trainer, "max_group_size", None)) if c]
+        cap = min(caps) if caps else None
+        full_key = (table, task.device, key)
+        unit = open_units.get(full_key)
+        if unit is None or (cap is not None and len(unit) >= cap):
+            unit = []
+            open_units[full_key] = unit
+            units.append(unit)
+        unit.append(task)
+    return units
 
 
 @dataclass
@@ -246,9 +362,12 @@ def pending_tasks(plan: Plan, results_dir: Path, force: bool) -> tuple[list[RunT
 
 def run_plan(plan: Plan, results_root: str | Path, *, executor: str = "local", jobs: int = 1,
              force: bool = False, host: PluginHost | None = None, console=None,
-             progress: bool = True) -> RunSummary:
+             progress: bool = True, group: bool = True,
+             max_group_size: int | None = None) -> RunSummary:
     """Run every task of ``plan`` not yet recorded (all of them with ``force``). A ``host``
-    given here becomes the process-wide host, so in-process executors use its plugins."""
+    given here becomes the process-wide host, so in-process executors use its plugins.
+    ``group``: let trainers that can train compatible runs as one batched computation do so
+    (:func:`form_groups`); ``False`` runs them one by one."""
     from rich.console import Console
     from rich.markup import escape
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
@@ -272,23 +391,26 @@ def run_plan(plan: Plan, results_root: str | Path, *, executor: str = "local", j
     fields = exec_comp.params.model_fields
     exec_params = exec_comp.params.model_validate({"jobs": jobs} if "jobs" in fields else {})
     runner = exec_comp.factory(exec_params)
-    console.print(f"{escape(plan.name)} \\[{plan.profile}]: {len(todo)} runs to do, {skipped} already "
-                  f"recorded; executor {executor}, results in {results_dir}")
+    units = form_groups(todo, host, enabled=group, max_size=max_group_size)
+    grouped = "" if len(units) == len(todo) else f" in {len(units)} groups"
+    console.print(f"{escape(plan.name)} \\[{plan.profile}]: {len(todo)} runs to do{grouped}, {skipped} "
+                  f"already recorded; executor {executor}, results in {results_dir}")
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("failed/diverged {task.fields[bad]}"), TimeElapsedColumn(),
                TextColumn("eta"), TimeRemainingColumn()]
     with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
         job = bar.add_task(plan.name, total=len(plan.tasks), completed=skipped, bad=0)
         try:
-            for outcome in runner.map(execute_and_record, todo):
-                summary.ran += 1
-                if outcome.status == "ok":
-                    summary.ok += 1
-                else:
-                    setattr(summary, outcome.status, getattr(summary, outcome.status) + 1)
-                    bar.console.print(f"[yellow]{outcome.status}[/]: {escape(outcome.entry)} "
-                                      f"(run {outcome.run_id}): {escape(outcome.error or '')}")
-                bar.update(job, advance=1, bad=summary.failed + summary.diverged)
+            for outcomes in runner.map(execute_and_record, units):
+                for outcome in outcomes:
+                    summary.ran += 1
+                    if outcome.status == "ok":
+                        summary.ok += 1
+                    else:
+                        setattr(summary, outcome.status, getattr(summary, outcome.status) + 1)
+                        bar.console.print(f"[yellow]{outcome.status}[/]: {escape(outcome.entry)} "
+                                          f"(run {outcome.run_id}): {escape(outcome.error or '')}")
+                    bar.update(job, advance=1, bad=summary.failed + summary.diverged)
         except KeyboardInterrupt:
             summary.interrupted = True
     return summary

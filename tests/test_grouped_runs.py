@@ -1,0 +1,136 @@
+"""Grouped runs (a generic host capability), with a toy trainer from tests/grouped_plugin.py:
+groups formed by key, trainer limit and --group-size; one record per run; equal results with
+and without grouping; failures and divergence confined to their run; resume of half a group."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+import grouped_plugin
+from bench_core.cli import main
+from bench_core.records import record_files
+from bench_core.runner import form_groups, run_plan
+from bench_core.spec import expand, parse_spec
+
+SPEC = {
+    "title": "grouped",
+    "metric": "test_mse",
+    "higher_is_better": False,
+    "baseline": "slow",
+    "seeds": 2,
+    "defaults": {
+        "dataset": {"name": "toy_regression", "dim": 3},
+        "model": {"name": "toy_linear"},
+        "rule": {"name": "toy_lr", "lr": 0.05},
+        "trainer": {"name": "toy_gd", "steps": 30},
+    },
+    "grid": {"dataset.dim": [3, 4]},
+    "entries": [
+        {"label": "slow"},
+        {"label": "fast", "overrides": {"rule": {"lr": 0.3}}},
+    ],
+}
+
+
+@pytest.fixture
+def host(untied_host):
+    untied_host.add_plugin(grouped_plugin, "grouped")
+    grouped_plugin.CALLS.clear()
+    return untied_host
+
+
+def plan_of(host, raw, tmp_path):
+    name, spec = parse_spec(raw, stem="g")
+    return expand(host, name, spec, results_dir=str(tmp_path / "g"))
+
+
+def records(tmp_path) -> pl.DataFrame:
+    return pl.concat([pl.read_parquet(p) for p in record_files(tmp_path / "g")],
+                     how="diagonal_relaxed").sort("run_id")
+
+
+def test_groups_follow_the_key_and_the_trainers_limit(host, tmp_path):
+    plan = plan_of(host, SPEC, tmp_path)            # 2 dims x 2 entries x 2 seeds = 8 runs
+    units = form_groups(plan.tasks, host)
+    sizes = sorted(len(u) for u in units)
+    assert sizes == [1, 1, 3, 3]                     # 4 runs per dim, cut at max_group_size 3
+    for unit in units:
+        assert len({t.spec["dataset"]["dim"] for t in unit}) == 1
+    assert [len(u) for u in form_groups(plan.tasks, host, max_size=2)] == [2, 2, 2, 2]
+    assert all(len(u) == 1 for u in form_groups(plan.tasks, host, enabled=False))
+
+
+def test_grouped_equals_ungrouped_one_record_per_run(host, tmp_path):
+    grouped = run_plan(plan_of(host, SPEC, tmp_path / "a"), tmp_path / "a", host=host,
+                       progress=False)
+    assert grouped.ran == grouped.ok == 8
+    assert sorted(grouped_plugin.CALLS) == [1, 1, 3, 3]
+    grouped_plugin.CALLS.clear()
+    single = run_plan(plan_of(host, SPEC, tmp_path / "b"), tmp_path / "b", host=host,
+                      progress=False, group=False)
+    assert single.ok == 8 and grouped_plugin.CALLS == [1] * 8
+    a, b = records(tmp_path / "a"), records(tmp_path / "b")
+    assert a.height == b.height == 8 and a["run_id"].to_list() == b["run_id"].to_list()
+    assert a["m_test_mse"].to_list() == pytest.approx(b["m_test_mse"].to_list(), rel=1e-5)
+    assert sorted(a["group_size"].to_list()) == [1, 1, 3, 3, 3, 3, 3, 3]
+    assert set(b["group_size"].to_list()) == {1}
+    row = a.filter(pl.col("group_size") == 3).row(0, named=True)
+    assert row["wall_time_s"] == pytest.approx(row["group_wall_time_s"] / 3)
+    # paired seeds: both entries of a cell and seed saw the same data, so lr alone differs
+    assert a.filter(pl.col("entry") == "fast")["m_test_mse"].mean() < \
+        a.filter(pl.col("entry") == "slow")["m_test_mse"].mean()
+
+
+def test_a_diverging_member_and_a_member_without_data_fail_alone(host, tmp_path):
+    spec = {**SPEC, "grid": {}, "entries": [
+        *SPEC["entries"],
+        {"label": "boom", "overrides": {"rule": {"lr": 500.0}}},
+        {"label": "nodata", "overrides": {"dataset": {"missing": True}}},
+    ]}
+    summary = run_plan(plan_of(host, spec, tmp_path), tmp_path, host=host, progress=False)
+    df = records(tmp_path)
+    status = dict(zip(df["entry"], df["status"]))
+    assert status == {"slow": "ok", "fast": "ok", "boom": "diverged", "nodata": "failed"}
+    assert (summary.ok, summary.diverged, summary.failed) == (4, 2, 2)
+    assert "no such file" in df.filter(pl.col("entry") == "nodata")["error"][0]
+
+
+def test_a_raising_fit_group_fails_every_member_and_is_retried(host, tmp_path):
+    spec = {**SPEC, "grid": {}, "defaults": {**SPEC["defaults"],
+                                             "trainer": {"name": "toy_gd", "fail_group": True}}}
+    summary = run_plan(plan_of(host, spec, tmp_path), tmp_path, host=host, progress=False)
+    assert summary.failed == 4
+    assert set(records(tmp_path)["error"]) == {"RuntimeError: planned group failure"}
+
+
+def test_resume_runs_only_the_missing_members_of_a_group(host, tmp_path):
+    plan = plan_of(host, SPEC, tmp_path)
+    run_plan(plan, tmp_path, host=host, progress=False)
+    before = records(tmp_path)
+    files = record_files(tmp_path / "g")
+    for p in files[:2]:
+        p.unlink()
+    grouped_plugin.CALLS.clear()
+    again = run_plan(plan, tmp_path, host=host, progress=False)
+    assert (again.ran, again.skipped) == (2, 6)
+    assert sum(grouped_plugin.CALLS) == 2
+    after = records(tmp_path)
+    assert after["m_test_mse"].to_list() == pytest.approx(before["m_test_mse"].to_list(), rel=1e-5)
+
+
+def test_cli_no_group_and_dry_run_show_groups(host, tmp_path, capsys, monkeypatch):
+    import tomli_w
+
+    spec_file = tmp_path / "g.toml"
+    spec_file.write_bytes(tomli_w.dumps(SPEC).encode())
+    from bench_core import plugins
+
+    monkeypatch.setattr(plugins, "get_host", lambda: host)
+    assert main(["run", str(spec_file), "--dry-run", "--results", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "8 to run in 4 groups" in out and "[group 0]" in out
+    assert main(["run", str(spec_file), "--dry-run", "--no-group",
+                 "--results", str(tmp_path / "r")]) == 0
+    assert "groups" not in capsys.readouterr().out
+    assert main(["run", str(spec_file), "--group-size", "0", "--results", str(tmp_path)]) == 2
