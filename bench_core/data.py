@@ -44,11 +44,26 @@ def normalise(x_train: Tensor, x_test: Tensor, how: Literal["none", "unit", "sta
 
 
 def make_bundle(info: DataInfo, x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor,
-                ctx: RunContext, test_noise: float = 0.0) -> DataBundle:
-    """Move the split to the run's device (once) and optionally add N(0, test_noise) to the test
-    inputs, drawn from the run's ``test_noise`` stream."""
+                ctx: RunContext, test_noise: float = 0.0, *, noisy_test_std: float = 0.0,
+                noisy_test_clip: tuple[float, float] | None = None) -> DataBundle:
+    """Move the split to the run's device (once).
+
+    ``test_noise``: replace the test inputs by ``x + N(0, test_noise^2)`` (drawn from the run's
+    ``test_noise`` stream). ``noisy_test_std``: keep the clean test set and add a second
+    evaluation set ``"noisy"`` = the same test inputs plus ``N(0, noisy_test_std^2)`` (the run's
+    ``noisy_test`` stream), clipped to ``noisy_test_clip`` if given (e.g. ``(0, 1)`` for pixels);
+    trainers report its metrics as ``noisy_test_<metric>``, from the same trained model."""
     dev = ctx.device
     if test_noise > 0:
         gen = ctx.generator("test_noise", device="cpu")
         x_test = x_test + test_noise * torch.randn(x_test.shape, generator=gen, dtype=x_test.dtype)
-    return DataBundle(info, x_train.to(dev), y_train.to(dev), x_test.to(dev), y_test.to(dev))
+    eval_sets: dict[str, tuple[Tensor, Tensor]] = {}
+    if noisy_test_std > 0:
+        gen = ctx.generator("noisy_test", device="cpu")
+        x_noisy = x_test + noisy_test_std * torch.randn(x_test.shape, generator=gen,
+                                                        dtype=x_test.dtype)
+        if noisy_test_clip is not None:
+            x_noisy = x_noisy.clamp(*noisy_test_clip)
+        eval_sets["noisy"] = (x_noisy.to(dev), y_test.to(dev))
+    return DataBundle(info, x_train.to(dev), y_train.to(dev), x_test.to(dev), y_test.to(dev),
+                      eval_sets=eval_sets)

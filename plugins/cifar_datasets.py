@@ -261,7 +261,8 @@ def load_cifar(name: str, params: CifarParams, ctx: RunContext, label_column: in
     x_train, x_test = normalise_channels(x_train.to(torch.float32), x_test.to(torch.float32),
                                          params.normalize)
     info = DataInfo(name, IMAGE_SHAPE, num_classes, "classification", num_classes)
-    return make_bundle(info, x_train, y_train, x_test, y_test, ctx, params.test_noise)
+    return make_bundle(info, x_train, y_train, x_test, y_test, ctx,
+                       **params.bundle_options())
 
 
 def cifar10(params: CifarParams, *, ctx: RunContext) -> DataBundle:

@@ -17,10 +17,26 @@ from bench_core.interfaces import DataInfo
 
 
 class SplitParams(BaseModel):
+    """Options every built-in dataset shares: the held-out share, the training-pool size (a
+    seeded subset of the training split) and test-time input noise."""
+
     model_config = ConfigDict(extra="forbid")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="held-out share of the samples")
-    train_subset: int | None = Field(None, ge=1, description="train on this many samples only")
+    train_subset: int | None = Field(None, ge=1, description="training pool: train on this many "
+                                     "samples of the training split (a seeded subset)")
     test_noise: float = Field(0.0, ge=0, description="std of N(0, s) noise added to test inputs")
+    noisy_test_std: float = Field(0.0, ge=0, description="also evaluate on the test inputs plus "
+                                  "N(0, s) noise (metrics noisy_test_*), from the same model")
+    noisy_test_clip: tuple[float, float] | None = Field(
+        None, description="clip the noisy test inputs to [lo, hi] (e.g. [0, 1] for pixels)")
+
+    def bundle_options(self) -> dict:
+        """The keyword arguments of :func:`bench_core.data.make_bundle` these options set."""
+        clip = self.noisy_test_clip
+        if clip is not None and clip[0] > clip[1]:
+            raise ValueError(f"noisy_test_clip: lower bound {clip[0]} above upper bound {clip[1]}")
+        return {"test_noise": self.test_noise, "noisy_test_std": self.noisy_test_std,
+                "noisy_test_clip": clip}
 
 
 class DigitsParams(SplitParams):
@@ -63,7 +79,7 @@ def _finish(info, x, y, params, ctx, max_value):
     x_tr, y_tr = take_subset(x_tr, y_tr, params.train_subset, gen)
     how = getattr(params, "normalize", "none")
     x_tr, x_te = normalise(x_tr, x_te, how, max_value)
-    return make_bundle(info, x_tr, y_tr, x_te, y_te, ctx, params.test_noise)
+    return make_bundle(info, x_tr, y_tr, x_te, y_te, ctx, **params.bundle_options())
 
 
 @hookimpl

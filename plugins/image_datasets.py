@@ -278,7 +278,8 @@ def load_idx_dataset(name: str, params: ImageDatasetParams, ctx: RunContext) -> 
     x_test = x_test.unsqueeze(1).to(torch.float32)
     x_train, x_test = normalise_images(x_train, x_test, params.normalize)
     info = DataInfo(name, (1, *IMAGE_SHAPE), NUM_CLASSES, "classification", NUM_CLASSES)
-    return make_bundle(info, x_train, y_train, x_test, y_test, ctx, params.test_noise)
+    return make_bundle(info, x_train, y_train, x_test, y_test, ctx,
+                       **params.bundle_options())
 
 
 def mnist(params: ImageDatasetParams, *, ctx: RunContext) -> DataBundle:

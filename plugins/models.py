@@ -53,6 +53,9 @@ class MLPParams(BaseModel):
     output_activation: bool = Field(False, description="apply the activation to the outputs too")
     batchnorm: bool = Field(False, description="BatchNorm1d after each hidden layer")
     binary_weights: bool = Field(False, description="BinaryConnect sign(W) weights (Section 5)")
+    init: Literal["torch", "he_normal"] = Field(
+        "torch", description="torch: nn.Linear's default; he_normal: W ~ N(0, 2/fan_in), b = 0 "
+                             "(He et al. 2015; the dual-weight paper's init)")
 
 
 class LeNet5Params(BaseModel):
@@ -129,6 +132,17 @@ def conv(c_in: int, c_out: int, kernel: int, padding: int, *, binary: bool = Fal
     return nn.Conv2d(c_in, c_out, kernel, padding=padding)
 
 
+def he_normal_(model: nn.Module) -> nn.Module:
+    """He-normal initialisation of every dense layer: ``W ~ N(0, 2 / fan_in)``, bias 0."""
+    with torch.no_grad():
+        for layer in model.modules():
+            if isinstance(layer, nn.Linear):
+                layer.weight.normal_(0.0, math.sqrt(2.0 / layer.in_features))
+                if layer.bias is not None:
+                    layer.bias.zero_()
+    return model
+
+
 def image_shape(input_shape: tuple[int, ...], model: str) -> tuple[int, int, int]:
     """``(C, H, W)`` of an image input; a flat perfect-square input ``(s*s,)`` -> ``(1, s, s)``."""
     if len(input_shape) == 3:
@@ -168,7 +182,8 @@ def mlp(params: MLPParams, *, data, activation, ctx) -> nn.Module:
     layers.append(dense(width, data.num_outputs, bias=params.bias, binary=params.binary_weights))
     if params.output_activation:
         layers.append(activation())
-    return nn.Sequential(*layers)
+    model = nn.Sequential(*layers)
+    return he_normal_(model) if params.init == "he_normal" else model
 
 
 def lenet5(params: LeNet5Params, *, data, activation, ctx) -> nn.Module:

@@ -90,6 +90,17 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, loss: str, task: str, batch
     return result
 
 
+def evaluate_all(model: nn.Module, data: DataBundle, loss: str, batch_size: int, ctx=None
+                 ) -> dict[str, Tensor]:
+    """:func:`evaluate` on the test split and on every extra evaluation set of ``data``:
+    ``test_loss``, ``test_accuracy`` (or ``test_mse``), ``noisy_test_loss``, ... (0-d tensors)."""
+    out: dict[str, Tensor] = {}
+    for prefix, (x, y) in data.test_sets().items():
+        result = evaluate(model, x, y, loss, data.info.task, batch_size, ctx)
+        out.update({f"{prefix}_{k}": v for k, v in result.items()})
+    return out
+
+
 class BackpropTrainer:
     """Mini-batch back-propagation: shuffled epochs, the run's update rule, eval every epoch."""
 
@@ -132,10 +143,9 @@ class BackpropTrainer:
     def _log(self, session: TrainingSession, model: nn.Module, epoch: int, train_loss: Tensor,
              diagnostics: dict[str, Tensor]) -> dict[str, float]:
         """Log the epoch; return its metrics plus the diagnostic means that are finite."""
-        data: DataBundle = session.data
-        test = evaluate(model, data.x_test, data.y_test, self.p.loss, data.info.task,
-                        self.p.eval_batch_size, session.ctx)
-        metrics = {"train_loss": train_loss, **{f"test_{k}": v for k, v in test.items()}}
+        metrics = {"train_loss": train_loss,
+                   **evaluate_all(model, session.data, self.p.loss, self.p.eval_batch_size,
+                                  session.ctx)}
         values = session.ctx.log_epoch(epoch, diagnostics=diagnostics.keys(), **metrics,
                                        **diagnostics)
         final = {k: v for k, v in values.items() if k not in diagnostics}
