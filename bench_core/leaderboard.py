@@ -2,8 +2,9 @@
 
 Per profile, grid cell and entry: mean, sample standard deviation (ddof=1), standard error and
 n over the ``ok`` runs; the number of failed/diverged runs; the difference to the baseline
-entry's mean in the same cell; the rank within the cell (1 = best, by ``higher_is_better``);
-the reference (paper) value and our difference to it.
+entry's mean in the same cell and the relative gain over it in percent (positive = better);
+the rank within the cell (1 = best, by ``higher_is_better``); the reference (paper) value and
+our difference to it. :func:`summarise` averages the relative gains over some grid axes.
 """
 
 from __future__ import annotations
@@ -59,44 +60,91 @@ def aggregate(records: pl.LazyFrame, extra_metrics: list[str] | None = None) -> 
             .select(["leaderboard", "profile", "cell_json", pl.col("mean").alias("_base")]))
     table = table.join(base, on=["leaderboard", "profile", "cell_json"], how="left")
     signed = pl.when(pl.col("higher_is_better")).then(-pl.col("mean")).otherwise(pl.col("mean"))
+    better = pl.when(pl.col("higher_is_better")).then(pl.col("mean") - pl.col("_base")) \
+        .otherwise(pl.col("_base") - pl.col("mean"))
     table = table.with_columns(
         (pl.col("mean") - pl.col("_base")).alias("delta_baseline"),
+        (100.0 * better / pl.col("_base").abs()).alias("gain_pct"),
         signed.rank(method="min").over(["leaderboard", "profile", "cell_json"])
         .cast(pl.Int64).alias("rank"),
         (pl.col("mean") - pl.col("reference")).alias("delta_reference"),
     ).drop("_base")
     out = table.sort(["leaderboard", "profile", "cell_index", "cell_json", "entry_index", "entry"]).collect()
     return out.select(["leaderboard", "profile", "cell_json", "entry", "mean", "std", "stderr",
-                       "n", "failed", "diverged", "delta_baseline", "rank", "reference",
+                       "n", "failed", "diverged", "delta_baseline", "gain_pct", "rank",
+                       "reference",
                        "reference_std", "delta_reference", "is_baseline", "higher_is_better",
                        "metric", "wall_time_s", *extras])
 
 
-def overlay_plan(records: pl.LazyFrame, tasks: list[Any]) -> pl.LazyFrame:
+def overlay_plan(records: pl.LazyFrame, tasks: list[Any], metric: str | None = None,
+                 spec: Any = None) -> pl.LazyFrame:
     """Take what a table shows about each run from the spec's plan rather than from the
     record: profile, entry and cell order, baseline flag, reference values and which metric is
     the value. A run shared by two profiles (same run_id) is then counted in the one asked for,
-    and editing a spec's references or metric needs no rerun."""
+    and editing a spec's references or metric needs no rerun. ``metric`` (default: the plan's)
+    picks another reported metric, with the spec's references for it; values are multiplied
+    by the spec's ``scale``."""
     if not tasks:
         return records
-    metric = tasks[0].metric
+    metric = metric or tasks[0].metric
+    if spec is not None and metric != tasks[0].metric:
+        from bench_core.spec import find_reference
+
+        refs = [find_reference(spec, t.entry, t.cell, metric) for t in tasks]
+        values = [r.value if r else None for r in refs]
+        stds = [r.std if r else None for r in refs]
+    else:
+        values = [t.reference for t in tasks]
+        stds = [t.reference_std for t in tasks]
+    scale = float(getattr(spec, "scale", 1.0) or 1.0)
     plan = pl.LazyFrame({
         "run_id": [t.run_id for t in tasks],
         "profile": [t.profile for t in tasks],
         "entry_index": [t.entry_index for t in tasks],
         "cell_index": [t.cell_index for t in tasks],
         "is_baseline": [t.is_baseline for t in tasks],
-        "reference": [t.reference for t in tasks],
-        "reference_std": [t.reference_std for t in tasks],
+        "reference": values,
+        "reference_std": stds,
         "metric": [metric] * len(tasks),
         "higher_is_better": [t.higher_is_better for t in tasks],
     }, schema_overrides={"reference": pl.Float64, "reference_std": pl.Float64})
     cols = records.collect_schema().names()
-    value = (pl.when(pl.col("status") == "ok").then(pl.col(f"m_{metric}").cast(pl.Float64))
+    value = (pl.when(pl.col("status") == "ok").then(pl.col(f"m_{metric}").cast(pl.Float64) * scale)
              .otherwise(None) if f"m_{metric}" in cols else pl.lit(None, dtype=pl.Float64))
     keep = [c for c in cols if c not in plan.collect_schema().names() or c == "run_id"]
     return records.select(keep).join(plan, on="run_id", how="inner").with_columns(
         value.alias("value"))
+
+
+def summarise(agg: pl.DataFrame, by: list[str], references: list[Any] = (),
+              default_metric: str | None = None) -> pl.DataFrame:
+    """Each entry's relative gain over the baseline (``gain_pct``) averaged over the cells that
+    share the values of the grid axes ``by`` (Wang 2025, Tables 3-4). One row per (profile,
+    values of ``by``, entry) with ``gain_pct`` (mean), ``cells`` (how many were averaged) and
+    ``reference`` (a ``summary = true`` reference of that entry and axes values, if any)."""
+    rows = []
+    for r in agg.filter(~pl.col("is_baseline")).iter_rows(named=True):
+        cell = json.loads(r["cell_json"])
+        key = {k: cell.get(k) for k in by}
+        rows.append({"profile": r["profile"], "key_json": json.dumps(key, sort_keys=True),
+                     "entry": r["entry"], "gain_pct": r["gain_pct"],
+                     "metric": r["metric"], "order": r.get("cell_index", 0)})
+    if not rows:
+        return pl.DataFrame()
+    frame = pl.DataFrame(rows, infer_schema_length=None)
+    out = (frame.group_by(["profile", "metric", "key_json", "entry"], maintain_order=True)
+           .agg(pl.col("gain_pct").mean(), pl.col("gain_pct").count().alias("cells")))
+    ref_values = []
+    for r in out.iter_rows(named=True):
+        key = json.loads(r["key_json"])
+        match = next((ref for ref in references if ref.summary and ref.entry == r["entry"]
+                      and (ref.metric or default_metric) == r["metric"]
+                      and all(json.dumps(key.get(k), sort_keys=True) ==
+                              json.dumps(v, sort_keys=True) for k, v in ref.cell.items())),
+                     None)
+        ref_values.append(match.value if match else None)
+    return out.with_columns(pl.Series("reference", ref_values, dtype=pl.Float64))
 
 
 def load_records(results_dir: str | Path, run_ids: set[str] | None = None) -> pl.LazyFrame:
@@ -116,6 +164,19 @@ def _cells(agg: pl.DataFrame) -> list[str]:
     return keys
 
 
+def constant_axes(agg: pl.DataFrame) -> dict[str, Any]:
+    """Grid axes that hold one value in every cell of ``agg`` (shown once, not per row)."""
+    cells = [json.loads(cj) for cj in agg["cell_json"].unique(maintain_order=True).to_list()]
+    if len(cells) < 2:
+        return {}
+    out = {}
+    for key in _cells(agg):
+        values = {json.dumps(c.get(key), sort_keys=True) for c in cells}
+        if len(values) == 1 and key in cells[0]:
+            out[key] = cells[0][key]
+    return out
+
+
 def _fmt(x: Any, digits: int = 4, signed: bool = False) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return ""
@@ -124,18 +185,28 @@ def _fmt(x: Any, digits: int = 4, signed: bool = False) -> str:
     return str(x)
 
 
-def display_rows(agg: pl.DataFrame, extras: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
-    """Header and string rows for a text/Markdown table (lm-eval ``make_table`` style)."""
+def _cell_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def display_rows(agg: pl.DataFrame, extras: list[str] | None = None, relative: bool = False
+                 ) -> tuple[list[str], list[list[str]]]:
+    """Header and string rows for a text/Markdown table (lm-eval ``make_table`` style). Grid
+    axes with one value in every cell are left out (:func:`constant_axes` names them)."""
     if agg.is_empty():
         return [], []
     metric = agg["metric"][0]
     arrow = "↑" if agg["higher_is_better"][0] else "↓"
-    cell_keys = _cells(agg)
+    fixed = constant_axes(agg)
+    cell_keys = [k for k in _cells(agg) if k not in fixed]
     multi_profile = agg["profile"].n_unique() > 1
     has_ref = agg["reference"].is_not_null().any()
     extras = [e for e in (extras or []) if e in agg.columns]
     header = (["profile"] if multi_profile else []) + cell_keys + [
-        "entry", f"{metric} {arrow}", "± std", "n", "Δ baseline", "rank"]
+        "entry", f"{metric} {arrow}", "± std", "n", "Δ baseline"]
+    if relative:
+        header += ["gain %"]
+    header += ["rank"]
     if has_ref:
         header += ["paper", "Δ paper"]
     header += extras
@@ -144,11 +215,14 @@ def display_rows(agg: pl.DataFrame, extras: list[str] | None = None) -> tuple[li
     rows = []
     for r in agg.iter_rows(named=True):
         cell = json.loads(r["cell_json"])
-        row = ([r["profile"]] if multi_profile else []) + [str(cell.get(k, "")) for k in cell_keys]
+        row = ([r["profile"]] if multi_profile else []) + [
+            _cell_text(cell[k]) if k in cell else "" for k in cell_keys]
         label = r["entry"] + (" (baseline)" if r["is_baseline"] else "")
         row += [label, _fmt(r["mean"]), _fmt(r["std"]), str(r["n"]),
-                "" if r["is_baseline"] else _fmt(r["delta_baseline"], signed=True),
-                _fmt(r["rank"])]
+                "" if r["is_baseline"] else _fmt(r["delta_baseline"], signed=True)]
+        if relative:
+            row += ["" if r["is_baseline"] else _fmt(r["gain_pct"], 1, signed=True)]
+        row += [_fmt(r["rank"])]
         if has_ref:
             ref = _fmt(r["reference"])
             if ref and r["reference_std"] is not None:
@@ -161,9 +235,33 @@ def display_rows(agg: pl.DataFrame, extras: list[str] | None = None) -> tuple[li
     return header, rows
 
 
+def summary_rows(summary: pl.DataFrame, by: list[str]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a :func:`summarise` table."""
+    has_ref = summary["reference"].is_not_null().any()
+    header = [*by, "entry", "mean gain % over baseline", "cells"] + (
+        ["paper", "Δ paper"] if has_ref else [])
+    rows = []
+    for r in summary.iter_rows(named=True):
+        key = json.loads(r["key_json"])
+        row = [_cell_text(key.get(k)) for k in by] + [
+            r["entry"], _fmt(r["gain_pct"], 1, signed=True), str(r["cells"])]
+        if has_ref:
+            ref = r["reference"]
+            row += [_fmt(ref, 1, signed=True),
+                    _fmt(r["gain_pct"] - ref, 1, signed=True) if ref is not None
+                    and r["gain_pct"] is not None else ""]
+        rows.append(row)
+    return header, rows
+
+
 def render(agg: pl.DataFrame, fmt: str, *, title: str = "", notes: list[str] | None = None,
-           extras: list[str] | None = None) -> str | bytes:
-    """Render the aggregate as ``table`` / ``markdown`` text or ``csv`` / ``json`` / ``parquet``."""
+           extras: list[str] | None = None, relative: bool = False,
+           summaries: dict[str, pl.DataFrame] | None = None, summary_by: list[str] = ()
+           ) -> str | bytes:
+    """Render the aggregate as ``table`` / ``markdown`` text or ``csv`` / ``json`` / ``parquet``.
+
+    ``agg`` may hold several metrics (its ``metric`` column): the text formats give one table
+    per metric, then the summary tables (``summaries``: metric -> :func:`summarise` frame)."""
     if fmt not in FORMATS:
         raise UntiedError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
     if fmt == "csv":
@@ -176,18 +274,36 @@ def render(agg: pl.DataFrame, fmt: str, *, title: str = "", notes: list[str] | N
         buf = io.BytesIO()
         agg.write_parquet(buf)
         return buf.getvalue()
-    header, rows = display_rows(agg, extras)
-    numalign = "right"
-    if fmt == "markdown":
-        lines = [f"# {title}", ""] if title else []
-        lines += [f"{n}  " for n in notes or []]
-        if notes:
+    markdown = fmt == "markdown"
+    tablefmt = "github" if markdown else "simple"
+    lines = ([f"# {title}", ""] if markdown else [title]) if title else []
+    lines += [f"{n}  " if markdown else n for n in notes or []]
+    if notes and markdown:
+        lines.append("")
+    metrics = agg["metric"].unique(maintain_order=True).to_list() if not agg.is_empty() else []
+    fixed = constant_axes(agg) if not agg.is_empty() else {}
+    if fixed:
+        text = "; ".join(f"{k} = {_cell_text(v)}" for k, v in fixed.items())
+        lines += [f"Same in every cell: {text}." + ("  " if markdown else ""), ""]
+
+    def heading(text: str) -> None:
+        lines.extend([f"## {text}", ""] if markdown else ["", text])
+
+    for metric in metrics:
+        if len(metrics) > 1 or summaries:
+            heading(f"`{metric}`" if markdown else metric)
+        header, rows = display_rows(agg.filter(pl.col("metric") == metric), extras, relative)
+        lines.append(tabulate(rows, headers=header, tablefmt=tablefmt, disable_numparse=True))
+        if markdown:
             lines.append("")
-        lines.append(tabulate(rows, headers=header, tablefmt="github", disable_numparse=True,
-                              colalign=None))
-        return "\n".join(lines) + "\n"
-    lines = [title] if title else []
-    lines += notes or []
-    lines.append(tabulate(rows, headers=header, tablefmt="simple", disable_numparse=True,
-                          numalign=numalign))
-    return "\n".join(lines) + "\n"
+    for metric, summary in (summaries or {}).items():
+        if summary.is_empty():
+            continue
+        heading(f"Summary of `{metric}`: relative gain over the baseline, averaged over the "
+                f"other grid axes" if markdown else f"summary of {metric}: mean relative gain "
+                f"over the baseline (%), averaged over the other grid axes")
+        header, rows = summary_rows(summary, list(summary_by))
+        lines.append(tabulate(rows, headers=header, tablefmt=tablefmt, disable_numparse=True))
+        if markdown:
+            lines.append("")
+    return "\n".join(lines).rstrip("\n") + "\n"

@@ -65,10 +65,24 @@ class Profile(_Strict):
 
 
 class Reference(_Strict):
+    """A value the source reports for ``entry`` in the grid cells that match ``cell``: every
+    key given must equal the cell's value; keys left out match any value (so a reference need
+    not repeat an axis that is constant or irrelevant). ``metric`` defaults to the spec's;
+    ``summary = true`` marks a value of the summary table (``summary_by``), whose ``cell`` names
+    only those axes."""
+
     entry: str
     cell: dict[str, Any] = Field(default_factory=dict)
     value: float
     std: float | None = None
+    metric: str | None = None
+    summary: bool = False
+
+    def matches(self, entry: str, cell: dict[str, Any], metric: str, default_metric: str) -> bool:
+        return (not self.summary and self.entry == entry
+                and (self.metric or default_metric) == metric
+                and all(k in cell and canonical_json(cell[k]) == canonical_json(v)
+                        for k, v in self.cell.items()))
 
 
 class LeaderboardSpec(_Strict):
@@ -91,6 +105,14 @@ class LeaderboardSpec(_Strict):
     reference_note: str = ""
     columns: list[str] = Field(default_factory=list,
                                description="extra reported metrics to show (means)")
+    metrics: list[str] = Field(default_factory=list, description="further metrics, each "
+                               "tabulated like `metric` (Δ baseline, rank, references)")
+    scale: float = Field(1.0, gt=0, description="display multiplier of the metrics' values "
+                         "(e.g. 1e4 for MSE x 10^4, 100 for percent); references use it too")
+    relative: bool = Field(False, description="show each entry's relative gain over the "
+                           "baseline in percent (positive = better)")
+    summary_by: list[str] = Field(default_factory=list, description="grid keys: add a table of "
+                                  "each entry's mean relative gain per value of these axes")
 
     @model_validator(mode="after")
     def _check(self) -> "LeaderboardSpec":
@@ -112,7 +134,13 @@ class LeaderboardSpec(_Strict):
                     raise ValueError(f"profiles.{name}.entries: '{lab}' is not an entry label")
         if self.default_profile and self.default_profile not in self.profiles:
             raise ValueError(f"default_profile '{self.default_profile}' is not a profile")
+        if self.summary_by and not self.baseline:
+            raise ValueError("summary_by needs a baseline entry (gains are relative to it)")
+        known = {self.metric, *self.metrics}
         for i, ref in enumerate(self.reference):
+            if ref.metric is not None and ref.metric not in known:
+                raise ValueError(f"reference[{i}].metric '{ref.metric}' is not one of the "
+                                 f"spec's metrics ({', '.join(sorted(known))})")
             if ref.entry not in labels:
                 raise ValueError(
                     f"reference[{i}].entry '{ref.entry}' is not an entry label; "
@@ -316,10 +344,6 @@ def _canonical_cell(host: PluginHost, raw: dict[str, Any]) -> str:
     return canonical_json(out)
 
 
-def _cell_key(cell: dict[str, Any]) -> str:
-    return canonical_json(cell)
-
-
 def expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str | None = None,
            seeds: int | None = None, results_dir: str = "", device: str = "cpu") -> Plan:
     """Expand a leaderboard into validated run tasks (entries x grid cells x seeds).
@@ -349,7 +373,6 @@ def expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str |
     if not seed_list:
         raise SpecError("seeds: at least one seed is needed")
     entries = [e for e in spec.entries if prof.entries is None or e.label in prof.entries]
-    refs = {(r.entry, _cell_key(r.cell)): r for r in spec.reference}
 
     keys = list(grid)
     tasks: list[RunTask] = []
@@ -365,7 +388,7 @@ def expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str |
                 resolved = resolve_run(host, raw)
             except SpecError as exc:
                 raise SpecError(f"{exc} [{where}]") from None
-            ref = refs.get((entry.label, _cell_key(cell)))
+            ref = find_reference(spec, entry.label, cell, spec.metric)
             for base in seed_list:
                 seed = derive_seed(base, cell_canonical)
                 run_id = short_hash({"entry": entry.label, "spec": resolved, "seed": seed})
@@ -382,6 +405,12 @@ def expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str |
                 ))
     return Plan(spec=spec, name=name, profile=profile or "default", seeds=seed_list, grid=grid,
                 tasks=tasks)
+
+
+def find_reference(spec: LeaderboardSpec, entry: str, cell: dict[str, Any], metric: str
+                   ) -> Reference | None:
+    """The first reference of ``spec`` that matches (``Reference.matches``)."""
+    return next((r for r in spec.reference if r.matches(entry, cell, metric, spec.metric)), None)
 
 
 def json_schema(host: PluginHost | None = None) -> dict[str, Any]:

@@ -23,6 +23,9 @@ batch size 1 (the grouped-equals-ungrouped test of the online trainer checks the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import torch
 
 
 @dataclass(frozen=True)
@@ -39,3 +42,17 @@ class OnlineForm:
             raise ValueError("stabilizer_scale applies to dual-weight forms only")
         if self.dual and self.penalty:
             raise ValueError("a dual-weight form takes no weight penalty")
+
+
+def online_form_of(rule: Any) -> OnlineForm | None:
+    """The rule's :class:`OnlineForm`: its own, or that of a plain ``torch.optim.SGD`` without
+    momentum (whose weight decay is ``lambda/2 ||p||^2`` on every parameter); else ``None``."""
+    form = getattr(rule, "online_form", None)
+    if callable(form):
+        return form()
+    if type(rule) is torch.optim.SGD and len(rule.param_groups) == 1:
+        g = rule.param_groups[0]
+        if g["momentum"] == 0 and not g["nesterov"] and not g.get("maximize", False):
+            wd = float(g["weight_decay"])
+            return OnlineForm(lr=float(g["lr"]), penalty=wd, penalty_norm=False, bias_decay=wd)
+    return None

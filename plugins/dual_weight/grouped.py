@@ -1,0 +1,221 @@
+"""The batched kernel behind the ``online`` trainer's grouped runs (see :mod:`.online`).
+
+K runs share one computation: their weights are stacked on a leading axis, each step gathers
+one sample per run, the forward and the backward (by hand: each dense layer and the tied
+activation's derivative ``f'``) are batched matrix products, and every run gets its own update in
+the rank-one form of :class:`~untied_plugins.dual_weight.online_form.OnlineForm`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from bench_core.errors import Diverged
+from bench_core.interfaces import NativeActivation, TrainingSession
+from untied_plugins.dual_weight.online_form import online_form_of
+
+
+class Member:
+    """One run of a group: its session, model, rule form and the model's dense layers."""
+
+    def __init__(self, session, model, form, layers, activations) -> None:
+        self.session, self.model, self.form = session, model, form
+        self.layers: list[nn.Linear] = layers
+        self.activations: list[NativeActivation] = activations
+        self.index = -1
+
+    @classmethod
+    def prepare(cls, session: TrainingSession) -> "Member | None":
+        """Build the run's model and rule; ``None`` if they do not fit the batched kernel."""
+        model = session.build_model()
+        rule = session.build_rule(model)
+        form = online_form_of(rule)
+        if form is None or not isinstance(model, nn.Sequential):
+            return None
+        layers, activations = [], []
+        for i, module in enumerate(model):
+            if isinstance(module, nn.Flatten) and i == 0:
+                continue
+            if type(module) is nn.Linear and module.bias is not None:
+                if len(layers) > len(activations):
+                    return None  # two dense layers in a row
+                layers.append(module)
+            elif isinstance(module, NativeActivation) and len(activations) < len(layers):
+                activations.append(module)
+            else:
+                return None
+        if not layers or len(activations) != len(layers) - 1:
+            return None  # the kernel takes linear outputs after an activation per hidden layer
+        return cls(session, model, form, layers, activations)
+
+    def signature(self) -> tuple:
+        shapes = tuple(tuple(m.weight.shape) for m in self.layers)
+        acts = tuple(a.activation.name for a in self.activations)
+        d = self.session.data
+        return (shapes, acts, d.x_train.dtype, tuple(d.x_train.shape[1:]), d.info.task,
+                tuple(d.test_sets()))
+
+
+def compatible(members: list[Member]) -> list[list[Member]]:
+    groups: dict[tuple, list[Member]] = {}
+    for m in members:
+        groups.setdefault(m.signature(), []).append(m)
+    return list(groups.values())
+
+
+class GroupedOnline:
+    """K runs of the online protocol as one batched computation (module docstring), for the
+    :class:`~untied_plugins.dual_weight.online.OnlineTrainer` ``trainer``.
+
+    The runs are ordered gradient-form first, dual-weight form second, so that each kind is
+    updated on a contiguous slice of the stacked weights: only dual-weight runs pay for their
+    two matrices ``W1, W2``, and only penalised runs for a norm."""
+
+    def __init__(self, trainer, members: list[Member]) -> None:
+        self.trainer, self.p = trainer, trainer.p
+        self.members = sorted(members, key=lambda m: m.form.dual)
+        members = self.members
+        first = members[0]
+        self.device = first.session.ctx.device
+        self.act = [a.activation for a in first.activations]
+        dtype = first.layers[0].weight.dtype
+        K = len(members)
+        self.nd = sum(not m.form.dual for m in members)     # gradient-form runs: [:nd]
+
+        def stack(get) -> Tensor:
+            return torch.stack([get(m) for m in members]).to(self.device)
+
+        def per_run(value, runs=members) -> Tensor:
+            return torch.tensor([float(value(m.form)) for m in runs], device=self.device,
+                                dtype=dtype).view(-1, 1)
+
+        n_layers = len(first.layers)
+        self.w = [stack(lambda m, l=l: m.layers[l].weight.detach()) for l in range(n_layers)]
+        self.b = [stack(lambda m, l=l: m.layers[l].bias.detach()) for l in range(n_layers)]
+        self.lr = per_run(lambda f: f.lr)
+        self.bias_decay = per_run(lambda f: f.bias_decay)
+        self.any_bias_decay = bool((self.bias_decay != 0).any())
+        direct, dual = members[:self.nd], members[self.nd:]
+        self.decay = per_run(lambda f: f.lr * f.penalty, direct)
+        self.norm_penalty = per_run(lambda f: f.penalty_norm and f.penalty > 0, direct) > 0
+        self.any_decay = bool((self.decay != 0).any())
+        self.any_norm = bool(self.norm_penalty.any())
+        if dual:
+            self.stable = per_run(lambda f: f.stabilizer_scale is not None, dual) > 0
+            self.any_stable = bool(self.stable.any())
+            self.scale = per_run(lambda f: f.stabilizer_scale or 0.0, dual)
+            self.w1 = [w[self.nd:].clone() for w in self.w]
+            self.w2 = [torch.zeros_like(w[self.nd:]) for w in self.w]
+            self.gavg = [torch.ones(len(dual), w.shape[1], device=self.device, dtype=dtype)
+                         for w in self.w]
+        # pools of different sizes share one padded tensor; each run draws from its own
+        sizes = [len(m.session.data.x_train) for m in members]
+        self.pool = max(sizes)
+        self.x_pool = torch.zeros(K * self.pool, first.layers[0].in_features,
+                                  device=self.device, dtype=dtype)
+        y0 = first.session.data.y_train
+        self.y_pool = torch.zeros((K * self.pool, *y0.shape[1:]), device=self.device,
+                                  dtype=y0.dtype)
+        for k, m in enumerate(members):
+            at = k * self.pool
+            self.x_pool[at:at + sizes[k]] = m.session.data.x_train.reshape(sizes[k], -1)
+            self.y_pool[at:at + sizes[k]] = m.session.data.y_train
+        offsets = torch.arange(K, device=self.device) * self.pool
+        order = torch.stack([trainer._indices(m.session) for m in members])
+        self.order = (order + offsets.view(-1, 1)).t().contiguous()   # (T, K) rows of the pool
+        self.rows = torch.arange(K, device=self.device)
+
+    # one step for all runs: forward, backward by hand, every run's own update
+    def step(self, t: int) -> Tensor:
+        idx = self.order[t]
+        x = self.x_pool.index_select(0, idx)                       # (K, in)
+        y = self.y_pool.index_select(0, idx)
+        inputs, pre = [], []
+        h = x
+        for l, (w, b) in enumerate(zip(self.w, self.b)):
+            inputs.append(h)
+            z = torch.baddbmm(b.unsqueeze(1), h.unsqueeze(1), w.transpose(1, 2)).squeeze(1)
+            pre.append(z)
+            h = self.act[l](z) if l < len(self.act) else z
+        out = h
+        if self.p.loss == "mse":
+            diff = out - y.reshape(out.shape).to(out.dtype)
+            loss = diff.square().mean(1)
+            g = diff * (2.0 / out.shape[1])
+        else:
+            logp = torch.log_softmax(out, 1)
+            loss = -logp.gather(1, y.view(-1, 1)).squeeze(1)
+            g = logp.exp()
+            g[self.rows, y] -= 1.0
+        for l in range(len(self.w) - 1, -1, -1):
+            g_below = (torch.bmm(g.unsqueeze(1), self.w[l]).squeeze(1)
+                       * self.act[l - 1].derivative(pre[l - 1])) if l > 0 else None
+            self._update(l, inputs[l], g)
+            g = g_below
+        return loss
+
+    def _update(self, l: int, x: Tensor, g: Tensor) -> None:
+        lr, nd, w, b = self.lr, self.nd, self.w[l], self.b[l]
+        if self.any_bias_decay:
+            b.addcmul_(b, lr * self.bias_decay, value=-1.0)
+        b.addcmul_(g, lr, value=-1.0)
+        # W - c W + u x^T: subtracting c W (rather than multiplying by a rounded 1 - c) keeps
+        # each step's rounding error random instead of a systematic drift of the scale of W
+        if nd:
+            wd, xd = w[:nd], x[:nd].unsqueeze(1)
+            if self.any_decay:
+                decay = self.decay
+                if self.any_norm:
+                    norm = torch.linalg.vector_norm(wd, dim=(1, 2)).view(-1, 1)
+                    inv = torch.where(norm > 0, 1.0 / norm, torch.zeros_like(norm))
+                    decay = decay * torch.where(self.norm_penalty, inv, torch.ones_like(inv))
+                wd.addcmul_(wd, decay.unsqueeze(2), value=-1.0)
+            wd.addcmul_((lr[:nd] * g[:nd]).unsqueeze(2), xd, value=-1.0)
+        if nd == len(self.members):
+            return
+        gd, xd, lrd = g[nd:], x[nd:].unsqueeze(1), lr[nd:]
+        mag = gd.abs()
+        if self.any_stable:
+            rate = lrd * torch.where(self.stable, (self.scale * mag / self.gavg[l]).clamp(max=1.0),
+                                     mag)
+        else:
+            rate = lrd * mag
+        for wk, a in ((self.w1[l], torch.where(gd < 0, rate, 0.0).clamp_(max=1.0)),
+                      (self.w2[l], torch.where(gd > 0, rate, 0.0).clamp_(max=1.0))):
+            a = a.unsqueeze(2)
+            wk.addcmul_(wk, a, value=-1.0).addcmul_(a, xd)
+        torch.sub(self.w1[l], self.w2[l], out=w[nd:])
+        if self.any_stable:
+            moved = self.gavg[l] * (1.0 - lrd) + lrd * mag
+            self.gavg[l] = torch.where(self.stable & (gd != 0), moved, self.gavg[l])
+
+    def _write_back(self) -> None:
+        with torch.no_grad():
+            for k, m in enumerate(self.members):
+                for l, layer in enumerate(m.layers):
+                    layer.weight.copy_(self.w[l][k])
+                    layer.bias.copy_(self.b[l][k])
+
+    def run(self) -> list[dict[str, float] | BaseException]:
+        """Train; one result per run in ``self.members`` order."""
+        results: list[dict[str, float] | BaseException] = [{} for _ in self.members]
+        start = 0
+        with torch.no_grad():
+            for stop in self.trainer._checkpoints():
+                loss_sum = torch.zeros(len(self.members), device=self.device)
+                for t in range(start, stop):
+                    loss_sum += self.step(t)
+                self._write_back()
+                for k, m in enumerate(self.members):
+                    m.session.ctx.counters.forward(1, passes=stop - start)
+                    m.session.ctx.counters.backward(1, passes=stop - start)
+                    if isinstance(results[k], BaseException):
+                        continue
+                    try:
+                        results[k] = self.trainer._evaluate(m.session, m.model, stop,
+                                                            loss_sum[k] / (stop - start))
+                    except Diverged as exc:
+                        results[k] = exc
+                start = stop
+        return results
