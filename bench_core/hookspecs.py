@@ -46,7 +46,9 @@ def register_surrogates(register):
     ``factory(params, *, activation, ctx) -> torch.nn.Module``: called once per activation site
     of a model, with the run's :class:`interfaces.Activation` and :class:`interfaces.RunContext`
     (for seeded generators); the module computes ``f(x)`` forward and ``dL/dx = dL/dy * g(x)``
-    backward.
+    backward. A module whose forward and backward act element by element, deterministically,
+    may set the class attribute ``elementwise = True`` (see
+    :class:`interfaces.NativeActivation`): trainers then batch grouped runs through it.
     """
 
 

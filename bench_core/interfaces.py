@@ -47,7 +47,14 @@ class Activation:
 
 class NativeActivation(nn.Module):
     """An activation site using ``f`` with its own derivative in backward (the tied
-    configuration, ``f/f'``): what a model gets when a run names no surrogate."""
+    configuration, ``f/f'``): what a model gets when a run names no surrogate.
+
+    ``elementwise = True``: an activation module that sets it promises that its forward and
+    backward act on every element alone and deterministically (no reduction over the tensor, no
+    random draw, no parameters), so a trainer may apply one instance to a stack of grouped runs
+    (a leading model axis). Surrogate modules declare it when it holds."""
+
+    elementwise = True
 
     def __init__(self, activation: Activation) -> None:
         super().__init__()

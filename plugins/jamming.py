@@ -266,6 +266,7 @@ class JammingSurrogate(SurrogateActivation):
     (``|x| <= w``)."""
 
     label = "jamming"
+    elementwise = False  # k normalises over the tensor; u comes from the run's own generator
 
     def __init__(self, activation: Activation, ctx: RunContext, window: str | float,
                  normalize: Normalize, low_memory: bool = False) -> None:

@@ -241,9 +241,12 @@ class DLogisticBackward(torch.autograd.Function):
 # Modules (one per activation site)
 # ---------------------------------------------------------------------------------------------
 class SurrogateActivation(nn.Module):
-    """An activation site: ``f`` forward, the surrogate ``g`` backward (the paper's ``f/g``)."""
+    """An activation site: ``f`` forward, the surrogate ``g`` backward (the paper's ``f/g``).
+    The deterministic surrogates act element by element (``elementwise``: see
+    :class:`bench_core.interfaces.NativeActivation`); the jamming family does not."""
 
     label = "g"
+    elementwise = True
 
     def __init__(self, activation: Activation) -> None:
         super().__init__()

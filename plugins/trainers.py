@@ -19,6 +19,7 @@ Propositions 1-3) without changing training; the final metrics get the last epoc
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Literal
 
@@ -43,19 +44,27 @@ class BackpropParams(BaseModel):
                                        "and sign agreement per layer every epoch")
 
 
-def batch_loss(out: Tensor, y: Tensor, loss: str, task: str) -> Tensor:
-    """Mean loss over the batch (see the module docstring)."""
+def sample_losses(out: Tensor, y: Tensor, loss: str, task: str) -> Tensor:
+    """The loss of every sample (see the module docstring): ``out`` is ``(..., B, outputs)``,
+    the result ``(..., B)``; leading axes (e.g. a stack of grouped runs) are kept."""
     if task == "regression":
         if loss != "mse":
             raise ValueError(f"loss '{loss}' needs a classification dataset; use loss = 'mse'")
-        return 0.5 * (out - y.reshape(out.shape).to(out.dtype)).square().sum(-1).mean()
+        return 0.5 * (out - y.reshape(out.shape).to(out.dtype)).square().sum(-1)
     single = out.shape[-1] == 1
     if loss == "cross_entropy":
         if single:
-            return F.binary_cross_entropy_with_logits(out.squeeze(-1), y.to(out.dtype))
-        return F.cross_entropy(out, y)
+            return F.binary_cross_entropy_with_logits(out.squeeze(-1), y.to(out.dtype),
+                                                      reduction="none")
+        flat = F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), reduction="none")
+        return flat.view(y.shape)
     target = y.to(out.dtype).unsqueeze(-1) if single else F.one_hot(y, out.shape[-1]).to(out.dtype)
-    return 0.5 * (out - target).square().sum(-1).mean()
+    return 0.5 * (out - target).square().sum(-1)
+
+
+def batch_loss(out: Tensor, y: Tensor, loss: str, task: str) -> Tensor:
+    """Mean loss over the batch (see the module docstring)."""
+    return sample_losses(out, y, loss, task).mean()
 
 
 def predictions(out: Tensor, loss: str) -> Tensor:
@@ -107,6 +116,31 @@ class BackpropTrainer:
     def __init__(self, params: BackpropParams) -> None:
         self.p = params
 
+    def reduce(self, per_sample: Tensor) -> Tensor:
+        """The batch loss from per-sample losses ``(..., B)``: their mean."""
+        return per_sample.mean(-1)
+
+    def probe(self, session: TrainingSession) -> DirectionProbe | None:
+        """The run's direction diagnostic, if switched on."""
+        if not self.p.direction_diagnostic:
+            return None
+        task = session.data.info.task
+        return DirectionProbe(session, lambda out, y: self.reduce(
+            sample_losses(out, y, self.p.loss, task)), self.p.batch_size)
+
+    # grouped runs (bench_core.interfaces.GroupTrainer): see untied_plugins.grouped_backprop
+    max_group_size = 64
+
+    def group_key(self, spec: dict) -> str:
+        same = {k: spec.get(k) for k in ("dataset", "model", "activation", "surrogate")}
+        return json.dumps({**same, "rule": spec.get("rule", {}).get("name")}, sort_keys=True,
+                          default=str)
+
+    def fit_group(self, sessions: list[TrainingSession]) -> list[dict[str, float] | BaseException]:
+        from untied_plugins.grouped_backprop import fit_group
+
+        return fit_group(self, sessions)
+
     def fit(self, session: TrainingSession) -> dict[str, float]:
         p, ctx, data = self.p, session.ctx, session.data
         model = session.build_model()
@@ -115,8 +149,7 @@ class BackpropTrainer:
         task = data.info.task
         n = len(data.x_train)
         gen = ctx.generator("batches")
-        probe = (DirectionProbe(session, lambda out, y: batch_loss(out, y, p.loss, task),
-                                p.batch_size) if p.direction_diagnostic else None)
+        probe = self.probe(session)
         final: dict[str, float] = {}
         model.train()
         for epoch in range(1, p.epochs + 1):
@@ -127,7 +160,7 @@ class BackpropTrainer:
                 idx = order[i:i + p.batch_size]
                 xb, yb = data.x_train[idx], data.y_train[idx]
                 out = model(xb)
-                loss = batch_loss(out, yb, p.loss, task)
+                loss = self.reduce(sample_losses(out, yb, p.loss, task))
                 rule.zero_grad(set_to_none=True)
                 loss.backward()
                 rule.step()

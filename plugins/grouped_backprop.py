@@ -1,0 +1,275 @@
+"""Grouped runs of the ``backprop`` trainer: K runs that differ only by seed or by scalar
+hyper-parameters of their rule, trained as one stacked computation.
+
+A run qualifies when its model is an ``nn.Sequential`` of (a leading ``nn.Flatten`` and)
+``nn.Linear`` layers and activation modules that declare ``elementwise = True`` (they act on
+every element alone and deterministically, so one module can serve a stack of runs:
+:class:`bench_core.interfaces.NativeActivation` and the deterministic surrogates), and its rule
+is a plain ``torch.optim.SGD`` or ``torch.optim.Adam`` (the ``sgd``/``adam`` rules without
+gradient manipulations). The runs' weights are stacked on a leading axis (``(K, out, in)``),
+each step gathers every run's own mini-batch (from its own seeded ``batches`` stream), the
+forward pass is one batched matrix product per layer and autograd gives every run's gradients
+at once; the optimizers' updates are written out as torch's single-tensor SGD and Adam with one
+hyper-parameter per run. Every epoch the weights are copied back into each run's own model,
+which is evaluated (and probed by the direction diagnostic) exactly as a lone run is. Any other
+run of a group is trained alone by :meth:`BackpropTrainer.fit`.
+
+Not grouped, and why: convolutional models (LeNet5, CNN: compute-bound, so stacking K of them
+gains little on a CPU; a ``torch.func.vmap`` path would be the way on a GPU), BatchNorm (running
+statistics under a stacked batch), BinaryConnect weights (a constraint after every step), the
+jamming surrogates (they normalise over the whole tensor and draw from each run's own
+generator) and rules with hooks or gradient manipulations (``dual_weight``, clipping, noise).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from bench_core.errors import Diverged
+from bench_core.interfaces import TrainingSession
+
+
+class StackedMember:
+    """One run: its session, model, rule and the model's layers as a list of operations."""
+
+    def __init__(self, session: TrainingSession, model: nn.Sequential, rule: Any,
+                 ops: list[tuple[str, Any]]) -> None:
+        self.session, self.model, self.rule, self.ops = session, model, rule, ops
+        self.index = -1
+
+    @classmethod
+    def prepare(cls, session: TrainingSession) -> "StackedMember | None":
+        model = session.build_model()
+        rule = session.build_rule(model)
+        if type(rule) not in (torch.optim.SGD, torch.optim.Adam) or len(rule.param_groups) != 1:
+            return None
+        group = rule.param_groups[0]
+        if group.get("maximize") or group.get("amsgrad") or group.get("differentiable"):
+            return None
+        if not isinstance(model, nn.Sequential):
+            return None
+        ops: list[tuple[str, Any]] = []
+        for i, module in enumerate(model):
+            if isinstance(module, nn.Flatten) and i == 0:
+                continue
+            if type(module) is nn.Linear:
+                ops.append(("linear", module))
+            elif getattr(module, "elementwise", False) and not list(module.parameters()):
+                ops.append(("act", module))
+            else:
+                return None
+        if not any(kind == "linear" for kind, _ in ops):
+            return None
+        return cls(session, model, rule, ops)
+
+    def signature(self) -> tuple:
+        data = self.session.data
+        shapes = tuple((k, tuple(m.weight.shape), m.bias is not None) if k == "linear"
+                       else (k, type(m).__name__, repr(m)) for k, m in self.ops)
+        return (shapes, type(self.rule).__name__, tuple(data.x_train.shape),
+                tuple(data.x_test.shape), data.x_train.dtype, tuple(data.test_sets()))
+
+
+def compatible(members: list[StackedMember]) -> list[list[StackedMember]]:
+    groups: dict[tuple, list[StackedMember]] = {}
+    for m in members:
+        groups.setdefault(m.signature(), []).append(m)
+    return list(groups.values())
+
+
+class StackedOptimizer:
+    """torch's single-tensor SGD (momentum, dampening, Nesterov, weight decay) or Adam, with one
+    value of every hyper-parameter per run, on stacked parameters ``(K, ...)``."""
+
+    def __init__(self, params: list[Tensor], rules: list[Any]) -> None:
+        self.params = params
+        self.adam = type(rules[0]) is torch.optim.Adam
+        groups = [r.param_groups[0] for r in rules]
+        dev, dtype = params[0].device, params[0].dtype
+
+        def per_run(key, fn=float) -> Tensor:
+            return torch.tensor([fn(g[key]) for g in groups], device=dev, dtype=dtype)
+
+        self.lr = per_run("lr")
+        self.wd = per_run("weight_decay")
+        self.any_wd = bool((self.wd != 0).any())
+        self.state: list[dict[str, Tensor]] = [{} for _ in params]
+        self.step_count = 0
+        if self.adam:
+            self.beta1 = per_run("betas", lambda b: b[0])
+            self.beta2 = per_run("betas", lambda b: b[1])
+            self.eps = per_run("eps")
+            self.betas = [g["betas"] for g in groups]
+        else:
+            self.momentum = per_run("momentum")
+            self.dampening = per_run("dampening")
+            self.nesterov = per_run("nesterov") > 0
+            self.any_momentum = bool((self.momentum != 0).any())
+
+    @staticmethod
+    def _shape(t: Tensor, like: Tensor) -> Tensor:
+        return t.view(-1, *([1] * (like.dim() - 1)))
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.step_count += 1
+        for p, state in zip(self.params, self.state):
+            grad = p.grad
+            if grad is None:
+                continue
+            if self.any_wd:
+                grad = grad + self._shape(self.wd, p) * p
+            if self.adam:
+                self._adam(p, grad, state)
+            else:
+                self._sgd(p, grad, state)
+
+    def _sgd(self, p: Tensor, d_p: Tensor, state: dict[str, Tensor]) -> None:
+        if self.any_momentum:
+            m = self._shape(self.momentum, p)
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = d_p.clone()
+            else:
+                buf.mul_(m).add_((1 - self._shape(self.dampening, p)) * d_p)
+            nesterov = self._shape(self.nesterov, p)
+            d_p = torch.where(m != 0, torch.where(nesterov, d_p + m * buf, buf), d_p)
+        p.sub_(self._shape(self.lr, p) * d_p)
+
+    def _adam(self, p: Tensor, grad: Tensor, state: dict[str, Tensor]) -> None:
+        if not state:
+            state["exp_avg"] = torch.zeros_like(p)
+            state["exp_avg_sq"] = torch.zeros_like(p)
+        step = self.step_count
+        b1, b2 = self._shape(self.beta1, p), self._shape(self.beta2, p)
+        state["exp_avg"].lerp_(grad, 1 - b1)
+        state["exp_avg_sq"].mul_(b2).addcmul_(grad, grad * (1 - b2))
+        corr1 = torch.tensor([1 - b[0] ** step for b in self.betas], device=p.device,
+                             dtype=p.dtype)
+        corr2_sqrt = torch.tensor([(1 - b[1] ** step) ** 0.5 for b in self.betas],
+                                  device=p.device, dtype=p.dtype)
+        step_size = self._shape(self.lr / corr1, p)
+        denom = (state["exp_avg_sq"].sqrt() / self._shape(corr2_sqrt, p)).add_(
+            self._shape(self.eps, p))
+        p.sub_(step_size * state["exp_avg"] / denom)
+
+
+class StackedBackprop:
+    """K runs of the ``backprop`` protocol as one computation (module docstring)."""
+
+    def __init__(self, trainer, members: list[StackedMember]) -> None:
+        self.trainer, self.p, self.members = trainer, trainer.p, members
+        first = members[0]
+        self.device = first.session.ctx.device
+        self.task = first.session.data.info.task
+        self.weights: list[Tensor] = []
+        self.biases: list[Tensor | None] = []
+        self.ops: list[tuple[str, Any]] = []
+        for j, (kind, module) in enumerate(first.ops):
+            if kind == "act":
+                self.ops.append(("act", module))
+                continue
+            w = torch.stack([m.ops[j][1].weight.detach() for m in members]).requires_grad_()
+            b = (torch.stack([m.ops[j][1].bias.detach() for m in members]).requires_grad_()
+                 if module.bias is not None else None)
+            self.ops.append(("linear", (w, b)))
+            self.weights.append(w)
+            self.biases.append(b)
+        params = self.weights + [b for b in self.biases if b is not None]
+        self.optimizer = StackedOptimizer(params, [m.rule for m in members])
+        self.x = torch.stack([m.session.data.x_train.flatten(1) for m in members])
+        self.y = torch.stack([m.session.data.y_train for m in members])
+
+    def forward(self, h: Tensor) -> Tensor:
+        for kind, op in self.ops:
+            if kind == "act":
+                h = op(h)
+            else:
+                w, b = op
+                h = (torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)) if b is not None
+                     else torch.bmm(h, w.transpose(1, 2)))
+        return h
+
+    def _write_back(self) -> None:
+        with torch.no_grad():
+            for k, m in enumerate(self.members):
+                linears = [module for kind, module in m.ops if kind == "linear"]
+                for layer, w, b in zip(linears, self.weights, self.biases):
+                    layer.weight.copy_(w[k])
+                    if b is not None:
+                        layer.bias.copy_(b[k])
+
+    def run(self) -> list[dict[str, float] | BaseException]:
+        from untied_plugins.trainers import sample_losses
+
+        p, K = self.p, len(self.members)
+        n = self.x.shape[1]
+        gens = [m.session.ctx.generator("batches") for m in self.members]
+        probes = [self.trainer.probe(m.session) for m in self.members]
+        results: list[dict[str, float] | BaseException] = [{} for _ in self.members]
+        rows = torch.arange(K, device=self.device).unsqueeze(1)
+        for epoch in range(1, p.epochs + 1):
+            if p.shuffle:
+                order = torch.stack([torch.randperm(n, generator=g, device=self.device)
+                                     for g in gens])
+            else:
+                order = torch.arange(n, device=self.device).expand(K, n)
+            loss_sum = torch.zeros(K, device=self.device)
+            for i in range(0, n, p.batch_size):
+                idx = order[:, i:i + p.batch_size]
+                xb, yb = self.x[rows, idx], self.y[rows, idx]
+                per_sample = sample_losses(self.forward(xb), yb, p.loss, self.task)
+                losses = self.trainer.reduce(per_sample)          # (K,)
+                for w in self.optimizer.params:
+                    w.grad = None
+                losses.sum().backward()
+                self.optimizer.step()
+                loss_sum += losses.detach() * idx.shape[1]
+            self._write_back()
+            sizes = [min(p.batch_size, n - i) for i in range(0, n, p.batch_size)]
+            for k, m in enumerate(self.members):
+                for size in sizes:
+                    m.session.ctx.counters.forward(size)
+                    m.session.ctx.counters.backward(size)
+                if isinstance(results[k], BaseException):
+                    continue
+                try:
+                    diagnostics = probes[k].measure(m.model) if probes[k] is not None else {}
+                    results[k] = self.trainer._log(m.session, m.model, epoch, loss_sum[k] / n,
+                                                   diagnostics)
+                except Diverged as exc:
+                    results[k] = exc
+        return results
+
+
+def fit_group(trainer, sessions: list[TrainingSession]) -> list[dict[str, float] | BaseException]:
+    """The ``backprop`` trainer's ``fit_group``: stack what qualifies, train the rest alone."""
+    results: list[dict[str, float] | BaseException | None] = [None] * len(sessions)
+    members: list[StackedMember] = []
+    for k, session in enumerate(sessions):
+        try:
+            member = StackedMember.prepare(session)
+        except Exception as exc:  # noqa: BLE001 - this run's own failure
+            results[k] = exc
+            continue
+        if member is None:
+            results[k] = _alone(trainer, session)
+        else:
+            member.index = k
+            members.append(member)
+    for batch in compatible(members):
+        outs = ([_alone(trainer, batch[0].session)] if len(batch) == 1
+                else StackedBackprop(trainer, batch).run())
+        for member, out in zip(batch, outs):
+            results[member.index] = out
+    return results  # type: ignore[return-value]
+
+
+def _alone(trainer, session: TrainingSession) -> dict[str, float] | BaseException:
+    try:
+        return trainer.fit(session)
+    except Exception as exc:  # noqa: BLE001 - recorded as this run's own failure
+        return exc

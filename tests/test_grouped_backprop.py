@@ -1,0 +1,89 @@
+"""Grouped runs of the backprop trainer equal one-by-one runs: SGD (momentum, Nesterov, weight
+decay) and Adam with different rates per run, deterministic surrogates, the direction
+diagnostic, and the runs that cannot be stacked (trained alone inside their group)."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from bench_core.records import record_files
+from bench_core.runner import form_groups, run_plan
+from bench_core.spec import expand, parse_spec
+
+
+def spec(rules, *, surrogate=None, model=None, trainer=None, seeds=2):
+    defaults = {
+        "dataset": {"name": "digits", "train_subset": 200},
+        "model": model or {"name": "mlp", "hidden": [12, 8]},
+        "activation": {"name": "logistic"},
+        "rule": {"name": "sgd", "lr": 0.1},
+        "trainer": {"name": "backprop", "epochs": 2, "batch_size": 16, **(trainer or {})},
+    }
+    if surrogate:
+        defaults["surrogate"] = surrogate
+    return {"title": "g", "seeds": seeds, "defaults": defaults,
+            "entries": [{"label": f"r{i}", "overrides": {"rule": r}} for i, r in enumerate(rules)]}
+
+
+def run(host, raw, folder, **kw) -> pl.DataFrame:
+    name, parsed = parse_spec(raw, stem="g")
+    plan = expand(host, name, parsed)
+    summary = run_plan(plan, folder, host=host, progress=False, **kw)
+    assert summary.failed == 0, summary
+    return pl.concat([pl.read_parquet(p) for p in record_files(folder / "g")],
+                     how="diagonal_relaxed").sort("run_id")
+
+
+def assert_same(host, raw, tmp_path, cols=("m_test_accuracy", "m_test_loss", "m_train_loss")):
+    grouped = run(host, raw, tmp_path / "a")
+    single = run(host, raw, tmp_path / "b", group=False)
+    for col in cols:
+        assert grouped[col].to_list() == pytest.approx(single[col].to_list(), rel=1e-5,
+                                                       abs=1e-6), col
+    assert grouped["backward_samples"].to_list() == single["backward_samples"].to_list()
+    assert grouped["forward_passes"].to_list() == single["forward_passes"].to_list()
+    return grouped
+
+
+SGD_RULES = [{"name": "sgd", "lr": 0.05}, {"name": "sgd", "lr": 0.2, "momentum": 0.9},
+             {"name": "sgd", "lr": 0.1, "momentum": 0.5, "nesterov": True,
+              "weight_decay": 0.01}]
+
+
+def test_sgd_variants_grouped_equal_one_by_one(untied_host, tmp_path):
+    grouped = assert_same(untied_host, spec(SGD_RULES), tmp_path)
+    assert grouped["group_size"].max() == 6
+
+
+def test_adam_with_different_rates_grouped_equal_one_by_one(untied_host, tmp_path):
+    rules = [{"name": "adam", "lr": 1e-3}, {"name": "adam", "lr": 1e-2, "beta1": 0.8,
+                                            "weight_decay": 1e-3}]
+    assert assert_same(untied_host, spec(rules), tmp_path)["group_size"].max() == 4
+
+
+@pytest.mark.parametrize("surrogate", [{"name": "constant"}, {"name": "rect", "width": 0.5}])
+def test_deterministic_surrogates_and_the_diagnostic_grouped(untied_host, tmp_path, surrogate):
+    raw = spec(SGD_RULES[:2], surrogate=surrogate, trainer={"direction_diagnostic": True})
+    grouped = assert_same(untied_host, raw, tmp_path,
+                          cols=("m_test_accuracy", "m_train_loss", "m_direction_cosine"))
+    assert grouped["group_size"].max() == 4
+
+
+def test_single_output_and_mse_grouped(untied_host, tmp_path):
+    raw = spec(SGD_RULES[:2], model={"name": "suc"}, trainer={"loss": "mse"})
+    raw["defaults"]["dataset"] = {"name": "ones", "dim": 6, "n_samples": 200}
+    assert_same(untied_host, raw, tmp_path)
+
+
+def test_runs_that_cannot_be_stacked_are_trained_alone(untied_host, tmp_path):
+    raw = spec(SGD_RULES[:1] + [{"name": "sgd", "lr": 0.1, "clip_norm": 1.0}],
+               surrogate={"name": "full_jamming"}, model={"name": "mlp", "hidden": [8]})
+    grouped = assert_same(untied_host, raw, tmp_path)
+    assert grouped["group_size"].max() == 4              # one group, every run trained alone
+
+
+def test_group_key_keeps_models_and_rule_kinds_apart(untied_host):
+    name, parsed = parse_spec(spec(SGD_RULES + [{"name": "adam"}]), stem="g")
+    units = form_groups(expand(untied_host, name, parsed).tasks, untied_host)
+    assert sorted(len(u) for u in units) == [2, 6]
