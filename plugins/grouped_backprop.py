@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from bench_core.errors import Diverged
+from bench_core.grouping import fit_in_stacks
 from bench_core.interfaces import TrainingSession
 
 
@@ -38,7 +39,6 @@ class StackedMember:
     def __init__(self, session: TrainingSession, model: nn.Sequential, rule: Any,
                  ops: list[tuple[str, Any]]) -> None:
         self.session, self.model, self.rule, self.ops = session, model, rule, ops
-        self.index = -1
 
     @classmethod
     def prepare(cls, session: TrainingSession) -> "StackedMember | None":
@@ -71,13 +71,6 @@ class StackedMember:
                        else (k, type(m).__name__, repr(m)) for k, m in self.ops)
         return (shapes, type(self.rule).__name__, tuple(data.x_train.shape),
                 tuple(data.x_test.shape), data.x_train.dtype, tuple(data.test_sets()))
-
-
-def compatible(members: list[StackedMember]) -> list[list[StackedMember]]:
-    groups: dict[tuple, list[StackedMember]] = {}
-    for m in members:
-        groups.setdefault(m.signature(), []).append(m)
-    return list(groups.values())
 
 
 class StackedOptimizer:
@@ -245,31 +238,12 @@ class StackedBackprop:
         return results
 
 
+
 def fit_group(trainer, sessions: list[TrainingSession]) -> list[dict[str, float] | BaseException]:
     """The ``backprop`` trainer's ``fit_group``: stack what qualifies, train the rest alone."""
-    results: list[dict[str, float] | BaseException | None] = [None] * len(sessions)
-    members: list[StackedMember] = []
-    for k, session in enumerate(sessions):
-        try:
-            member = StackedMember.prepare(session)
-        except Exception as exc:  # noqa: BLE001 - this run's own failure
-            results[k] = exc
-            continue
-        if member is None:
-            results[k] = _alone(trainer, session)
-        else:
-            member.index = k
-            members.append(member)
-    for batch in compatible(members):
-        outs = ([_alone(trainer, batch[0].session)] if len(batch) == 1
-                else StackedBackprop(trainer, batch).run())
-        for member, out in zip(batch, outs):
-            results[member.index] = out
-    return results  # type: ignore[return-value]
 
+    def train_stack(members: list[StackedMember]) -> list:
+        return list(zip(members, StackedBackprop(trainer, members).run()))
 
-def _alone(trainer, session: TrainingSession) -> dict[str, float] | BaseException:
-    try:
-        return trainer.fit(session)
-    except Exception as exc:  # noqa: BLE001 - recorded as this run's own failure
-        return exc
+    return fit_in_stacks(sessions, StackedMember.prepare, StackedMember.signature, train_stack,
+                         trainer.fit, lambda member: member.session)

@@ -134,3 +134,26 @@ def test_cli_no_group_and_dry_run_show_groups(host, tmp_path, capsys, monkeypatc
                  "--results", str(tmp_path / "r")]) == 0
     assert "groups" not in capsys.readouterr().out
     assert main(["run", str(spec_file), "--group-size", "0", "--results", str(tmp_path)]) == 2
+
+
+def test_fit_in_stacks_bookkeeping_without_any_plugin():
+    from bench_core.grouping import fit_in_stacks
+
+    sessions = ["a1", "b1", "a2", "x", "boom", "a3", "c1"]
+    stacked = []
+
+    def prepare(s):
+        if s == "boom":
+            raise RuntimeError("cannot build")
+        return None if s == "x" else {"s": s}
+
+    def train_stack(members):
+        stacked.append([m["s"] for m in members])
+        return [(m, {"stack": len(members)}) for m in reversed(members)]
+
+    out = fit_in_stacks(sessions, prepare, lambda m: m["s"][0], train_stack,
+                        lambda s: {"alone": s}, lambda m: m["s"])
+    assert stacked == [["a1", "a2", "a3"]]
+    assert out[0] == out[2] == out[5] == {"stack": 3}
+    assert out[1] == {"alone": "b1"} and out[3] == {"alone": "x"} and out[6] == {"alone": "c1"}
+    assert isinstance(out[4], RuntimeError)

@@ -23,7 +23,6 @@ class Member:
         self.session, self.model, self.form = session, model, form
         self.layers: list[nn.Linear] = layers
         self.activations: list[NativeActivation] = activations
-        self.index = -1
 
     @classmethod
     def prepare(cls, session: TrainingSession) -> "Member | None":
@@ -55,13 +54,6 @@ class Member:
         d = self.session.data
         return (shapes, acts, d.x_train.dtype, tuple(d.x_train.shape[1:]), d.info.task,
                 tuple(d.test_sets()))
-
-
-def compatible(members: list[Member]) -> list[list[Member]]:
-    groups: dict[tuple, list[Member]] = {}
-    for m in members:
-        groups.setdefault(m.signature(), []).append(m)
-    return list(groups.values())
 
 
 class GroupedOnline:

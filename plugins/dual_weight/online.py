@@ -33,7 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from bench_core.interfaces import TrainingSession, constraint_hooks
-from untied_plugins.dual_weight.grouped import GroupedOnline, Member, compatible
+from bench_core.grouping import fit_in_stacks
+from untied_plugins.dual_weight.grouped import GroupedOnline, Member
 from untied_plugins.trainers import evaluate_all
 
 
@@ -123,31 +124,9 @@ class OnlineTrainer:
         return json.dumps(same, sort_keys=True, default=str)
 
     def fit_group(self, sessions: list[TrainingSession]) -> list[dict[str, float] | BaseException]:
-        results: list[dict[str, float] | BaseException | None] = [None] * len(sessions)
-        members: list[Member] = []
-        for k, session in enumerate(sessions):
-            try:
-                member = Member.prepare(session)
-            except Exception as exc:  # noqa: BLE001 - this run's own failure
-                results[k] = exc
-                continue
-            if member is None:
-                results[k] = _run_alone(self, session)
-            else:
-                member.index = k
-                members.append(member)
-        for batch in compatible(members):
-            if len(batch) == 1:
-                results[batch[0].index] = _run_alone(self, batch[0].session)
-                continue
-            grouped = GroupedOnline(self, batch)
-            for member, out in zip(grouped.members, grouped.run()):
-                results[member.index] = out
-        return results  # type: ignore[return-value]
+        def train_stack(members: list[Member]) -> list:
+            grouped = GroupedOnline(self, members)
+            return list(zip(grouped.members, grouped.run()))
 
-
-def _run_alone(trainer: OnlineTrainer, session: TrainingSession) -> dict[str, float] | BaseException:
-    try:
-        return trainer.fit(session)
-    except Exception as exc:  # noqa: BLE001 - the member's own failure, recorded by the runner
-        return exc
+        return fit_in_stacks(sessions, Member.prepare, Member.signature, train_stack, self.fit,
+                             lambda member: member.session)
