@@ -20,6 +20,7 @@ from bench_core import __version__
 from bench_core.errors import UntiedError
 
 DEFAULT_RESULTS = "results"
+DEFAULT_THREADS = 1  # bench_core.runner.DEFAULT_THREADS (kept here so --help imports no torch)
 
 
 def _host():
@@ -129,6 +130,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     host, plan = _plan(args, device=device)
     results_dir = Path(args.results) / plan.name
+    if args.threads is not None and args.threads < 1:
+        raise UntiedError(f"--threads must be >= 1 (got {args.threads})")
     if args.group_size is not None and args.group_size < 1:
         raise UntiedError(f"--group-size must be >= 1 (got {args.group_size})")
     if args.dry_run:
@@ -144,7 +147,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     summary = run_plan(plan, args.results, executor=args.executor, jobs=args.jobs,
                        force=args.force, host=host, progress=not args.quiet,
-                       group=not args.no_group, max_group_size=args.group_size)
+                       group=not args.no_group, max_group_size=args.group_size,
+                       threads=args.threads,
+                       executor_options={"scheduler": args.scheduler} if args.scheduler else None)
     if summary.interrupted:
         print(f"interrupted: {summary.ran} runs finished and recorded in {results_dir}; "
               f"rerun the same command to resume", file=sys.stderr)
@@ -292,8 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", help="a profile of the spec, e.g. cpu or full")
     p.add_argument("--seeds", type=int, help="number of seeds (overrides the spec)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    p.add_argument("--executor", default="local", help="local | processes | any registered")
-    p.add_argument("--jobs", type=int, default=2, help="workers for --executor processes")
+    p.add_argument("--executor", default="local", help="local | processes | dask | any registered")
+    p.add_argument("--jobs", type=int, default=2, help="workers for --executor processes or a "
+                   "dask LocalCluster")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="dask scheduler for --executor dask "
+                   "(tcp://host:8786); default: start a LocalCluster")
     p.add_argument("--results", default=DEFAULT_RESULTS, help="results root (default ./results)")
     p.add_argument("--force", action="store_true", help="rerun runs already recorded")
     p.add_argument("--dry-run", action="store_true", help="list the runs, run nothing")
@@ -301,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-group", action="store_true",
                    help="train runs one by one even where the trainer can batch compatible runs "
                         "into one computation (grouped runs; results are equal either way)")
+    p.add_argument("--threads", type=int, metavar="N", default=DEFAULT_THREADS,
+                   help=f"torch threads per run, in every executor (default {DEFAULT_THREADS}: "
+                        f"measured as the robust choice on a shared machine; see README)")
     p.add_argument("--group-size", type=int, metavar="N",
                    help="at most N runs per group (default: the trainer's limit, else no limit)")
     p.set_defaults(func=cmd_run)

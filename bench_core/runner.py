@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 import bench_core
@@ -30,7 +31,8 @@ from bench_core.interfaces import (Activation, GroupTrainer, NativeActivation, R
                                    TrainingSession)
 from bench_core.plugins import PluginHost, get_host, set_host
 from bench_core.records import flatten_spec, recorded_run_ids, write_record
-from bench_core.spec import Plan, RunTask, canonical_json, resolve_component
+from bench_core.spec import (Plan, RunTask, canonical_json, format_validation_error,
+                             resolve_component)
 
 
 def resolve_device(device: str) -> str:
@@ -168,7 +170,21 @@ def build_trainer(host: PluginHost, spec: dict[str, Any]):
     return comp.factory(params)
 
 
+DEFAULT_THREADS = 1
+"""torch threads per run unless ``--threads`` says otherwise. Measured on the project's 2-core
+machines (README, "Threads"): an intra-op pool of 2 threads lost up to 18x when another process
+kept one core busy, while 1 thread per run never lost more than the neighbour's share; parallel
+runs come from ``--executor processes --jobs N`` or grouped runs instead."""
+
+
+def set_threads(threads: int | None) -> None:
+    """Pin torch's intra-op threads for the runs that follow in this process."""
+    if threads is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 def _start(task: RunTask) -> RunContext:
+    set_threads(task.threads)
     if task.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(torch.device(task.device))
     return RunContext(seed=task.seed, device=torch.device(task.device))
@@ -212,6 +228,7 @@ def _record_row(host: PluginHost, task: RunTask, ctx: RunContext, status: str, e
         "curves_json": json.dumps(ctx.curves),
         "wall_time_s": wall,
         "group_size": group_size,
+        "threads": torch.get_num_threads(),
         "group_wall_time_s": group_wall if group_wall is not None else wall,
         "peak_rss_bytes": _peak_rss_bytes(),
         "peak_cuda_bytes": (torch.cuda.max_memory_allocated(torch.device(device))
@@ -363,7 +380,8 @@ def pending_tasks(plan: Plan, results_dir: Path, force: bool) -> tuple[list[RunT
 def run_plan(plan: Plan, results_root: str | Path, *, executor: str = "local", jobs: int = 1,
              force: bool = False, host: PluginHost | None = None, console=None,
              progress: bool = True, group: bool = True,
-             max_group_size: int | None = None) -> RunSummary:
+             max_group_size: int | None = None, threads: int | None = DEFAULT_THREADS,
+             executor_options: dict[str, Any] | None = None) -> RunSummary:
     """Run every task of ``plan`` not yet recorded (all of them with ``force``). A ``host``
     given here becomes the process-wide host, so in-process executors use its plugins.
     ``group``: let trainers that can train compatible runs as one batched computation do so
@@ -380,6 +398,7 @@ def run_plan(plan: Plan, results_root: str | Path, *, executor: str = "local", j
     results_dir = Path(results_root) / plan.name
     for t in plan.tasks:
         t.results_dir = str(results_dir)
+        t.threads = threads
     todo, skipped = pending_tasks(plan, results_dir, force)
     summary = RunSummary(total=len(plan.tasks), skipped=skipped, ran=0, ok=0, diverged=0, failed=0)
     if not todo:
@@ -389,15 +408,27 @@ def run_plan(plan: Plan, results_root: str | Path, *, executor: str = "local", j
 
     exec_comp = host.get("executors", executor)
     fields = exec_comp.params.model_fields
-    exec_params = exec_comp.params.model_validate({"jobs": jobs} if "jobs" in fields else {})
+    options = dict(executor_options or {})
+    unknown = [k for k in options if k not in fields]
+    if unknown:
+        raise SpecError(f"--{unknown[0]}: executor '{executor}' takes no such option "
+                        f"(its options: {', '.join(fields) or 'none'})")
+    if "jobs" in fields:
+        options.setdefault("jobs", jobs)
+    try:
+        exec_params = exec_comp.params.model_validate(options)
+    except ValidationError as exc:
+        raise SpecError(f"executor '{executor}': {format_validation_error(exc)}") from None
     runner = exec_comp.factory(exec_params)
     units = form_groups(todo, host, enabled=group, max_size=max_group_size)
     grouped = "" if len(units) == len(todo) else f" in {len(units)} groups"
     console.print(f"{escape(plan.name)} \\[{plan.profile}]: {len(todo)} runs to do{grouped}, {skipped} "
-                  f"already recorded; executor {executor}, results in {results_dir}")
+                  f"already recorded; executor {executor}, {threads or 'default'} torch "
+                  f"thread(s) per run, results in {results_dir}")
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("failed/diverged {task.fields[bad]}"), TimeElapsedColumn(),
                TextColumn("eta"), TimeRemainingColumn()]
+    threads_before = torch.get_num_threads()
     with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
         job = bar.add_task(plan.name, total=len(plan.tasks), completed=skipped, bad=0)
         try:
@@ -413,6 +444,8 @@ def run_plan(plan: Plan, results_root: str | Path, *, executor: str = "local", j
                     bar.update(job, advance=1, bad=summary.failed + summary.diverged)
         except KeyboardInterrupt:
             summary.interrupted = True
+        finally:
+            set_threads(threads_before)  # in-process executors changed this process's setting
     return summary
 
 

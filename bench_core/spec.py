@@ -170,6 +170,7 @@ class RunTask:
     reference_std: float | None = None
     results_dir: str = ""
     device: str = "cpu"
+    threads: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from untied_plugins import process_guard  # first: a pool worker arms it before importing torch
+
 import multiprocessing
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -40,9 +42,10 @@ def _init_worker(threads: int) -> None:
 
 
 class ProcessExecutor:
-    """A ``spawn`` process pool (safe with CUDA); each worker gets ``cpus // jobs`` threads.
-    Results are yielded as they complete; at most ``jobs`` tasks are in flight, so Ctrl-C
-    loses only the runs in progress."""
+    """A ``spawn`` process pool (safe with CUDA); each worker gets ``cpus // jobs`` threads
+    (each run then pins its own, ``untied run --threads``). Results are yielded as they
+    complete; at most ``jobs`` tasks are in flight, so Ctrl-C loses only the runs in progress.
+    Workers end with their parent, even when it is killed (:mod:`.process_guard`)."""
 
     def __init__(self, params: ProcessesParams) -> None:
         self.jobs = params.jobs
@@ -50,6 +53,7 @@ class ProcessExecutor:
     def map(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Any]:
         threads = max(1, cpu_count() // self.jobs)
         ctx = multiprocessing.get_context("spawn")
+        os.environ[process_guard.ENV] = str(os.getpid())
         pending = iter(tasks)
         pool = ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_init_worker,
                                    initargs=(threads,))
