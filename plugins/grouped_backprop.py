@@ -88,7 +88,7 @@ class StackedOptimizer:
 
         self.lr = per_run("lr")
         self.wd = per_run("weight_decay")
-        self.any_wd = bool((self.wd != 0).any())
+        self.any_wd = any(g["weight_decay"] != 0 for g in groups)   # from Python: no sync
         self.state: list[dict[str, Tensor]] = [{} for _ in params]
         self.step_count = 0
         if self.adam:
@@ -100,7 +100,7 @@ class StackedOptimizer:
             self.momentum = per_run("momentum")
             self.dampening = per_run("dampening")
             self.nesterov = per_run("nesterov") > 0
-            self.any_momentum = bool((self.momentum != 0).any())
+            self.any_momentum = any(g["momentum"] != 0 for g in groups)
 
     @staticmethod
     def _shape(t: Tensor, like: Tensor) -> Tensor:

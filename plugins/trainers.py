@@ -42,6 +42,8 @@ class BackpropParams(BaseModel):
     eval_batch_size: int = Field(2048, ge=1, description="batch size of test evaluation")
     direction_diagnostic: bool = Field(False, description="log surrogate-vs-tied gradient cosine "
                                        "and sign agreement per layer every epoch")
+    compile: bool = Field(False, description="train through torch.compile(model) (runs are "
+                          "then trained one by one, not grouped)")
 
 
 def sample_losses(out: Tensor, y: Tensor, loss: str, task: str) -> Tensor:
@@ -131,7 +133,9 @@ class BackpropTrainer:
     # grouped runs (bench_core.interfaces.GroupTrainer): see untied_plugins.grouped_backprop
     max_group_size = 64
 
-    def group_key(self, spec: dict) -> str:
+    def group_key(self, spec: dict) -> str | None:
+        if self.p.compile:
+            return None
         same = {k: spec.get(k) for k in ("dataset", "model", "activation", "surrogate")}
         return json.dumps({**same, "rule": spec.get("rule", {}).get("name")}, sort_keys=True,
                           default=str)
@@ -150,6 +154,7 @@ class BackpropTrainer:
         n = len(data.x_train)
         gen = ctx.generator("batches")
         probe = self.probe(session)
+        forward = torch.compile(model) if p.compile else model
         final: dict[str, float] = {}
         model.train()
         for epoch in range(1, p.epochs + 1):
@@ -159,7 +164,7 @@ class BackpropTrainer:
             for i in range(0, n, p.batch_size):
                 idx = order[i:i + p.batch_size]
                 xb, yb = data.x_train[idx], data.y_train[idx]
-                out = model(xb)
+                out = forward(xb)
                 loss = self.reduce(sample_losses(out, yb, p.loss, task))
                 rule.zero_grad(set_to_none=True)
                 loss.backward()

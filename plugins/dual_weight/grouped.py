@@ -87,15 +87,16 @@ class GroupedOnline:
         self.b = [stack(lambda m, l=l: m.layers[l].bias.detach()) for l in range(n_layers)]
         self.lr = per_run(lambda f: f.lr)
         self.bias_decay = per_run(lambda f: f.bias_decay)
-        self.any_bias_decay = bool((self.bias_decay != 0).any())
+        forms = [m.form for m in members]            # flags from Python values: no host sync
+        self.any_bias_decay = any(f.bias_decay != 0 for f in forms)
         direct, dual = members[:self.nd], members[self.nd:]
         self.decay = per_run(lambda f: f.lr * f.penalty, direct)
         self.norm_penalty = per_run(lambda f: f.penalty_norm and f.penalty > 0, direct) > 0
-        self.any_decay = bool((self.decay != 0).any())
-        self.any_norm = bool(self.norm_penalty.any())
+        self.any_decay = any(m.form.penalty != 0 for m in direct)
+        self.any_norm = any(m.form.penalty_norm and m.form.penalty > 0 for m in direct)
         if dual:
             self.stable = per_run(lambda f: f.stabilizer_scale is not None, dual) > 0
-            self.any_stable = bool(self.stable.any())
+            self.any_stable = any(m.form.stabilizer_scale is not None for m in dual)
             self.scale = per_run(lambda f: f.stabilizer_scale or 0.0, dual)
             self.w1 = [w[self.nd:].clone() for w in self.w]
             self.w2 = [torch.zeros_like(w[self.nd:]) for w in self.w]
