@@ -14,6 +14,7 @@ or Ctrl-C never leaves a half-written record and a finished one is never lost.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -61,26 +62,128 @@ def record_files(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.glob(f"*{RECORD_SUFFIX}") if not p.name.startswith("."))
 
 
+# ---- the index: records compacted into a few Parquet parts ---------------------------------
+INDEX_DIR = ".index"
+PART_ROWS = 5000
+_STAMP = ("_file", "_size", "_mtime_ns")
+
+
+def _stat_records(folder: Path) -> dict[str, tuple[int, int]]:
+    """Record file name -> (size, mtime_ns), from one directory scan."""
+    out = {}
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return out
+    for entry in entries:
+        if entry.name.endswith(RECORD_SUFFIX) and not entry.name.startswith("."):
+            try:
+                st = entry.stat()
+            except OSError:
+                continue
+            out[entry.name] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def _read_records(folder: Path, names: list[str], files: dict[str, tuple[int, int]]
+                  ) -> pl.DataFrame | None:
+    """The records ``names`` as one frame with their stamps (unreadable ones left out: they
+    are redone on resume)."""
+    frames, kept = [], []
+    for name in names:
+        try:
+            frames.append(pl.read_parquet(folder / name))
+            kept.append(name)
+        except Exception:  # noqa: BLE001
+            continue
+    if not frames:
+        return None
+    return pl.concat(frames, how="diagonal_relaxed").with_columns(
+        pl.Series("_file", kept), pl.Series("_size", [files[n][0] for n in kept]),
+        pl.Series("_mtime_ns", [files[n][1] for n in kept]))
+
+
+def update_index(folder: str | Path) -> list[Path]:
+    """Bring ``<folder>/.index/`` up to date and return its parts.
+
+    Reading 100,000 one-row files costs minutes; reading a few parts of thousands of rows,
+    a second. Each part is a Parquet file of compacted records that remembers, per row, the
+    record file's name, size and mtime: a part whose files all still match is kept, any other is
+    dropped, and the records not in a kept part are read and written as new parts (atomically,
+    temp file and rename). The per-run files stay the only source of truth; the index is a
+    cache that any process may rebuild (two at once write equivalent parts; readers drop the
+    duplicates by ``run_id``). Raises ``OSError`` where the folder cannot be written."""
+    folder = Path(folder)
+    files = _stat_records(folder)
+    index = folder / INDEX_DIR
+    parts, covered = [], set()
+    for part in sorted(index.glob("part-*.parquet")) if index.is_dir() else []:
+        try:
+            stamps = pl.read_parquet(part, columns=list(_STAMP))
+        except Exception:  # noqa: BLE001 - a damaged part is rebuilt
+            part.unlink(missing_ok=True)
+            continue
+        names = stamps["_file"].to_list()
+        if all(files.get(n) == (sz, mt) for n, sz, mt in stamps.iter_rows()):
+            parts.append(part)
+            covered.update(names)
+        else:
+            part.unlink(missing_ok=True)
+    new = sorted(n for n in files if n not in covered)
+    for start in range(0, len(new), PART_ROWS):
+        chunk = new[start:start + PART_ROWS]
+        frame = _read_records(folder, chunk, files)
+        if frame is None:
+            continue
+        index.mkdir(exist_ok=True)
+        key = hashlib.blake2b("\n".join(chunk).encode(), digest_size=8).hexdigest()
+        target = index / f"part-{key}.parquet"
+        fd, tmp = tempfile.mkstemp(prefix=".part.", suffix=".tmp", dir=index)
+        os.close(fd)
+        try:
+            frame.write_parquet(tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        parts.append(target)
+    return parts
+
+
+def _scan(folder: Path) -> pl.LazyFrame | None:
+    """All records of ``folder``: from the index, or file by file where it cannot be written."""
+    try:
+        parts = update_index(folder)
+    except OSError:
+        files = record_files(folder)
+        return pl.concat([pl.scan_parquet(p) for p in files], how="diagonal_relaxed") \
+            if files else None
+    if not parts:
+        return None
+    lf = pl.concat([pl.scan_parquet(p) for p in parts], how="diagonal_relaxed")
+    return lf.unique(subset=["run_id"], keep="last", maintain_order=True).drop(list(_STAMP))
+
+
 def recorded_run_ids(folder: str | Path, statuses: tuple[str, ...] | None = None) -> set[str]:
     """Run ids recorded in ``folder`` (only those with one of ``statuses`` if given)."""
-    files = record_files(folder)
     if statuses is None:
-        return {p.stem for p in files}
-    keep = set()
-    for p in files:
-        try:
-            status = pl.read_parquet(p, columns=["status"])["status"][0]
-        except Exception:  # noqa: BLE001 - an unreadable record is simply redone
-            continue
-        if status in statuses:
-            keep.add(p.stem)
-    return keep
+        return {p.stem for p in record_files(folder)}
+    lf = _scan(Path(folder))
+    if lf is None:
+        return set()
+    done = lf.filter(pl.col("status").is_in(list(statuses))).select("run_id").collect()
+    return set(done["run_id"].to_list())
 
 
 def scan_records(folder: str | Path, run_ids: set[str] | None = None) -> pl.LazyFrame | None:
-    """A lazy frame over the records in ``folder`` (optionally only ``run_ids``). Records of
-    different components carry different ``p_``/``m_`` columns; they are aligned diagonally."""
-    files = [p for p in record_files(folder) if run_ids is None or p.stem in run_ids]
-    if not files:
+    """A lazy frame over the records in ``folder`` (optionally only ``run_ids``), read through
+    the folder's index (:func:`update_index`). Records of different components carry different
+    ``p_``/``m_`` columns; they are aligned diagonally."""
+    lf = _scan(Path(folder))
+    if lf is None:
         return None
-    return pl.concat([pl.scan_parquet(p) for p in files], how="diagonal_relaxed")
+    if run_ids is not None:
+        lf = lf.filter(pl.col("run_id").is_in(list(run_ids)))
+        if lf.select(pl.len()).collect().item() == 0:
+            return None
+    return lf
