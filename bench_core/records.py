@@ -38,13 +38,10 @@ def flatten_spec(spec: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def write_record(folder: str | Path, row: dict[str, Any]) -> Path:
-    """Write one run record atomically; return its path."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{row['run_id']}{RECORD_SUFFIX}"
-    frame = pl.DataFrame([row], strict=False, infer_schema_length=None)
-    fd, tmp = tempfile.mkstemp(prefix=f".{row['run_id']}.", suffix=".tmp", dir=folder)
+def write_parquet_atomically(frame: pl.DataFrame, target: Path, prefix: str) -> Path:
+    """Write ``frame`` to a temporary file beside ``target``, then rename it into place: a
+    reader sees the old file or the new one, never a half-written one."""
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
         frame.write_parquet(tmp)
@@ -53,6 +50,15 @@ def write_record(folder: str | Path, row: dict[str, Any]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def write_record(folder: str | Path, row: dict[str, Any]) -> Path:
+    """Write one run record atomically; return its path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = pl.DataFrame([row], strict=False, infer_schema_length=None)
+    return write_parquet_atomically(frame, folder / f"{row['run_id']}{RECORD_SUFFIX}",
+                                    f".{row['run_id']}.")
 
 
 def record_files(folder: str | Path) -> list[Path]:
@@ -137,16 +143,7 @@ def update_index(folder: str | Path) -> list[Path]:
             continue
         index.mkdir(exist_ok=True)
         key = hashlib.blake2b("\n".join(chunk).encode(), digest_size=8).hexdigest()
-        target = index / f"part-{key}.parquet"
-        fd, tmp = tempfile.mkstemp(prefix=".part.", suffix=".tmp", dir=index)
-        os.close(fd)
-        try:
-            frame.write_parquet(tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        parts.append(target)
+        parts.append(write_parquet_atomically(frame, index / f"part-{key}.parquet", ".part."))
     return parts
 
 
