@@ -52,9 +52,14 @@ class NativeActivation(nn.Module):
     ``elementwise = True``: an activation module that sets it promises that its forward and
     backward act on every element alone and deterministically (no reduction over the tensor, no
     random draw, no parameters), so a trainer may apply one instance to a stack of grouped runs
-    (a leading model axis). Surrogate modules declare it when it holds."""
+    (a leading model axis). Such a module may also give its backward factor directly,
+    ``local_gradient(x) = g(x)`` with ``dL/dx = dL/dy * g(x)``, so that a trainer can run the
+    backward pass by hand. Surrogate modules declare both when they hold."""
 
     elementwise = True
+
+    def local_gradient(self, x: Tensor) -> Tensor:
+        return self.activation.derivative(x)
 
     def __init__(self, activation: Activation) -> None:
         super().__init__()

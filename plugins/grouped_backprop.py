@@ -10,7 +10,10 @@ gradient manipulations). The runs' weights are stacked on a leading axis (``(K, 
 each step gathers every run's own mini-batch (from its own seeded ``batches`` stream), the
 forward pass is one batched matrix product per layer and autograd gives every run's gradients
 at once; the optimizers' updates are written out as torch's single-tensor SGD and Adam with one
-hyper-parameter per run. Every epoch the weights are copied back into each run's own model,
+hyper-parameter per run. When every activation module also gives its backward factor
+(``local_gradient``), the backward pass is written out too (``dL/dW = delta^T h`` per layer),
+which saves autograd's bookkeeping on these small models. Every epoch the weights are copied
+back into each run's own model,
 which is evaluated (and probed by the direction diagnostic) exactly as a lone run is. Any other
 run of a group is trained alone by :meth:`BackpropTrainer.fit`.
 
@@ -176,8 +179,11 @@ class StackedBackprop:
         self.x = torch.stack([m.session.data.x_train.flatten(1) for m in members])
         self.y = torch.stack([m.session.data.y_train for m in members])
 
-    def forward(self, h: Tensor) -> Tensor:
+    def forward(self, h: Tensor, saved: list[Tensor] | None = None) -> Tensor:
+        """The stacked forward pass; ``saved`` collects every op's input (manual backward)."""
         for kind, op in self.ops:
+            if saved is not None:
+                saved.append(h)
             if kind == "act":
                 h = op(h)
             else:
@@ -185,6 +191,31 @@ class StackedBackprop:
                 h = (torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)) if b is not None
                      else torch.bmm(h, w.transpose(1, 2)))
         return h
+
+    def manual_step(self, xb: Tensor, yb: Tensor, loss_name: str, weight: float) -> Tensor:
+        """Forward, backward by hand and the optimizer's step; returns each run's batch loss.
+        ``weight``: d(batch loss)/d(sample loss) (1/B for a mean, 1 for a sum)."""
+        from untied_plugins.trainers import sample_loss_gradient, sample_losses
+
+        with torch.no_grad():
+            saved: list[Tensor] = []
+            out = self.forward(xb, saved)
+            losses = self.trainer.reduce(sample_losses(out, yb, loss_name, self.task))
+            delta = sample_loss_gradient(out, yb, loss_name, self.task) * weight
+            grads: dict[int, Tensor] = {}
+            for (kind, op), h in zip(reversed(self.ops), reversed(saved)):
+                if kind == "act":
+                    delta = delta * op.local_gradient(h)
+                    continue
+                w, b = op
+                grads[id(w)] = torch.bmm(delta.transpose(1, 2), h)
+                if b is not None:
+                    grads[id(b)] = delta.sum(1)
+                delta = torch.bmm(delta, w)
+            for p in self.optimizer.params:
+                p.grad = grads.get(id(p))
+        self.optimizer.step()
+        return losses
 
     def _write_back(self) -> None:
         with torch.no_grad():
@@ -204,6 +235,8 @@ class StackedBackprop:
         probes = [self.trainer.probe(m.session) for m in self.members]
         results: list[dict[str, float] | BaseException] = [{} for _ in self.members]
         rows = torch.arange(K, device=self.device).unsqueeze(1)
+        manual = all(callable(getattr(op, "local_gradient", None))
+                     for kind, op in self.ops if kind == "act")
         for epoch in range(1, p.epochs + 1):
             if p.shuffle:
                 order = torch.stack([torch.randperm(n, generator=g, device=self.device)
@@ -214,12 +247,16 @@ class StackedBackprop:
             for i in range(0, n, p.batch_size):
                 idx = order[:, i:i + p.batch_size]
                 xb, yb = self.x[rows, idx], self.y[rows, idx]
-                per_sample = sample_losses(self.forward(xb), yb, p.loss, self.task)
-                losses = self.trainer.reduce(per_sample)          # (K,)
-                for w in self.optimizer.params:
-                    w.grad = None
-                losses.sum().backward()
-                self.optimizer.step()
+                if manual:
+                    losses = self.manual_step(xb, yb, p.loss,
+                                              self.trainer.sample_weight(idx.shape[1]))
+                else:
+                    per_sample = sample_losses(self.forward(xb), yb, p.loss, self.task)
+                    losses = self.trainer.reduce(per_sample)          # (K,)
+                    for w in self.optimizer.params:
+                        w.grad = None
+                    losses.sum().backward()
+                    self.optimizer.step()
                 loss_sum += losses.detach() * idx.shape[1]
             self._write_back()
             sizes = [min(p.batch_size, n - i) for i in range(0, n, p.batch_size)]

@@ -267,6 +267,7 @@ class JammingSurrogate(SurrogateActivation):
 
     label = "jamming"
     elementwise = False  # k normalises over the tensor; u comes from the run's own generator
+    local_gradient = None
 
     def __init__(self, activation: Activation, ctx: RunContext, window: str | float,
                  normalize: Normalize, low_memory: bool = False) -> None:

@@ -242,8 +242,9 @@ class DLogisticBackward(torch.autograd.Function):
 # ---------------------------------------------------------------------------------------------
 class SurrogateActivation(nn.Module):
     """An activation site: ``f`` forward, the surrogate ``g`` backward (the paper's ``f/g``).
-    The deterministic surrogates act element by element (``elementwise``: see
-    :class:`bench_core.interfaces.NativeActivation`); the jamming family does not."""
+    The deterministic surrogates act element by element (``elementwise``) and give ``g(x)``
+    itself as ``local_gradient(x)`` (see :class:`bench_core.interfaces.NativeActivation`); the
+    jamming family does neither."""
 
     label = "g"
     elementwise = True
@@ -275,6 +276,9 @@ class ConstantSurrogate(SurrogateActivation):
     def forward(self, x: Tensor) -> Tensor:
         return ConstantBackward.apply(x, self.activation.native, self.scale)
 
+    def local_gradient(self, x: Tensor) -> Tensor:
+        return torch.full_like(x, self.scale)
+
 
 class RectSurrogate(SurrogateActivation):
     """``f/Rect``: ``g = height`` inside the open window ``|x| < width``, 0 outside."""
@@ -295,6 +299,9 @@ class RectSurrogate(SurrogateActivation):
             return y
         return RectBackward.apply(x, self.activation.native, self.width, self.height)
 
+    def local_gradient(self, x: Tensor) -> Tensor:
+        return (x.abs() < self.width).to(x.dtype).mul_(self.height)
+
 
 class TriangularSurrogate(SurrogateActivation):
     """``f/Triang``: ``g = max(0, 1 - |x| / width)``."""
@@ -311,6 +318,9 @@ class TriangularSurrogate(SurrogateActivation):
     def forward(self, x: Tensor) -> Tensor:
         return TriangularBackward.apply(x, self.activation.native, self.width)
 
+    def local_gradient(self, x: Tensor) -> Tensor:
+        return x.abs().clamp_max_(self.width).neg_().add_(self.width).div_(self.width)
+
 
 class DLogisticSurrogate(SurrogateActivation):
     """``f/d(Log)``: ``g`` = the logistic's derivative whatever ``f`` is."""
@@ -320,6 +330,9 @@ class DLogisticSurrogate(SurrogateActivation):
     def forward(self, x: Tensor) -> Tensor:
         from_output = self.activation.native is torch.sigmoid
         return DLogisticBackward.apply(x, self.activation.native, from_output)
+
+    def local_gradient(self, x: Tensor) -> Tensor:
+        return torch.ops.aten.sigmoid_backward(torch.ones_like(x), torch.sigmoid(x))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -64,6 +64,20 @@ def sample_losses(out: Tensor, y: Tensor, loss: str, task: str) -> Tensor:
     return 0.5 * (out - target).square().sum(-1)
 
 
+def sample_loss_gradient(out: Tensor, y: Tensor, loss: str, task: str) -> Tensor:
+    """``d sample_losses / d out`` for each sample (shape of ``out``), for a trainer that runs
+    the backward pass by hand (grouped runs)."""
+    single = out.shape[-1] == 1
+    if task == "regression":
+        return out - y.reshape(out.shape).to(out.dtype)
+    if loss == "cross_entropy":
+        if single:
+            return torch.sigmoid(out) - y.to(out.dtype).unsqueeze(-1)
+        return torch.softmax(out, -1) - F.one_hot(y, out.shape[-1]).to(out.dtype)
+    target = y.to(out.dtype).unsqueeze(-1) if single else F.one_hot(y, out.shape[-1]).to(out.dtype)
+    return out - target
+
+
 def batch_loss(out: Tensor, y: Tensor, loss: str, task: str) -> Tensor:
     """Mean loss over the batch (see the module docstring)."""
     return sample_losses(out, y, loss, task).mean()
@@ -121,6 +135,10 @@ class BackpropTrainer:
     def reduce(self, per_sample: Tensor) -> Tensor:
         """The batch loss from per-sample losses ``(..., B)``: their mean."""
         return per_sample.mean(-1)
+
+    def sample_weight(self, batch_size: int) -> float:
+        """d(batch loss) / d(one sample's loss), as :meth:`reduce` combines them."""
+        return 1.0 / batch_size
 
     def probe(self, session: TrainingSession) -> DirectionProbe | None:
         """The run's direction diagnostic, if switched on."""

@@ -359,3 +359,23 @@ def test_inductor_compile_matches_eager(table):
     got = compiled_grad(table, "logistic", x, grad_out, 21, "inductor")
     torch.testing.assert_close(got, input_grad(site(table, "logistic", make_ctx(21)), x, grad_out),
                                rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("table", [{"name": "tied"}, {"name": "constant", "scale": 0.5},
+                                   {"name": "rect", "width": 0.7, "height": 2.0},
+                                   {"name": "rect", "low_memory": True},
+                                   {"name": "triangular", "width": 1.5}, {"name": "d_logistic"}])
+@pytest.mark.parametrize("act", ["relu", "logistic", "tanh", "step", "identity"])
+def test_local_gradient_is_the_autograd_backward(untied_host, table, act):
+    """``local_gradient(x)`` (used by trainers that run the backward by hand) is what the
+    module's autograd backward multiplies the incoming gradient by."""
+    from bench_core.spec import resolve_component
+
+    a_comp, a_params = resolve_component(untied_host, "activation", {"name": act})
+    s_comp, s_params = resolve_component(untied_host, "surrogate", table)
+    module = s_comp.factory(s_params, activation=a_comp.factory(a_params),
+                            ctx=RunContext(seed=0, device=torch.device("cpu")))
+    assert module.elementwise
+    x = torch.linspace(-3, 3, 601, requires_grad=True)
+    (grad,) = torch.autograd.grad(module(x).sum(), x)
+    assert torch.allclose(module.local_gradient(x.detach()), grad, atol=1e-6)
