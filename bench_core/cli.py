@@ -100,32 +100,49 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace, results: str | None = None, device: str = "cpu"):
-    from bench_core.spec import expand, load_spec
+    from bench_core.spec import MAX_PLAN_RUNS, expand, load_spec
 
     host = _host()
     name, spec = load_spec(args.spec)
     plan = expand(host, name, spec, profile=getattr(args, "profile", None),
-                  seeds=getattr(args, "seeds", None), results_dir=results or "", device=device)
+                  seeds=getattr(args, "seeds", None), results_dir=results or "", device=device,
+                  max_runs=None if getattr(args, "yes", False) else MAX_PLAN_RUNS)
     return host, plan
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from bench_core.spec import expand, load_spec
+    """Check every profile (or the one asked for); check the data of the profile a plain
+    ``untied run`` would use (or the one asked for): missing data there is an error, missing
+    data of another profile a note."""
+    from bench_core.errors import DataError
+    from bench_core.runner import check_data
+    from bench_core.spec import MAX_PLAN_RUNS, expand, load_spec
 
     host = _host()
     name, spec = load_spec(args.spec)
     base = [] if spec.default_profile else [None]  # None = the spec without a profile
     profiles = [args.profile] if args.profile else [*base, *spec.profiles]
+    runs_by_default = args.profile or spec.default_profile
     for prof in profiles:
-        plan = expand(host, name, spec, profile=prof)
+        plan = expand(host, name, spec, profile=prof,
+                      max_runs=None if args.yes else MAX_PLAN_RUNS)
         cells = len(plan.tasks) // max(1, len(plan.seeds) * len({t.entry for t in plan.tasks}))
         print(f"ok: {name} [{plan.profile}]: {len({t.entry for t in plan.tasks})} entries x "
               f"{cells} grid cells x {len(plan.seeds)} seeds = {len(plan.tasks)} runs")
+        if args.no_data_check:
+            continue
+        try:
+            check_data(host, plan.tasks)
+        except DataError as exc:
+            if prof == runs_by_default:
+                raise
+            print(f"note: profile '{plan.profile}' needs data not found here: {exc}")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench_core.runner import form_groups, pending_tasks, resolve_device, run_plan
+    from bench_core.runner import (check_data, form_groups, pending_tasks, resolve_device,
+                                   run_plan)
 
     device = resolve_device(args.device)
     host, plan = _plan(args, device=device)
@@ -134,6 +151,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UntiedError(f"--threads must be >= 1 (got {args.threads})")
     if args.group_size is not None and args.group_size < 1:
         raise UntiedError(f"--group-size must be >= 1 (got {args.group_size})")
+    if args.run_timeout is not None and not args.run_timeout > 0:
+        raise UntiedError(f"--run-timeout must be a positive number of seconds "
+                          f"(got {args.run_timeout})")
     if args.dry_run:
         todo, skipped = pending_tasks(plan, results_dir, args.force)
         units = form_groups(todo, host, enabled=not args.no_group, max_size=args.group_size)
@@ -145,19 +165,30 @@ def cmd_run(args: argparse.Namespace) -> int:
                 tag = f"  [group {i}]" if len(unit) > 1 else ""
                 print(f"  {t.run_id}  {t.entry:<24} seed {t.seed_index}  {json.dumps(t.cell)}{tag}")
         return 0
+    if not args.no_data_check:
+        todo, _ = pending_tasks(plan, results_dir, args.force)
+        check_data(host, todo)
     summary = run_plan(plan, args.results, executor=args.executor, jobs=args.jobs,
                        force=args.force, host=host, progress=not args.quiet,
                        group=not args.no_group, max_group_size=args.group_size,
-                       threads=args.threads,
+                       threads=args.threads, run_timeout=args.run_timeout,
                        executor_options={"scheduler": args.scheduler} if args.scheduler else None)
     if summary.interrupted:
         print(f"interrupted: {summary.ran} runs finished and recorded in {results_dir}; "
               f"rerun the same command to resume", file=sys.stderr)
         return 130
-    _print_leaderboard(plan, results_dir, "table", None)
-    if summary.failed:
-        print(f"error: {summary.failed} of {summary.ran} runs failed (recorded with their error; "
-              f"they are retried on the next run)", file=sys.stderr)
+    print(f"done: {summary.ran} runs trained, {summary.skipped} already recorded, "
+          f"{summary.claimed} left to another process", file=sys.stderr)
+    if summary.claimed:
+        print(f"note: {summary.claimed} runs were being trained by another process on the same "
+              f"results folder and were left to it", file=sys.stderr)
+    if summary.ran or summary.skipped:
+        _print_leaderboard(plan, results_dir, "table", None)
+    bad = summary.failed + summary.timeout
+    if bad:
+        print(f"error: {summary.failed} runs failed and {summary.timeout} timed out, of "
+              f"{summary.ran} (recorded with their error; they are retried on the next run)",
+              file=sys.stderr)
         return 1
     return 0
 
@@ -287,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a leaderboard spec without running it")
     p.add_argument("spec", help="a spec file or the name of a built-in leaderboard")
     p.add_argument("--profile")
+    p.add_argument("--yes", action="store_true", help="expand plans above 100,000 runs too")
+    p.add_argument("--no-data-check", action="store_true",
+                   help="do not look for the datasets' files")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("schema", help="print the JSON Schema of a leaderboard spec")
@@ -306,6 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rerun runs already recorded")
     p.add_argument("--dry-run", action="store_true", help="list the runs, run nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--yes", action="store_true", help="run plans above 100,000 runs too")
+    p.add_argument("--no-data-check", action="store_true",
+                   help="do not look for the datasets' files before the first run")
+    p.add_argument("--run-timeout", type=float, metavar="SECONDS",
+                   help="record a run that takes longer as `timeout` and go on (local and "
+                        "processes executors)")
     p.add_argument("--no-group", action="store_true",
                    help="train runs one by one even where the trainer can batch compatible runs "
                         "into one computation (grouped runs; results are equal either way)")

@@ -43,6 +43,7 @@ def aggregate(records: pl.LazyFrame, extra_metrics: list[str] | None = None) -> 
         ok.sum().cast(pl.Int64).alias("n"),
         (pl.col("status") == "failed").sum().cast(pl.Int64).alias("failed"),
         (pl.col("status") == "diverged").sum().cast(pl.Int64).alias("diverged"),
+        (pl.col("status") == "timeout").sum().cast(pl.Int64).alias("timeout"),
         pl.col("is_baseline").first().alias("is_baseline"),
         pl.col("reference").first().alias("reference"),
         pl.col("reference_std").first().alias("reference_std"),
@@ -71,7 +72,7 @@ def aggregate(records: pl.LazyFrame, extra_metrics: list[str] | None = None) -> 
     ).drop("_base")
     out = table.sort(["leaderboard", "profile", "cell_index", "cell_json", "entry_index", "entry"]).collect()
     return out.select(["leaderboard", "profile", "cell_json", "entry", "mean", "std", "stderr",
-                       "n", "failed", "diverged", "delta_baseline", "gain_pct", "rank",
+                       "n", "failed", "diverged", "timeout", "delta_baseline", "gain_pct", "rank",
                        "reference",
                        "reference_std", "delta_reference", "is_baseline", "higher_is_better",
                        "metric", "wall_time_s", *extras])
@@ -148,7 +149,14 @@ def summarise(agg: pl.DataFrame, by: list[str], references: list[Any] = (),
 
 
 def load_records(results_dir: str | Path, run_ids: set[str] | None = None) -> pl.LazyFrame:
-    lf = scan_records(results_dir, run_ids)
+    """The records of a results folder; a file that is not a readable run record is named on
+    stderr and skipped (the rest are aggregated)."""
+    import sys
+
+    problems: list[str] = []
+    lf = scan_records(results_dir, run_ids, problems)
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
     if lf is None:
         what = "the runs of this spec" if run_ids is not None else "any run"
         raise UntiedError(f"no records of {what} in {results_dir}: run `untied run` first")
@@ -210,8 +218,8 @@ def display_rows(agg: pl.DataFrame, extras: list[str] | None = None, relative: b
     if has_ref:
         header += ["paper", "Δ paper"]
     header += extras
-    if (agg["failed"] + agg["diverged"]).sum() > 0:
-        header += ["failed/diverged"]
+    if (agg["failed"] + agg["diverged"] + agg["timeout"]).sum() > 0:
+        header += ["failed/diverged/timeout"]
     rows = []
     for r in agg.iter_rows(named=True):
         cell = json.loads(r["cell_json"])
@@ -229,8 +237,9 @@ def display_rows(agg: pl.DataFrame, extras: list[str] | None = None, relative: b
                 ref += f" ({r['reference_std']:.3f})"
             row += [ref, _fmt(r["delta_reference"], signed=True)]
         row += [_fmt(r[e]) for e in extras]
-        if "failed/diverged" in header:
-            row += [f"{r['failed']}/{r['diverged']}" if r["failed"] or r["diverged"] else ""]
+        if "failed/diverged/timeout" in header:
+            bad = (r["failed"], r["diverged"], r["timeout"])
+            row += ["/".join(map(str, bad)) if any(bad) else ""]
         rows.append(row)
     return header, rows
 

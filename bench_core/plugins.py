@@ -176,22 +176,31 @@ class PluginHost:
         self.registries = {f: {} for f in hookspecs.FAMILIES}
         for family, hook_name in hookspecs.FAMILIES.items():
             caller = getattr(self.pm.hook, hook_name)
-            for impl in caller.get_hookimpls():  # registration order
+            impls = caller.get_hookimpls()  # registration order, built-ins first: on a name
+            impls.sort(key=lambda i: not getattr(self.plugins.get(i.plugin_name), "builtin", 0))
+            for impl in impls:             # clash the later plugin is the one dropped
                 info = self.plugins.get(impl.plugin_name)
                 if info is None or info.error:
                     continue
                 staged: list[Component] = []
                 try:
                     impl.function(register=self._make_register(family, impl.plugin_name, staged))
-                    for comp in staged:
-                        self._add(comp)
-                except PluginError:
-                    raise
+                    clash = next((c for c in staged if c.name in self.registries[c.family]),
+                                 None)
+                    if clash is not None:
+                        other = self.registries[clash.family][clash.name]
+                        info.error = (
+                            f"{clash.family} name clash: '{clash.name}' is registered by plugin "
+                            f"'{other.plugin}' and by plugin '{clash.plugin}'; '{clash.plugin}' "
+                            f"is not loaded (rename its component, or disable '{other.plugin}' "
+                            f"with UNTIED_DISABLE_PLUGINS)")
+                    else:
+                        for comp in staged:
+                            self._add(comp)
                 except Exception as exc:  # noqa: BLE001 - a raising plugin is reported by name
                     info.error = f"{hook_name} raised {type(exc).__name__}: {exc}"
-                    for fam in self.registries.values():
-                        for key in [k for k, c in fam.items() if c.plugin == impl.plugin_name]:
-                            del fam[key]
+                if info.error:
+                    self._drop(impl.plugin_name)
         self._collected = True
 
     def _make_register(self, family: str, plugin: str, staged: list[Component]):
@@ -215,6 +224,12 @@ class PluginHost:
             staged.append(Component(family, name, factory, params, desc, plugin))
 
         return register
+
+    def _drop(self, plugin: str) -> None:
+        """Remove every component ``plugin`` registered (it failed; the others carry on)."""
+        for fam in self.registries.values():
+            for key in [k for k, c in fam.items() if c.plugin == plugin]:
+                del fam[key]
 
     def _add(self, comp: Component) -> None:
         reg = self.registries[comp.family]

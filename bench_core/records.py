@@ -91,17 +91,44 @@ def _stat_records(folder: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
-def _read_records(folder: Path, names: list[str], files: dict[str, tuple[int, int]]
-                  ) -> pl.DataFrame | None:
-    """The records ``names`` as one frame with their stamps (unreadable ones left out: they
-    are redone on resume)."""
+REQUIRED = {"run_id": pl.String, "status": pl.String}
+
+
+def record_problem(frame: pl.DataFrame, name: str) -> str | None:
+    """Why ``frame`` (read from file ``name``) is not a usable run record, or ``None``."""
+    for col, dtype in REQUIRED.items():
+        if col not in frame.columns:
+            return f"not a run record (no '{col}' column)"
+        if frame.schema[col] != dtype:
+            return f"column '{col}' is {frame.schema[col]}, expected {dtype}"
+    if frame.height != 1:
+        return f"{frame.height} rows, a run record has 1"
+    if frame["run_id"][0] != name.removesuffix(RECORD_SUFFIX):
+        return f"holds run '{frame['run_id'][0]}', not the run its name says"
+    bad = [c for c in frame.columns if c.startswith("m_") and not frame.schema[c].is_numeric()
+           and frame.schema[c] != pl.Null]
+    if bad:
+        return f"metric column '{bad[0]}' is {frame.schema[bad[0]]}, not a number"
+    return None
+
+
+def _read_records(folder: Path, names: list[str], files: dict[str, tuple[int, int]],
+                  problems: list[str] | None = None) -> pl.DataFrame | None:
+    """The records ``names`` as one frame with their stamps. A file that cannot be read or is
+    not a run record is left out (named in ``problems``); resume runs it again."""
     frames, kept = [], []
     for name in names:
         try:
-            frames.append(pl.read_parquet(folder / name))
-            kept.append(name)
-        except Exception:  # noqa: BLE001
+            frame = pl.read_parquet(folder / name)
+            problem = record_problem(frame, name)
+        except Exception as exc:  # noqa: BLE001 - truncated, foreign, not Parquet at all
+            problem = f"unreadable ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+        if problem:
+            if problems is not None:
+                problems.append(f"{folder / name}: {problem}; skipped")
             continue
+        frames.append(frame)
+        kept.append(name)
     if not frames:
         return None
     return pl.concat(frames, how="diagonal_relaxed").with_columns(
@@ -109,7 +136,7 @@ def _read_records(folder: Path, names: list[str], files: dict[str, tuple[int, in
         pl.Series("_mtime_ns", [files[n][1] for n in kept]))
 
 
-def update_index(folder: str | Path) -> list[Path]:
+def update_index(folder: str | Path, problems: list[str] | None = None) -> list[Path]:
     """Bring ``<folder>/.index/`` up to date and return its parts.
 
     Reading 100,000 one-row files costs minutes; reading a few parts of thousands of rows,
@@ -138,7 +165,7 @@ def update_index(folder: str | Path) -> list[Path]:
     new = sorted(n for n in files if n not in covered)
     for start in range(0, len(new), PART_ROWS):
         chunk = new[start:start + PART_ROWS]
-        frame = _read_records(folder, chunk, files)
+        frame = _read_records(folder, chunk, files, problems)
         if frame is None:
             continue
         index.mkdir(exist_ok=True)
@@ -147,14 +174,14 @@ def update_index(folder: str | Path) -> list[Path]:
     return parts
 
 
-def _scan(folder: Path) -> pl.LazyFrame | None:
+def _scan(folder: Path, problems: list[str] | None = None) -> pl.LazyFrame | None:
     """All records of ``folder``: from the index, or file by file where it cannot be written."""
     try:
-        parts = update_index(folder)
+        parts = update_index(folder, problems)
     except OSError:
-        files = record_files(folder)
-        return pl.concat([pl.scan_parquet(p) for p in files], how="diagonal_relaxed") \
-            if files else None
+        files = _stat_records(folder)
+        frame = _read_records(folder, sorted(files), files, problems)
+        return frame.lazy().drop(list(_STAMP)) if frame is not None else None
     if not parts:
         return None
     lf = pl.concat([pl.scan_parquet(p) for p in parts], how="diagonal_relaxed")
@@ -172,11 +199,13 @@ def recorded_run_ids(folder: str | Path, statuses: tuple[str, ...] | None = None
     return set(done["run_id"].to_list())
 
 
-def scan_records(folder: str | Path, run_ids: set[str] | None = None) -> pl.LazyFrame | None:
+def scan_records(folder: str | Path, run_ids: set[str] | None = None,
+                 problems: list[str] | None = None) -> pl.LazyFrame | None:
     """A lazy frame over the records in ``folder`` (optionally only ``run_ids``), read through
     the folder's index (:func:`update_index`). Records of different components carry different
-    ``p_``/``m_`` columns; they are aligned diagonally."""
-    lf = _scan(Path(folder))
+    ``p_``/``m_`` columns; they are aligned diagonally. Files that are not readable run records
+    are skipped and named in ``problems``."""
+    lf = _scan(Path(folder), problems)
     if lf is None:
         return None
     if run_ids is not None:

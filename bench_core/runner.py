@@ -26,11 +26,13 @@ from pydantic import ValidationError
 from torch import nn
 
 import bench_core
-from bench_core.errors import Diverged, SpecError
-from bench_core.interfaces import (Activation, GroupTrainer, NativeActivation, RunContext,
-                                   TrainingSession)
-from bench_core.plugins import PluginHost, get_host, set_host
+from bench_core.errors import Diverged, PluginError, SpecError, UntiedError
+from bench_core.interfaces import (Activation, DataBundle, GroupTrainer, NativeActivation,
+                                   RunContext, TrainingSession)
+from bench_core.plugins import Component, PluginHost, get_host, set_host
 from bench_core.records import flatten_spec, recorded_run_ids, write_record
+from bench_core.safeguards import (RunTimeout, claim, heartbeat, release, time_limit,
+                                   torch_state_restored)
 from bench_core.spec import (Plan, RunTask, canonical_json, format_validation_error,
                              resolve_component)
 
@@ -87,19 +89,31 @@ def environment(host: PluginHost, device: str) -> dict[str, Any]:
     }
 
 
+def checked(comp: Component, made: Any, expected: str, ok: bool) -> Any:
+    """``made`` if ``ok``, else a one-line error naming the component and its plugin."""
+    if not ok:
+        raise PluginError(f"{comp.family[:-1]} '{comp.name}' (plugin '{comp.plugin}') returned "
+                          f"{type(made).__name__}, expected {expected}")
+    return made
+
+
 def build_session(host: PluginHost, task: RunTask, ctx: RunContext) -> TrainingSession:
     """Instantiate the run's components. Models are built under a fixed ``init`` seed, so a
-    second call (e.g. ``tied=True`` for a diagnostic) starts from the same weights."""
+    second call (e.g. ``tied=True`` for a diagnostic) starts from the same weights. What each
+    factory returns is checked against its family's contract (hookspecs), so a plugin that
+    returns the wrong thing is named, not met later as an AttributeError."""
     spec = task.spec
     comps = {f: resolve_component(host, f, t) for f, t in spec.items()}
 
     ds_comp, ds_params = comps["dataset"]
     data = ds_comp.factory(ds_params, ctx=ctx)
+    checked(ds_comp, data, "a DataBundle", isinstance(data, DataBundle))
 
     activation: Activation | None = None
     if "activation" in comps:
         act_comp, act_params = comps["activation"]
         activation = act_comp.factory(act_params)
+        checked(act_comp, activation, "an Activation", isinstance(activation, Activation))
 
     def activation_factory(tied: bool) -> Callable[[], nn.Module]:
         def make() -> nn.Module:
@@ -108,7 +122,8 @@ def build_session(host: PluginHost, task: RunTask, ctx: RunContext) -> TrainingS
             if tied or "surrogate" not in comps:
                 return NativeActivation(activation)
             s_comp, s_params = comps["surrogate"]
-            return s_comp.factory(s_params, activation=activation, ctx=ctx)
+            module = s_comp.factory(s_params, activation=activation, ctx=ctx)
+            return checked(s_comp, module, "a torch.nn.Module", isinstance(module, nn.Module))
 
         return make
 
@@ -120,13 +135,17 @@ def build_session(host: PluginHost, task: RunTask, ctx: RunContext) -> TrainingS
             torch.manual_seed(ctx.stream_seed("init"))
             model = model_comp.factory(model_params, data=data.info,
                                        activation=activation_factory(tied), ctx=ctx)
+        checked(model_comp, model, "a torch.nn.Module", isinstance(model, nn.Module))
         return model.to(ctx.device)
 
     def build_rule(model: nn.Module):
         if "rule" not in comps:
             raise SpecError("this trainer needs an update rule: set `rule` in the spec")
         rule_comp, rule_params = comps["rule"]
-        return rule_comp.factory(rule_params, model=model, ctx=ctx)
+        rule = rule_comp.factory(rule_params, model=model, ctx=ctx)
+        return checked(rule_comp, rule, "an object with zero_grad() and step()",
+                       callable(getattr(rule, "zero_grad", None))
+                       and callable(getattr(rule, "step", None)))
 
     return TrainingSession(ctx=ctx, data=data, build_model=build_model, build_rule=build_rule,
                            spec=spec)
@@ -152,6 +171,8 @@ def _failure(exc: BaseException) -> tuple[str, str, str | None]:
     """(status, error line, traceback) of an exception that ended a run."""
     if isinstance(exc, Diverged):
         return "diverged", str(exc), None
+    if isinstance(exc, RunTimeout):
+        return "timeout", str(exc), None
     return ("failed", f"{type(exc).__name__}: {exc}",
             "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
 
@@ -167,7 +188,9 @@ def _final_metrics(reported: dict[str, Any] | None) -> dict[str, float]:
 def build_trainer(host: PluginHost, spec: dict[str, Any]):
     """The trainer object of a run spec (cheap: trainers build models in ``fit``)."""
     comp, params = resolve_component(host, "trainer", spec["trainer"])
-    return comp.factory(params)
+    trainer = comp.factory(params)
+    return checked(comp, trainer, "an object with fit(session)",
+                   callable(getattr(trainer, "fit", None)))
 
 
 DEFAULT_THREADS = 1
@@ -192,7 +215,7 @@ def _start(task: RunTask) -> RunContext:
 
 def _record_row(host: PluginHost, task: RunTask, ctx: RunContext, status: str, error: str | None,
                 tb: str | None, metrics: dict[str, float], wall: float, *, group_size: int = 1,
-                group_wall: float | None = None) -> dict[str, Any]:
+                group_wall: float | None = None, warnings: list[str] = ()) -> dict[str, Any]:
     """The record of one finished run (not yet written)."""
     device = task.device
     if device.startswith("cuda"):
@@ -229,6 +252,10 @@ def _record_row(host: PluginHost, task: RunTask, ctx: RunContext, status: str, e
         "wall_time_s": wall,
         "group_size": group_size,
         "threads": torch.get_num_threads(),
+        "host": platform.node(),
+        "pid": os.getpid(),
+        "warnings": ("the run changed global torch state (restored after it): "
+                     + "; ".join(warnings)) if warnings else None,
         "group_wall_time_s": group_wall if group_wall is not None else wall,
         "peak_rss_bytes": _peak_rss_bytes(),
         "peak_cuda_bytes": (torch.cuda.max_memory_allocated(torch.device(device))
@@ -246,15 +273,18 @@ def execute_task(task: RunTask, host: PluginHost | None = None) -> dict[str, Any
     status, error, tb = "ok", None, None
     metrics: dict[str, float] = {}
     start = time.perf_counter()
-    try:
-        session = build_session(host, task, ctx)
-        metrics = _final_metrics(build_trainer(host, task.spec).fit(session))
-    except KeyboardInterrupt:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a raising plugin is recorded, never lost
-        status, error, tb = _failure(exc)
+    with torch_state_restored() as changed:
+        try:
+            session = build_session(host, task, ctx)
+            trainer = build_trainer(host, task.spec)
+            with time_limit(task.timeout):            # training only: data and imports are not
+                metrics = _final_metrics(trainer.fit(session))
+        except KeyboardInterrupt:
+            raise
+        except (Exception, RunTimeout) as exc:  # noqa: BLE001 - recorded, never lost
+            status, error, tb = _failure(exc)
     wall = time.perf_counter() - start
-    return _record_row(host, task, ctx, status, error, tb, metrics, wall)
+    return _record_row(host, task, ctx, status, error, tb, metrics, wall, warnings=changed)
 
 
 def execute_group(tasks: list[RunTask], host: PluginHost | None = None) -> list[dict[str, Any]]:
@@ -271,29 +301,32 @@ def execute_group(tasks: list[RunTask], host: PluginHost | None = None) -> list[
     results: list[dict[str, float] | BaseException | None] = [None] * len(tasks)
     sessions, members = [], []
     start = time.perf_counter()
-    for i, (task, ctx) in enumerate(zip(tasks, contexts)):
+    limit = tasks[0].timeout * len(tasks) if tasks[0].timeout else None
+    with torch_state_restored() as changed:
         try:
-            sessions.append(build_session(host, task, ctx))
-            members.append(i)
+            for i, (task, ctx) in enumerate(zip(tasks, contexts)):
+                try:
+                    sessions.append(build_session(host, task, ctx))
+                    members.append(i)
+                except Exception as exc:  # noqa: BLE001 - recorded as this run's failure
+                    results[i] = exc
+            if sessions:
+                trainer = build_trainer(host, tasks[members[0]].spec)
+                with time_limit(limit):
+                    outs = trainer.fit_group(sessions)
+                if not isinstance(outs, (list, tuple)) or len(outs) != len(sessions):
+                    raise TypeError(
+                        f"fit_group returned {type(outs).__name__} of length "
+                        f"{len(outs) if hasattr(outs, '__len__') else '?'} for "
+                        f"{len(sessions)} sessions; it must return one result per session")
+                for i, out in zip(members, outs):
+                    results[i] = out
         except KeyboardInterrupt:
             raise
-        except Exception as exc:  # noqa: BLE001 - recorded as this run's failure
-            results[i] = exc
-    if sessions:
-        try:
-            trainer = build_trainer(host, tasks[members[0]].spec)
-            outs = trainer.fit_group(sessions)
-            if not isinstance(outs, (list, tuple)) or len(outs) != len(sessions):
-                raise TypeError(f"fit_group returned {type(outs).__name__} of length "
-                                f"{len(outs) if hasattr(outs, '__len__') else '?'} for "
-                                f"{len(sessions)} sessions; it must return one result per session")
-            for i, out in zip(members, outs):
-                results[i] = out
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the whole group failed: each run says so
+        except (Exception, RunTimeout) as exc:  # noqa: BLE001 - the group failed: each run says so
             for i in members:
-                results[i] = exc
+                if results[i] is None or not isinstance(results[i], dict):
+                    results[i] = exc
     group_wall = time.perf_counter() - start
     rows = []
     for task, ctx, out in zip(tasks, contexts, results):
@@ -306,20 +339,36 @@ def execute_group(tasks: list[RunTask], host: PluginHost | None = None) -> list[
             status, error, tb = _failure(exc)
         rows.append(_record_row(host, task, ctx, status, error, tb, metrics,
                                 group_wall / len(tasks), group_size=len(tasks),
-                                group_wall=group_wall))
+                                group_wall=group_wall, warnings=changed))
     return rows
 
 
 def execute_and_record(unit: RunTask | list[RunTask]) -> list[RunOutcome]:
     """Executor work unit: run one task or a group of compatible tasks, write each record
-    atomically, return their summaries."""
+    atomically, return their summaries. A run another process is training (a live claim, see
+    :mod:`bench_core.safeguards`) or has recorded meanwhile is left alone (status
+    ``claimed``)."""
     tasks = unit if isinstance(unit, list) else [unit]
-    rows = execute_group(tasks) if len(tasks) > 1 else [execute_task(tasks[0])]
-    outcomes = []
-    for task, row in zip(tasks, rows):
-        write_record(Path(task.results_dir), row)
-        outcomes.append(RunOutcome(task.run_id, task.entry, row["status"], row["error"],
-                                   row["value"], row["wall_time_s"]))
+    folder = Path(tasks[0].results_dir)
+    done = recorded_run_ids(folder, RESUMED_STATUSES) if not tasks[0].force else set()
+    mine, claims, outcomes = [], [], []
+    for task in tasks:
+        path = claim(folder, task.run_id) if task.run_id not in done else None
+        if path is None:
+            outcomes.append(RunOutcome(task.run_id, task.entry, "claimed", None, None, 0.0))
+        else:
+            mine.append(task)
+            claims.append(path)
+    try:
+        with heartbeat(claims):
+            rows = (execute_group(mine) if len(mine) > 1 else
+                    [execute_task(mine[0])] if mine else [])
+        for task, row in zip(mine, rows):
+            write_record(folder, row)
+            outcomes.append(RunOutcome(task.run_id, task.entry, row["status"], row["error"],
+                                       row["value"], row["wall_time_s"]))
+    finally:
+        release(claims)
     return outcomes
 
 
@@ -363,11 +412,14 @@ class RunSummary:
     ok: int
     diverged: int
     failed: int
+    timeout: int = 0
+    claimed: int = 0
     interrupted: bool = False
 
 
 RESUMED_STATUSES = ("ok", "diverged")
-"""Records kept on resume; ``failed`` runs (a bug, a missing file) are retried."""
+"""Records kept on resume; ``failed`` and ``timeout`` runs (a bug, a missing file, a hang)
+are retried."""
 
 
 def pending_tasks(plan: Plan, results_dir: Path, force: bool) -> tuple[list[RunTask], int]:
@@ -381,7 +433,8 @@ def run_plan(plan: Plan, results_root: str | Path, *, executor: str = "local", j
              force: bool = False, host: PluginHost | None = None, console=None,
              progress: bool = True, group: bool = True,
              max_group_size: int | None = None, threads: int | None = DEFAULT_THREADS,
-             executor_options: dict[str, Any] | None = None) -> RunSummary:
+             executor_options: dict[str, Any] | None = None,
+             run_timeout: float | None = None) -> RunSummary:
     """Run every task of ``plan`` not yet recorded (all of them with ``force``). A ``host``
     given here becomes the process-wide host, so in-process executors use its plugins.
     ``group``: let trainers that can train compatible runs as one batched computation do so
@@ -396,9 +449,10 @@ def run_plan(plan: Plan, results_root: str | Path, *, executor: str = "local", j
     host = get_host()
     console = console or Console(stderr=True, soft_wrap=True, highlight=False)
     results_dir = Path(results_root) / plan.name
+    check_writable(results_dir)
     for t in plan.tasks:
         t.results_dir = str(results_dir)
-        t.threads = threads
+        t.threads, t.timeout, t.force = threads, run_timeout, force
     todo, skipped = pending_tasks(plan, results_dir, force)
     summary = RunSummary(total=len(plan.tasks), skipped=skipped, ran=0, ok=0, diverged=0, failed=0)
     if not todo:
@@ -434,6 +488,10 @@ def run_plan(plan: Plan, results_root: str | Path, *, executor: str = "local", j
         try:
             for outcomes in runner.map(execute_and_record, units):
                 for outcome in outcomes:
+                    if outcome.status == "claimed":
+                        summary.claimed += 1
+                        bar.update(job, advance=1)
+                        continue
                     summary.ran += 1
                     if outcome.status == "ok":
                         summary.ok += 1
@@ -441,12 +499,46 @@ def run_plan(plan: Plan, results_root: str | Path, *, executor: str = "local", j
                         setattr(summary, outcome.status, getattr(summary, outcome.status) + 1)
                         bar.console.print(f"[yellow]{outcome.status}[/]: {escape(outcome.entry)} "
                                           f"(run {outcome.run_id}): {escape(outcome.error or '')}")
-                    bar.update(job, advance=1, bad=summary.failed + summary.diverged)
+                    bar.update(job, advance=1,
+                               bad=summary.failed + summary.diverged + summary.timeout)
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:
             set_threads(threads_before)  # in-process executors changed this process's setting
     return summary
+
+
+def check_data(host: PluginHost, tasks: list[RunTask]) -> None:
+    """Build every distinct dataset of ``tasks`` once and raise the first ``DataError`` (data
+    that is missing or unreadable), so that it is reported once, before any training, rather
+    than recorded as the failure of every run. Other errors are left to the runs."""
+    from bench_core.errors import DataError
+
+    seen: set[str] = set()
+    for task in tasks:
+        key = canonical_json(task.spec["dataset"])
+        if key in seen:
+            continue
+        seen.add(key)
+        comp, params = resolve_component(host, "dataset", task.spec["dataset"])
+        try:
+            comp.factory(params, ctx=RunContext(seed=task.seed, device=torch.device("cpu")))
+        except DataError:
+            raise
+        except Exception:  # noqa: BLE001 - not a data problem: the run records it
+            pass
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before any training when ``folder`` cannot hold records (one line, exit 2)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-check-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UntiedError(f"results folder {folder}: cannot write records there "
+                          f"({type(exc).__name__}: {exc.strerror or exc})") from None
 
 
 def cpu_count() -> int:

@@ -125,9 +125,10 @@ class LeaderboardSpec(_Strict):
                 f"baseline '{self.baseline}' is not an entry label; "
                 f"{did_you_mean(self.baseline, labels)}entries: {', '.join(labels)}"
             )
-        for key, values in self.grid.items():
-            if not values:
-                raise ValueError(f"grid.{key} is an empty list")
+        for where, grid in [("grid", self.grid)] + [(f"profiles.{n}.grid", p.grid)
+                                                    for n, p in self.profiles.items()]:
+            for key, values in grid.items():
+                check_axis(f"{where}.{key}", values)
         for name, prof in self.profiles.items():
             for lab in prof.entries or []:
                 if lab not in labels:
@@ -147,6 +148,20 @@ class LeaderboardSpec(_Strict):
                     f"{did_you_mean(ref.entry, labels)}"
                 )
         return self
+
+
+def check_axis(where: str, values: list[Any]) -> None:
+    """A grid axis needs values, each once: a repeated value would plan the same run twice
+    (one run id) and count one seed's result twice."""
+    if not values:
+        raise ValueError(f"{where} is an empty list")
+    seen: dict[str, Any] = {}
+    for value in values:
+        key = canonical_json(value)
+        if key in seen:
+            raise ValueError(f"{where} repeats the value {value!r}; each value of a grid axis "
+                             f"must be distinct")
+        seen[key] = value
 
 
 @dataclass
@@ -171,6 +186,8 @@ class RunTask:
     results_dir: str = ""
     device: str = "cpu"
     threads: int | None = None
+    timeout: float | None = None
+    force: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -195,7 +212,13 @@ def resolve_spec_path(ref: str | Path) -> tuple[str, str]:
     """(name, TOML text) for a spec path, or for the name of a built-in leaderboard."""
     path = Path(ref)
     if path.is_file():
-        return path.stem, path.read_text(encoding="utf-8")
+        try:
+            return path.stem, path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise SpecError(f"{ref}: not UTF-8 text (byte {exc.start}: "
+                            f"{exc.object[exc.start:exc.start + 1]!r}); TOML files are UTF-8") from None
+        except OSError as exc:
+            raise SpecError(f"{ref}: cannot read ({exc.strerror or exc})") from None
     if path.is_dir():
         raise SpecError(f"{ref} is a directory, not a spec file")
     builtins = builtin_leaderboards()
@@ -233,10 +256,12 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     if err["type"] == "extra_forbidden":
         msg = "unknown field"
     got = err.get("input")
-    shown = "" if err["type"] in ("missing",) or isinstance(got, dict) else f" (got {got!r})"
+    shown = "" if err["type"] in ("missing",) or isinstance(got, (dict, list)) else f" (got {got!r})"
+    if err["type"] == "value_error":  # a check of the whole spec: its message says it all
+        msg, shown = msg.removeprefix("Value error, "), ""
     more = len(exc.errors()) - 1
     tail = f" [+{more} more]" if more else ""
-    return f"{loc}: {msg}{shown}{tail}"
+    return f"{loc}: {msg}{shown}{tail}" if loc else f"{msg}{shown}{tail}"
 
 
 # ---- merging -------------------------------------------------------------------------------
@@ -310,6 +335,11 @@ def resolve_component(host: PluginHost, fieldname: str, table: Any
         model = comp.params.model_validate(params)
     except ValidationError as exc:
         raise SpecError(format_validation_error(exc, prefix=fieldname)) from None
+    for key, given in params.items():
+        got = getattr(model, key, given)
+        if isinstance(given, str) and not isinstance(got, str) and got is not None:
+            raise SpecError(f"{fieldname}.{key}: expected {type(got).__name__}, got the string "
+                            f"{given!r} (TOML has types: write {given} without quotes)")
     return comp, model
 
 
@@ -345,8 +375,14 @@ def _canonical_cell(host: PluginHost, raw: dict[str, Any]) -> str:
     return canonical_json(out)
 
 
+MAX_PLAN_RUNS = 100_000
+"""Plans larger than this are refused unless asked for (``untied run/validate --yes``): a typo
+in a grid can otherwise plan millions of runs."""
+
+
 def expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str | None = None,
-           seeds: int | None = None, results_dir: str = "", device: str = "cpu") -> Plan:
+           seeds: int | None = None, results_dir: str = "", device: str = "cpu",
+           max_runs: int | None = MAX_PLAN_RUNS) -> Plan:
     """Expand a leaderboard into validated run tasks (entries x grid cells x seeds).
 
     Seeds: the run seed is ``derive_seed(base seed, canonical spec of the grid cell)``: it hashes
@@ -374,6 +410,12 @@ def expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str |
     if not seed_list:
         raise SpecError("seeds: at least one seed is needed")
     entries = [e for e in spec.entries if prof.entries is None or e.label in prof.entries]
+    size = len(entries) * len(seed_list)
+    for values in grid.values():
+        size *= len(values)
+    if max_runs is not None and size > max_runs:
+        raise SpecError(f"the plan has {size:,} runs, more than {max_runs:,}; check the grid, or "
+                        f"pass --yes to expand it anyway")
 
     keys = list(grid)
     tasks: list[RunTask] = []

@@ -36,7 +36,9 @@ from __future__ import annotations
 
 import functools
 import gzip
+import math
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -205,6 +207,11 @@ def read_idx(path: Path, kind: Literal["images", "labels"]) -> Tensor:
         return _decode_cached(str(path), stat.st_size, stat.st_mtime_ns, kind)
     except (AssertionError, TypeError, ValueError, OSError, EOFError, RuntimeError) as err:
         detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        shape = re.search(r"shape '\[([\d, ]+)\]' is invalid for input of size (\d+)", detail)
+        if shape:  # torchvision's reshape of a short or foreign file: say what is wrong
+            promised = math.prod(int(d) for d in shape.group(1).split(","))
+            detail = (f"truncated or not an {kind} file: its header promises {promised:,} "
+                      f"values ({shape.group(1)}), it holds {int(shape.group(2)):,}")
         raise DataError(f"cannot read {kind} IDX file {path}: {detail}") from err
 
 

@@ -33,13 +33,45 @@ class PoisonRule:
 
 
 class FailingTrainer:
+    """kind: raise | interrupt | hang | mutate_state (changes global torch settings, then
+    trains nothing and reports accuracy 0.5)."""
+
     def __init__(self, params):
         self.kind = params.kind
 
     def fit(self, session):
         if self.kind == "interrupt":
             raise KeyboardInterrupt
+        if self.kind == "hang":
+            import time
+
+            while True:
+                time.sleep(0.05)
+        if self.kind == "mutate_state":
+            torch.set_default_dtype(torch.float64)
+            torch.set_grad_enabled(False)
+            torch.set_num_threads(max(1, torch.get_num_threads() + 1))
+            return {"test_accuracy": 0.5}
         raise RuntimeError("planned failure inside a plugin")
+
+
+class ExplodingSurrogate(torch.nn.Module):
+    """f(x) = x forward, g = 1e30 backward: gradients overflow within a step or two."""
+
+    elementwise = False
+
+    def forward(self, x):
+        return _Explode.apply(x)
+
+
+class _Explode(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * 1e30
 
 
 @hookimpl
@@ -49,6 +81,32 @@ def register_update_rules(register):
 
 
 @hookimpl
+def register_surrogates(register):
+    register("exploding", lambda params, *, activation, ctx: ExplodingSurrogate(),
+             params=FailParams, description="g = 1e30")
+
+
+@hookimpl
+def register_models(register):
+    register("returns_none", lambda params, *, data, activation, ctx: None, params=FailParams,
+             description="a model factory that returns None")
+
+
+@hookimpl
 def register_trainers(register):
     register("failing", lambda params: FailingTrainer(params), params=FailParams,
              description="raises")
+
+
+def nan_digits(params, *, ctx):
+    """The digits with NaN in some training inputs."""
+    from untied_plugins.datasets import DigitsParams, digits
+
+    data = digits(DigitsParams(train_subset=200), ctx=ctx)
+    data.x_train[::7, 3] = float("nan")
+    return data
+
+
+@hookimpl
+def register_datasets(register):
+    register("nan_digits", nan_digits, params=FailParams, description="NaN in the inputs")

@@ -92,9 +92,13 @@ def test_failed_runs_exit_1_are_recorded_and_nothing_is_lost(tmp_path, fast_spec
     path = tmp_path / "fails.toml"
     path.write_text(tomli_w.dumps(fast_spec))
     out = untied("run", path, "--results", tmp_path / "r", "--quiet")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1       # found before training
+    assert out.stderr.startswith("error: mnist: no IDX files")
+    assert not (tmp_path / "r" / "fails").exists() or not list((tmp_path / "r" / "fails").glob("*.parquet"))
+    out = untied("run", path, "--results", tmp_path / "r", "--quiet", "--no-data-check")
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "failed: broken" in out.stderr and "DataError" in out.stderr
-    assert out.stderr.strip().splitlines()[-1].startswith("error: 1 of 3 runs failed")
+    assert out.stderr.strip().splitlines()[-1].startswith("error: 1 runs failed and 0 timed out, of 3")
     assert len(list((tmp_path / "r" / "fails").glob("*.parquet"))) == 3
     assert "tied (baseline)" in out.stdout
 

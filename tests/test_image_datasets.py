@@ -265,6 +265,26 @@ def test_corrupt_file_is_a_data_error(isolated):
         mnist(params(root=str(root)), ctx=ctx())
 
 
+@pytest.mark.parametrize("gz", [False, True])
+def test_truncated_and_mislabelled_files_say_what_is_wrong(isolated, gz):
+    root = isolated / "short"
+    make_part(root, "t10k", 20, seed=23, gz=gz)
+    suffix = ".gz" if gz else ""
+    images = root / f"t10k-images-idx3-ubyte{suffix}"
+    data = gzip.decompress(images.read_bytes()) if gz else images.read_bytes()
+    cut = data[: 16 + 28 * 28 * 7]                           # 7 of 20 images
+    images.write_bytes(gzip.compress(cut) if gz else cut)
+    with pytest.raises(DataError) as err:
+        mnist(params(root=str(root)), ctx=ctx())
+    msg = str(err.value)
+    assert str(images) in msg and "truncated or not an images file" in msg and "\n" not in msg
+    labels = root / f"t10k-labels-idx1-ubyte{suffix}"       # an images file named as labels
+    make_part(root, "t10k", 20, seed=23, gz=gz)
+    labels.write_bytes(images.read_bytes())
+    with pytest.raises(DataError, match="cannot read labels IDX file .*t10k-labels"):
+        mnist(params(root=str(root)), ctx=ctx())
+
+
 def test_decoded_files_are_cached_and_refreshed_when_changed(isolated):
     root = isolated / "data"
     make_part(root, "t10k", 10, seed=23, gz=True)

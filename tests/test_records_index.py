@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import shutil
 
+import polars as pl
+
 from bench_core.records import (INDEX_DIR, recorded_run_ids, record_files, scan_records,
                                 update_index, write_record)
 
@@ -62,7 +64,7 @@ def test_read_only_folder_is_read_file_by_file(tmp_path, monkeypatch):
 
     write(tmp_path, 0, value=1.0)
 
-    def read_only(folder):
+    def read_only(folder, problems=None):
         raise PermissionError(f"{folder}: read-only file system")
 
     monkeypatch.setattr(records, "update_index", read_only)
@@ -76,3 +78,37 @@ def test_scan_filters_run_ids(tmp_path):
     assert scan_records(tmp_path, {"r001"}).collect()["run_id"].to_list() == ["r001"]
     assert scan_records(tmp_path, {"nope"}) is None
     assert len(record_files(tmp_path)) == 3
+
+
+def test_foreign_truncated_and_mismatched_files_are_named_and_skipped(tmp_path):
+    write(tmp_path, 0, value=1.0)
+    write(tmp_path, 1, value=2.0)
+    good = (tmp_path / "r001.parquet").read_bytes()
+    (tmp_path / "trunc.parquet").write_bytes(good[: len(good) // 2])
+    pl.DataFrame({"a": [1, 2]}).write_parquet(tmp_path / "foreign.parquet")
+    pl.DataFrame({"run_id": ["wrong"], "status": ["ok"]}).write_parquet(tmp_path / "r005.parquet")
+    pl.DataFrame({"run_id": ["r006"], "status": ["ok"], "m_x": ["high"]}).write_parquet(
+        tmp_path / "r006.parquet")
+    problems: list[str] = []
+    df = scan_records(tmp_path, problems=problems).collect()
+    assert sorted(df["run_id"]) == ["r000", "r001"]
+    text = "\n".join(problems)
+    assert "trunc.parquet: unreadable" in text
+    assert "foreign.parquet: not a run record (no 'run_id' column)" in text
+    assert "r005.parquet: holds run 'wrong'" in text
+    assert "r006.parquet: metric column 'm_x' is String" in text
+
+
+def test_untied_leaderboard_names_a_bad_file_and_aggregates_the_rest(tmp_path, capsys):
+    from bench_core.cli import main
+
+    for i, v in enumerate([0.5, 0.7]):
+        write_record(tmp_path, {"run_id": f"r{i:03d}", "leaderboard": "t", "profile": "default",
+                                "entry": "e", "is_baseline": True, "cell_json": "{}",
+                                "status": "ok", "metric": "acc", "higher_is_better": True,
+                                "value": v, "reference": None, "reference_std": None,
+                                "wall_time_s": 1.0, "m_acc": v})
+    (tmp_path / "r009.parquet").write_bytes(b"PAR1 truncated")
+    assert main(["leaderboard", str(tmp_path), "--format", "csv"]) == 0
+    out, err = capsys.readouterr()
+    assert "r009.parquet: unreadable" in err and ",0.6" in out.replace("0.6000000000000001", "0.6")
