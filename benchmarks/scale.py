@@ -131,11 +131,10 @@ def runner_overhead_pct(epochs: int, repeats: int) -> float:
     return 100.0 * (a - b) / b
 
 
-def aggregate_100k(n: int) -> float:
-    from bench_core.leaderboard import aggregate, load_records
+def make_records(folder: Path, n: int) -> None:
+    """``n`` one-run records like a 5-entry x 50-cell grid's, with an up-to-date index (once)."""
     from bench_core.records import update_index, write_record
 
-    folder = Path.home() / ".cache" / "untied" / f"bench-{n // 1000}k"
     marker = folder / ".complete"
     if not marker.exists():
         shutil.rmtree(folder, ignore_errors=True)
@@ -155,6 +154,29 @@ def aggregate_100k(n: int) -> float:
         update_index(folder)
         print(f"first indexing of {n} records: {time.perf_counter() - start:.1f} s")
         marker.touch()
+
+
+AGGREGATE = """
+import resource, sys, time
+from bench_core.leaderboard import aggregate, load_records
+start = time.perf_counter()
+agg = aggregate(load_records(sys.argv[1]))
+print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+      agg.height)
+"""
+
+
+def aggregate_100k(n: int) -> float:
+    """Seconds to aggregate ``n`` indexed records (in this process, best of 3), and the peak
+    memory of a fresh process doing it (printed; target < 1 GiB)."""
+    from bench_core.leaderboard import aggregate, load_records
+
+    folder = Path.home() / ".cache" / "untied" / f"bench-{n // 1000}k"
+    make_records(folder, n)
+    out = subprocess.run([sys.executable, "-c", AGGREGATE, str(folder)], check=True,
+                         capture_output=True, text=True).stdout.split()
+    print(f"aggregate {n} records in a fresh process: {float(out[0]):.2f} s, peak memory "
+          f"{int(out[1]) / 2**20:.0f} MiB (interpreter and imports included)")
     times = []
     for _ in range(3):
         start = time.perf_counter()

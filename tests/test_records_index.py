@@ -5,8 +5,10 @@ damaged part, a duplicate part, an unreadable record and a read-only folder."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import polars as pl
+import pytest
 
 from bench_core.records import (INDEX_DIR, recorded_run_ids, record_files, scan_records,
                                 update_index, write_record)
@@ -112,3 +114,21 @@ def test_untied_leaderboard_names_a_bad_file_and_aggregates_the_rest(tmp_path, c
     assert main(["leaderboard", str(tmp_path), "--format", "csv"]) == 0
     out, err = capsys.readouterr()
     assert "r009.parquet: unreadable" in err and ",0.6" in out.replace("0.6000000000000001", "0.6")
+
+
+@pytest.mark.slow
+def test_aggregating_100k_records_stays_under_1_gib(tmp_path):
+    """Issue: a leaderboard of 100,000 records aggregated with peak memory under 1 GiB. Writes
+    the records (several minutes), then measures a fresh process that aggregates them."""
+    import subprocess
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import scale
+
+    scale.make_records(tmp_path / "r", 100_000)
+    out = subprocess.run([sys.executable, "-c", scale.AGGREGATE, str(tmp_path / "r")],
+                         check=True, capture_output=True, text=True).stdout.split()
+    seconds, peak = float(out[0]), int(out[1])
+    print(f"100,000 records: aggregated in {seconds:.2f} s, peak {peak / 2**20:.0f} MiB")
+    assert peak < 2**30
