@@ -5,8 +5,11 @@ Columns (one row):
 traceback, metric, higher_is_better, value, reference, reference_std, spec_json, p_<field.param>...,
 m_<metric>..., curve_<metric> (list per epoch)..., curves_json, wall_time_s, peak_rss_bytes,
 peak_cuda_bytes, forward_passes, backward_passes, forward_samples, backward_samples, device,
-cuda_device, torch_version, python_version, platform, git_commit, plugins_json, untied_version,
-finished_at``.
+cuda_device, cpu_model, cpus, threads (torch's intra-op threads), torch_version, python_version,
+platform, git_commit, plugins_json, untied_version, finished_at``.
+
+``value`` and ``m_*`` are the final metrics of an ``ok`` run and the last logged (finite)
+metrics of a ``diverged`` one; a ``failed`` run has none.
 
 A record is written to a temporary file in the same folder and renamed into place, so a crash
 or Ctrl-C never leaves a half-written record and a finished one is never lost.
