@@ -290,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list components with their parameters")
     p.add_argument("family", nargs="?", help="activations, surrogates, update_rules, trainers, "
-                   "datasets, models or executors")
+                   "datasets, models, reparametrizations or executors")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
 

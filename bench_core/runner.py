@@ -105,7 +105,8 @@ def environment(host: PluginHost, device: str) -> dict[str, Any]:
 
 def build_session(host: PluginHost, task: RunTask, ctx: RunContext) -> TrainingSession:
     """Instantiate the run's components. Models are built under a fixed ``init`` seed, so a
-    second call (e.g. ``tied=True`` for a diagnostic) starts from the same weights."""
+    second call (e.g. ``tied=True`` for a diagnostic) starts from the same weights; a run's
+    ``reparametrization`` is applied to every model built, before its rule."""
     spec = task.spec
     comps = {f: resolve_component(host, f, t) for f, t in spec.items()}
 
@@ -129,6 +130,7 @@ def build_session(host: PluginHost, task: RunTask, ctx: RunContext) -> TrainingS
         return make
 
     model_comp, model_params = comps["model"]
+    reparam = comps.get("reparametrization")
 
     def build_model(tied: bool = False) -> nn.Module:
         devices = [ctx.device] if ctx.device.type == "cuda" else []
@@ -136,6 +138,8 @@ def build_session(host: PluginHost, task: RunTask, ctx: RunContext) -> TrainingS
             torch.manual_seed(ctx.stream_seed("init"))
             model = model_comp.factory(model_params, data=data.info,
                                        activation=activation_factory(tied), ctx=ctx)
+            if reparam is not None:
+                model = reparam[0].factory(reparam[1], model=model, ctx=ctx)
         return model.to(ctx.device)
 
     def build_rule(model: nn.Module):

@@ -1,7 +1,8 @@
 """Leaderboard specs (TOML, pydantic v2) and their expansion into validated runs.
 
 A run spec holds one table per component, each ``{name = "...", ...params}``:
-``dataset``, ``model``, ``activation``, ``surrogate``, ``rule``, ``trainer``. A leaderboard spec
+``dataset``, ``model``, ``activation``, ``surrogate``, ``rule``, ``trainer`` and, optionally,
+``reparametrization`` (applied to the built model before its rule). A leaderboard spec
 holds ``defaults`` (a partial run spec), a ``grid`` (dotted keys -> lists; cartesian product),
 ``entries`` (the methods compared: a label and overrides), a ``baseline`` entry label, ``seeds``,
 optional ``profiles`` (overlays such as ``cpu`` = reduced scale) and optional ``reference`` values
@@ -41,6 +42,7 @@ COMPONENT_FIELDS: dict[str, str] = {
     "surrogate": "surrogates",
     "rule": "update_rules",
     "trainer": "trainers",
+    "reparametrization": "reparametrizations",
 }
 """Run-spec field -> component family."""
 REQUIRED_FIELDS = ("dataset", "model", "trainer")
