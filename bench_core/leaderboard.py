@@ -235,6 +235,9 @@ def display_rows(agg: pl.DataFrame, extras: list[str] | None = None, relative: b
     header += ["rank"]
     if has_ref:
         header += ["paper", "Δ paper"]
+    show_verdict = "verdict" in agg.columns and agg["verdict"].is_not_null().any()
+    show_order = "reversed_vs" in agg.columns and agg["reversed_vs"].is_not_null().any()
+    header += (["verdict"] if show_verdict else []) + (["vs paper order"] if show_order else [])
     header += extras
     show_diverged, show_failed = agg["diverged"].sum() > 0, agg["failed"].sum() > 0
     header += (["diverged"] if show_diverged else []) + (["failed"] if show_failed else [])
@@ -254,6 +257,10 @@ def display_rows(agg: pl.DataFrame, extras: list[str] | None = None, relative: b
             if ref and r["reference_std"] is not None:
                 ref += f" ({r['reference_std']:.3f})"
             row += [ref, _fmt(r["delta_reference"], signed=True)]
+        if show_verdict:
+            row += [r["verdict"] or ""]
+        if show_order:
+            row += [f"reversed vs {r['reversed_vs']}" if r["reversed_vs"] else ""]
         row += [_fmt(r[e]) for e in extras]
         if show_diverged:
             row += [diverged_text(r["diverged"], r["diverged_counted"])]
@@ -284,12 +291,13 @@ def summary_rows(summary: pl.DataFrame, by: list[str]) -> tuple[list[str], list[
 
 def render(agg: pl.DataFrame, fmt: str, *, title: str = "", notes: list[str] | None = None,
            extras: list[str] | None = None, relative: bool = False,
-           summaries: dict[str, pl.DataFrame] | None = None, summary_by: list[str] = ()
-           ) -> str | bytes:
+           summaries: dict[str, pl.DataFrame] | None = None, summary_by: list[str] = (),
+           metric_notes: dict[str, list[str]] | None = None) -> str | bytes:
     """Render the aggregate as ``table`` / ``markdown`` text or ``csv`` / ``json`` / ``parquet``.
 
     ``agg`` may hold several metrics (its ``metric`` column): the text formats give one table
-    per metric, then the summary tables (``summaries``: metric -> :func:`summarise` frame)."""
+    per metric, each after its ``metric_notes`` (e.g. the verdict counts), then the summary
+    tables (``summaries``: metric -> :func:`summarise` frame)."""
     if fmt not in FORMATS:
         raise UntiedError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
     if fmt == "csv":
@@ -320,6 +328,10 @@ def render(agg: pl.DataFrame, fmt: str, *, title: str = "", notes: list[str] | N
     for metric in metrics:
         if len(metrics) > 1 or summaries:
             heading(f"`{metric}`" if markdown else metric)
+        for note in (metric_notes or {}).get(metric, []):
+            lines.append(f"{note}  " if markdown else note)
+        if (metric_notes or {}).get(metric):
+            lines.append("")
         header, rows = display_rows(agg.filter(pl.col("metric") == metric), extras, relative)
         lines.append(tabulate(rows, headers=header, tablefmt=tablefmt, disable_numparse=True))
         if markdown:

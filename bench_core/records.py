@@ -13,6 +13,10 @@ metrics of a ``diverged`` one; a ``failed`` run has none.
 
 A record is written to a temporary file in the same folder and renamed into place, so a crash
 or Ctrl-C never leaves a half-written record and a finished one is never lost.
+
+A *records file* holds many records, one row each: :func:`write_records_file` compacts the runs
+of a leaderboard (``untied export``) so that they can be committed beside its table, and every
+reader here takes either a results folder or such a file.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ def write_record(folder: str | Path, row: dict[str, Any]) -> Path:
 
 
 def record_files(folder: str | Path) -> list[Path]:
+    """The record files of a results folder (none if it is not a folder)."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
@@ -80,10 +85,43 @@ def recorded_run_ids(folder: str | Path, statuses: tuple[str, ...] | None = None
     return keep
 
 
-def scan_records(folder: str | Path, run_ids: set[str] | None = None) -> pl.LazyFrame | None:
-    """A lazy frame over the records in ``folder`` (optionally only ``run_ids``). Records of
-    different components carry different ``p_``/``m_`` columns; they are aligned diagonally."""
-    files = [p for p in record_files(folder) if run_ids is None or p.stem in run_ids]
+def is_records_file(path: str | Path) -> bool:
+    return Path(path).is_file() and Path(path).suffix == RECORD_SUFFIX
+
+
+def scan_records(source: str | Path, run_ids: set[str] | None = None) -> pl.LazyFrame | None:
+    """A lazy frame over the records in ``source``, a results folder or a records file
+    (optionally only ``run_ids``); None if there are none. Records of different components
+    carry different ``p_``/``m_`` columns; they are aligned diagonally."""
+    if is_records_file(source):
+        lf = pl.scan_parquet(source)
+        if run_ids is not None:
+            lf = lf.filter(pl.col("run_id").is_in(sorted(run_ids)))
+        return lf if lf.select(pl.len()).collect().item() else None
+    files = [p for p in record_files(source) if run_ids is None or p.stem in run_ids]
     if not files:
         return None
     return pl.concat([pl.scan_parquet(p) for p in files], how="diagonal_relaxed")
+
+
+def write_records_file(records: pl.LazyFrame, target: str | Path,
+                       order: list[str] | None = None) -> int:
+    """Compact ``records`` into one Parquet file (rows in ``order`` of run ids when given),
+    written atomically; return the number of rows."""
+    frame = records.collect()
+    if order is not None:
+        rank = {run_id: i for i, run_id in enumerate(order)}
+        frame = frame.with_columns(pl.col("run_id").replace_strict(
+            rank, default=len(rank), return_dtype=pl.Int64).alias("_order")
+        ).sort("_order", "run_id").drop("_order")
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        frame.write_parquet(tmp, compression="zstd", compression_level=19)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return frame.height

@@ -60,10 +60,23 @@ class Entry(_Strict):
 
 class Profile(_Strict):
     description: str = ""
+    comparable: bool = Field(False, description="every run follows the source's protocol "
+                             "(data, steps, model, loss; fewer seeds or grid cells allowed), so "
+                             "its cells get verdicts; false for reduced profiles")
     seeds: int | list[int] | None = None
     defaults: dict[str, Any] = Field(default_factory=dict, description="merged over defaults")
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="replaces grid keys")
     entries: list[str] | None = Field(default=None, description="restrict to these entry labels")
+
+
+class Tolerance(_Strict):
+    """When a value reproduces its reference: ``|ours - paper| <= max(absolute, stderr *
+    sqrt(se_ours^2 + se_paper^2))``, ``se_ours = std / sqrt(n)`` over our counted runs and
+    ``se_paper = reference std / sqrt(reference_n)`` (0 when the spec gives no ``reference_n``
+    or the reference no std). Both in displayed units (after ``scale``)."""
+
+    absolute: float = Field(0.02, ge=0, description="the smallest difference that counts")
+    stderr: float = Field(2.0, ge=0, description="how many combined standard errors count")
 
 
 class Reference(_Strict):
@@ -105,6 +118,16 @@ class LeaderboardSpec(_Strict):
     default_profile: str | None = None
     reference: list[Reference] = Field(default_factory=list)
     reference_note: str = ""
+    reference_n: int | None = Field(None, ge=1, description="runs behind each reference value "
+                                    "(the source's repetitions), for its standard error")
+    tolerance: Tolerance = Field(default_factory=Tolerance,
+                                 description="when a value reproduces its reference")
+    comparable: bool = Field(False, description="the spec's own settings (no profile) follow "
+                             "the source's protocol; profiles say so themselves")
+    protocol: str = Field("", description="choices made where the source is silent (epochs, "
+                          "optimiser, loss, split, ...), shown in every table's header")
+    source_notes: str = Field("", description="inconsistencies or errata of the source that "
+                              "touch this leaderboard, shown in every table's header")
     columns: list[str] = Field(default_factory=list,
                                description="extra reported metrics to show (means)")
     metrics: list[str] = Field(default_factory=list, description="further metrics, each "
@@ -183,6 +206,13 @@ class Plan:
     seeds: list[int]
     grid: dict[str, list[Any]]
     tasks: list[RunTask]
+
+    @property
+    def comparable(self) -> bool:
+        """Whether this plan's runs follow the source's protocol (its profile says so, or the
+        spec for runs without a profile): only then do its cells get verdicts."""
+        prof = self.spec.profiles.get(self.profile)
+        return prof.comparable if prof is not None else self.spec.comparable
 
 
 # ---- loading -------------------------------------------------------------------------------
