@@ -173,3 +173,18 @@ def test_exported_records_re_aggregate_to_the_same_table(untied_host, tmp_path, 
     assert main(["leaderboard", str(committed)]) == 0  # a records file on its own
     assert "fast" in capsys.readouterr().out
     assert main(["export", *common, "--results", str(results), "-o", "x.csv"]) == 2
+
+
+def test_spec_fields_are_validated_and_comparability_resolves_per_profile():
+    from bench_core.errors import SpecError
+
+    with pytest.raises(SpecError, match="tolerance.absolute"):
+        parse_spec({**SPEC, "tolerance": {"absolute": -0.1}})
+    with pytest.raises(SpecError, match="reference_n"):
+        parse_spec({**SPEC, "reference_n": 0})
+    with pytest.raises(SpecError, match="profiles.close.comparible"):
+        parse_spec({**SPEC, "profiles": {"close": {"comparible": True}}})
+    assert make_plan("close").comparable and not make_plan("reduced").comparable
+    _, spec = parse_spec({**SPEC, "comparable": True})
+    assert Plan(spec=spec, name="v", profile="default", seeds=[0], grid={}, tasks=[]).comparable
+    assert not make_plan("default").comparable  # the spec's own default: false
