@@ -367,8 +367,7 @@ class JammingSurrogate(SurrogateActivation):
         k = self.activation.derivative(x).mean().mul(2)
         if self.window == "all" or self.window_on == "gradient":
             return k
-        lo, hi = self.bounds[x.dtype]
-        return k / window_share(torch.logical_and(x > lo, x < hi))
+        return k / window_share(closed_window_mask(x, self.mask_window))
 
     def forward(self, x: Tensor) -> Tensor:
         native, scale, key = self.activation.native, self.jamming_scale(x), self.stream.key
