@@ -92,6 +92,20 @@ def register_models(register):
 
 
 @hookspec
+def register_reparametrizations(register):
+    """Register weight re-parametrisations: transforms of a built model's parameters that any
+    model and any update rule compose with (weight normalisation, standardisation, ...).
+
+    ``factory(params, *, model, ctx) -> torch.nn.Module``: called on every model a run builds
+    (the tied twin of a diagnostic too), right after the model factory, under the same seeded
+    ``init`` stream, and before the update rule is built, so the rule updates the parameters
+    the re-parametrisation exposes. Return the model, changed in place (for example with
+    ``torch.nn.utils.parametrize``), or a module wrapping it. A run names one in its
+    ``reparametrization`` table; runs without it are unchanged.
+    """
+
+
+@hookspec
 def register_executors(register):
     """Register executors: where the runs of a leaderboard execute.
 
@@ -107,6 +121,7 @@ FAMILIES: dict[str, str] = {
     "trainers": "register_trainers",
     "datasets": "register_datasets",
     "models": "register_models",
+    "reparametrizations": "register_reparametrizations",
     "executors": "register_executors",
 }
 """Component family -> the hook that registers it."""

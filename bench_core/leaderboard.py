@@ -1,10 +1,18 @@
 """Aggregate run records into a leaderboard (polars) and render it (tabulate).
 
 Per profile, grid cell and entry: mean, sample standard deviation (ddof=1), standard error and
-n over the ``ok`` runs; the number of failed/diverged runs; the difference to the baseline
-entry's mean in the same cell and the relative gain over it in percent (positive = better);
-the rank within the cell (1 = best, by ``higher_is_better``); the reference (paper) value and
-our difference to it. :func:`summarise` averages the relative gains over some grid axes.
+n over the *counted* runs; the number of failed and diverged runs; the difference to the
+baseline entry's mean in the same cell and the relative gain over it in percent (positive =
+better); the rank within the cell (1 = best, by ``higher_is_better``); the reference (paper)
+value and our difference to it. :func:`summarise` averages the relative gains over some grid
+axes; :mod:`bench_core.verdicts` adds a verdict per reference value.
+
+Counted runs: every ``ok`` run and, by default, every ``diverged`` run that has a value - the
+metric of the last epoch it logged (:func:`bench_core.runner.last_logged_metrics`), typically
+chance accuracy for a collapsed classifier. Papers that report "mean (std) over 20 runs" average
+their collapsed runs in, so dropping ours would make unstable cells incomparable.
+``include_diverged=False`` (``--exclude-diverged``) counts ``ok`` runs only. Either way the
+``diverged`` column counts every diverged run and ``diverged_counted`` those in the mean.
 """
 
 from __future__ import annotations
@@ -23,11 +31,12 @@ from bench_core.records import scan_records
 FORMATS = ("table", "markdown", "csv", "json", "parquet")
 
 
-def aggregate(records: pl.LazyFrame, extra_metrics: list[str] | None = None) -> pl.DataFrame:
+def aggregate(records: pl.LazyFrame, extra_metrics: list[str] | None = None,
+              include_diverged: bool = True) -> pl.DataFrame:
     """One row per (profile, cell, entry); see the module docstring for the columns."""
     cols = records.collect_schema().names()
     extras = [m for m in (extra_metrics or []) if f"m_{m}" in cols]
-    ok = pl.col("status") == "ok"
+    diverged = pl.col("status") == "diverged"
     # columns that can be all-null (every run failed, no reference) must not stay dtype Null
     records = records.with_columns(
         *[pl.col(c).cast(pl.Float64) for c in ("value", "reference", "reference_std", "wall_time_s")
@@ -37,12 +46,17 @@ def aggregate(records: pl.LazyFrame, extra_metrics: list[str] | None = None) -> 
     for col in ("entry_index", "cell_index"):
         if col not in cols:
             records = records.with_columns(pl.lit(0).alias(col))
+    counted_diverged = diverged & pl.col("value").is_not_null() & pl.col("value").is_finite()
+    ok = ((pl.col("status") == "ok") | counted_diverged) if include_diverged else (
+        pl.col("status") == "ok")
     aggs = [
         pl.col("value").filter(ok).mean().alias("mean"),
         pl.col("value").filter(ok).std(ddof=1).alias("std"),
         ok.sum().cast(pl.Int64).alias("n"),
         (pl.col("status") == "failed").sum().cast(pl.Int64).alias("failed"),
-        (pl.col("status") == "diverged").sum().cast(pl.Int64).alias("diverged"),
+        diverged.sum().cast(pl.Int64).alias("diverged"),
+        (counted_diverged & pl.lit(include_diverged)).sum().cast(pl.Int64)
+        .alias("diverged_counted"),
         (pl.col("status") == "timeout").sum().cast(pl.Int64).alias("timeout"),
         pl.col("is_baseline").first().alias("is_baseline"),
         pl.col("reference").first().alias("reference"),
@@ -52,6 +66,7 @@ def aggregate(records: pl.LazyFrame, extra_metrics: list[str] | None = None) -> 
         pl.col("entry_index").min().alias("entry_index"),
         pl.col("cell_index").min().alias("cell_index"),
         pl.col("wall_time_s").filter(ok).mean().alias("wall_time_s"),
+        pl.col("wall_time_s").sum().alias("total_wall_time_s"),
         *[pl.col(f"m_{m}").filter(ok).mean().alias(m) for m in extras],
     ]
     keys = ["leaderboard", "profile", "cell_json", "entry"]
@@ -72,10 +87,10 @@ def aggregate(records: pl.LazyFrame, extra_metrics: list[str] | None = None) -> 
     ).drop("_base")
     out = table.sort(["leaderboard", "profile", "cell_index", "cell_json", "entry_index", "entry"]).collect()
     return out.select(["leaderboard", "profile", "cell_json", "entry", "mean", "std", "stderr",
-                       "n", "failed", "diverged", "timeout", "delta_baseline", "gain_pct", "rank",
-                       "reference",
-                       "reference_std", "delta_reference", "is_baseline", "higher_is_better",
-                       "metric", "wall_time_s", *extras])
+                       "n", "failed", "diverged", "diverged_counted", "timeout",
+                       "delta_baseline", "gain_pct", "rank", "reference", "reference_std",
+                       "delta_reference", "is_baseline", "higher_is_better", "metric",
+                       "wall_time_s", "total_wall_time_s", *extras])
 
 
 def overlay_plan(records: pl.LazyFrame, tasks: list[Any], metric: str | None = None,
@@ -85,7 +100,8 @@ def overlay_plan(records: pl.LazyFrame, tasks: list[Any], metric: str | None = N
     the value. A run shared by two profiles (same run_id) is then counted in the one asked for,
     and editing a spec's references or metric needs no rerun. ``metric`` (default: the plan's)
     picks another reported metric, with the spec's references for it; values are multiplied
-    by the spec's ``scale``."""
+    by the spec's ``scale``. ``ok`` and ``diverged`` runs keep their values (a diverged run's
+    last logged metrics); :func:`aggregate` decides whether diverged ones count."""
     if not tasks:
         return records
     metric = metric or tasks[0].metric
@@ -111,7 +127,8 @@ def overlay_plan(records: pl.LazyFrame, tasks: list[Any], metric: str | None = N
         "higher_is_better": [t.higher_is_better for t in tasks],
     }, schema_overrides={"reference": pl.Float64, "reference_std": pl.Float64})
     cols = records.collect_schema().names()
-    value = (pl.when(pl.col("status") == "ok").then(pl.col(f"m_{metric}").cast(pl.Float64) * scale)
+    has_value = pl.col("status").is_in(["ok", "diverged"])
+    value = (pl.when(has_value).then(pl.col(f"m_{metric}").cast(pl.Float64) * scale)
              .otherwise(None) if f"m_{metric}" in cols else pl.lit(None, dtype=pl.Float64))
     keep = [c for c in cols if c not in plan.collect_schema().names() or c == "run_id"]
     return records.select(keep).join(plan, on="run_id", how="inner").with_columns(
@@ -197,6 +214,15 @@ def _cell_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def diverged_text(diverged: int, counted: int) -> str:
+    """``3`` (all counted in the mean), ``3 (not in mean)``, ``3 (1 in mean)``; empty for 0."""
+    if not diverged:
+        return ""
+    if counted == diverged:
+        return str(diverged)
+    return f"{diverged} ({'not' if counted == 0 else counted} in mean)"
+
+
 def display_rows(agg: pl.DataFrame, extras: list[str] | None = None, relative: bool = False
                  ) -> tuple[list[str], list[list[str]]]:
     """Header and string rows for a text/Markdown table (lm-eval ``make_table`` style). Grid
@@ -217,9 +243,14 @@ def display_rows(agg: pl.DataFrame, extras: list[str] | None = None, relative: b
     header += ["rank"]
     if has_ref:
         header += ["paper", "Δ paper"]
+    show_verdict = "verdict" in agg.columns and agg["verdict"].is_not_null().any()
+    show_order = "reversed_vs" in agg.columns and agg["reversed_vs"].is_not_null().any()
+    header += (["verdict"] if show_verdict else []) + (["vs paper order"] if show_order else [])
     header += extras
-    if (agg["failed"] + agg["diverged"] + agg["timeout"]).sum() > 0:
-        header += ["failed/diverged/timeout"]
+    show_diverged, show_failed = agg["diverged"].sum() > 0, agg["failed"].sum() > 0
+    show_timeout = "timeout" in agg.columns and agg["timeout"].sum() > 0
+    header += (["diverged"] if show_diverged else []) + (["failed"] if show_failed else []) + (
+        ["timeout"] if show_timeout else [])
     rows = []
     for r in agg.iter_rows(named=True):
         cell = json.loads(r["cell_json"])
@@ -236,10 +267,17 @@ def display_rows(agg: pl.DataFrame, extras: list[str] | None = None, relative: b
             if ref and r["reference_std"] is not None:
                 ref += f" ({r['reference_std']:.3f})"
             row += [ref, _fmt(r["delta_reference"], signed=True)]
+        if show_verdict:
+            row += [r["verdict"] or ""]
+        if show_order:
+            row += [f"reversed vs {r['reversed_vs']}" if r["reversed_vs"] else ""]
         row += [_fmt(r[e]) for e in extras]
-        if "failed/diverged/timeout" in header:
-            bad = (r["failed"], r["diverged"], r["timeout"])
-            row += ["/".join(map(str, bad)) if any(bad) else ""]
+        if show_diverged:
+            row += [diverged_text(r["diverged"], r["diverged_counted"])]
+        if show_failed:
+            row += [str(r["failed"]) if r["failed"] else ""]
+        if show_timeout:
+            row += [str(r["timeout"]) if r["timeout"] else ""]
         rows.append(row)
     return header, rows
 
@@ -265,12 +303,13 @@ def summary_rows(summary: pl.DataFrame, by: list[str]) -> tuple[list[str], list[
 
 def render(agg: pl.DataFrame, fmt: str, *, title: str = "", notes: list[str] | None = None,
            extras: list[str] | None = None, relative: bool = False,
-           summaries: dict[str, pl.DataFrame] | None = None, summary_by: list[str] = ()
-           ) -> str | bytes:
+           summaries: dict[str, pl.DataFrame] | None = None, summary_by: list[str] = (),
+           metric_notes: dict[str, list[str]] | None = None) -> str | bytes:
     """Render the aggregate as ``table`` / ``markdown`` text or ``csv`` / ``json`` / ``parquet``.
 
     ``agg`` may hold several metrics (its ``metric`` column): the text formats give one table
-    per metric, then the summary tables (``summaries``: metric -> :func:`summarise` frame)."""
+    per metric, each after its ``metric_notes`` (e.g. the verdict counts), then the summary
+    tables (``summaries``: metric -> :func:`summarise` frame)."""
     if fmt not in FORMATS:
         raise UntiedError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
     if fmt == "csv":
@@ -301,6 +340,10 @@ def render(agg: pl.DataFrame, fmt: str, *, title: str = "", notes: list[str] | N
     for metric in metrics:
         if len(metrics) > 1 or summaries:
             heading(f"`{metric}`" if markdown else metric)
+        for note in (metric_notes or {}).get(metric, []):
+            lines.append(f"{note}  " if markdown else note)
+        if (metric_notes or {}).get(metric):
+            lines.append("")
         header, rows = display_rows(agg.filter(pl.col("metric") == metric), extras, relative)
         lines.append(tabulate(rows, headers=header, tablefmt=tablefmt, disable_numparse=True))
         if markdown:

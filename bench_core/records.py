@@ -5,11 +5,21 @@ Columns (one row):
 traceback, metric, higher_is_better, value, reference, reference_std, spec_json, p_<field.param>...,
 m_<metric>..., curve_<metric> (list per epoch)..., curves_json, wall_time_s, peak_rss_bytes,
 peak_cuda_bytes, forward_passes, backward_passes, forward_samples, backward_samples, device,
-cuda_device, torch_version, python_version, platform, git_commit, plugins_json, untied_version,
-finished_at``.
+cuda_device, cpu_model, cpus, threads (torch's intra-op threads), host, pid, group_size,
+group_wall_time_s, warnings, torch_version, python_version, platform, git_commit, plugins_json,
+untied_version, finished_at``.
+
+``value`` and ``m_*`` are the final metrics of an ``ok`` run and the last logged (finite)
+metrics of a ``diverged`` one; a ``failed`` run has none.
 
 A record is written to a temporary file in the same folder and renamed into place, so a crash
-or Ctrl-C never leaves a half-written record and a finished one is never lost.
+or Ctrl-C never leaves a half-written record and a finished one is never lost. A results
+folder also keeps an index (``.index/``, :func:`update_index`) so that large folders aggregate
+fast.
+
+A *records file* holds many records, one row each: :func:`write_records_file` compacts the runs
+of a leaderboard (``untied export``) so that they can be committed beside its table, and every
+reader here takes either a results folder or such a file.
 """
 
 from __future__ import annotations
@@ -38,13 +48,14 @@ def flatten_spec(spec: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def write_parquet_atomically(frame: pl.DataFrame, target: Path, prefix: str) -> Path:
+def write_parquet_atomically(frame: pl.DataFrame, target: Path, prefix: str,
+                             **options: Any) -> Path:
     """Write ``frame`` to a temporary file beside ``target``, then rename it into place: a
     reader sees the old file or the new one, never a half-written one."""
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
-        frame.write_parquet(tmp)
+        frame.write_parquet(tmp, **options)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -62,6 +73,7 @@ def write_record(folder: str | Path, row: dict[str, Any]) -> Path:
 
 
 def record_files(folder: str | Path) -> list[Path]:
+    """The record files of a results folder (none if it is not a folder)."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
@@ -188,6 +200,10 @@ def _scan(folder: Path, problems: list[str] | None = None) -> pl.LazyFrame | Non
     return lf.unique(subset=["run_id"], keep="last", maintain_order=True).drop(list(_STAMP))
 
 
+def is_records_file(path: str | Path) -> bool:
+    return Path(path).is_file() and Path(path).suffix == RECORD_SUFFIX
+
+
 def recorded_run_ids(folder: str | Path, statuses: tuple[str, ...] | None = None) -> set[str]:
     """Run ids recorded in ``folder`` (only those with one of ``statuses`` if given)."""
     if statuses is None:
@@ -199,13 +215,19 @@ def recorded_run_ids(folder: str | Path, statuses: tuple[str, ...] | None = None
     return set(done["run_id"].to_list())
 
 
-def scan_records(folder: str | Path, run_ids: set[str] | None = None,
+def scan_records(source: str | Path, run_ids: set[str] | None = None,
                  problems: list[str] | None = None) -> pl.LazyFrame | None:
-    """A lazy frame over the records in ``folder`` (optionally only ``run_ids``), read through
-    the folder's index (:func:`update_index`). Records of different components carry different
-    ``p_``/``m_`` columns; they are aligned diagonally. Files that are not readable run records
-    are skipped and named in ``problems``."""
-    lf = _scan(Path(folder), problems)
+    """A lazy frame over the records in ``source``, a results folder (read through its index,
+    :func:`update_index`) or a records file (optionally only ``run_ids``); None if there are
+    none. Records of different components carry different ``p_``/``m_`` columns; they are
+    aligned diagonally. Files that are not readable run records are skipped and named in
+    ``problems``."""
+    if is_records_file(source):
+        lf = pl.scan_parquet(source)
+        if run_ids is not None:
+            lf = lf.filter(pl.col("run_id").is_in(sorted(run_ids)))
+        return lf if lf.select(pl.len()).collect().item() else None
+    lf = _scan(Path(source), problems)
     if lf is None:
         return None
     if run_ids is not None:
@@ -213,3 +235,20 @@ def scan_records(folder: str | Path, run_ids: set[str] | None = None,
         if lf.select(pl.len()).collect().item() == 0:
             return None
     return lf
+
+
+def write_records_file(records: pl.LazyFrame, target: str | Path,
+                       order: list[str] | None = None) -> int:
+    """Compact ``records`` into one Parquet file (rows in ``order`` of run ids when given),
+    written atomically; return the number of rows."""
+    frame = records.collect()
+    if order is not None:
+        rank = {run_id: i for i, run_id in enumerate(order)}
+        frame = frame.with_columns(pl.col("run_id").replace_strict(
+            rank, default=len(rank), return_dtype=pl.Int64).alias("_order")
+        ).sort("_order", "run_id").drop("_order")
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_parquet_atomically(frame, target, f".{target.name}.", compression="zstd",
+                             compression_level=19)
+    return frame.height

@@ -73,13 +73,31 @@ def git_commit() -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name (Linux: ``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def environment(host: PluginHost, device: str) -> dict[str, Any]:
+    """Where a run ran: device, CPU model and count, torch's intra-op threads at record time,
+    versions and the source commit."""
     cuda_name = None
     if device.startswith("cuda"):
         cuda_name = torch.cuda.get_device_name(torch.device(device))
     return {
         "device": device,
         "cuda_device": cuda_name,
+        "cpu_model": cpu_model(),
+        "cpus": cpu_count(),
+        "threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "platform": platform.platform(),
@@ -99,9 +117,10 @@ def checked(comp: Component, made: Any, expected: str, ok: bool) -> Any:
 
 def build_session(host: PluginHost, task: RunTask, ctx: RunContext) -> TrainingSession:
     """Instantiate the run's components. Models are built under a fixed ``init`` seed, so a
-    second call (e.g. ``tied=True`` for a diagnostic) starts from the same weights. What each
-    factory returns is checked against its family's contract (hookspecs), so a plugin that
-    returns the wrong thing is named, not met later as an AttributeError."""
+    second call (e.g. ``tied=True`` for a diagnostic) starts from the same weights; a run's
+    ``reparametrization`` is applied to every model built, before its rule. What each factory
+    returns is checked against its family's contract (hookspecs), so a plugin that returns the
+    wrong thing is named, not met later as an AttributeError."""
     spec = task.spec
     comps = {f: resolve_component(host, f, t) for f, t in spec.items()}
 
@@ -128,6 +147,7 @@ def build_session(host: PluginHost, task: RunTask, ctx: RunContext) -> TrainingS
         return make
 
     model_comp, model_params = comps["model"]
+    reparam = comps.get("reparametrization")
 
     def build_model(tied: bool = False) -> nn.Module:
         devices = [ctx.device] if ctx.device.type == "cuda" else []
@@ -135,7 +155,10 @@ def build_session(host: PluginHost, task: RunTask, ctx: RunContext) -> TrainingS
             torch.manual_seed(ctx.stream_seed("init"))
             model = model_comp.factory(model_params, data=data.info,
                                        activation=activation_factory(tied), ctx=ctx)
-        checked(model_comp, model, "a torch.nn.Module", isinstance(model, nn.Module))
+            checked(model_comp, model, "a torch.nn.Module", isinstance(model, nn.Module))
+            if reparam is not None:
+                model = reparam[0].factory(reparam[1], model=model, ctx=ctx)
+                checked(reparam[0], model, "a torch.nn.Module", isinstance(model, nn.Module))
         return model.to(ctx.device)
 
     def build_rule(model: nn.Module):
@@ -213,13 +236,27 @@ def _start(task: RunTask) -> RunContext:
     return RunContext(seed=task.seed, device=torch.device(task.device))
 
 
+def last_logged_metrics(ctx: RunContext) -> dict[str, float]:
+    """The finite values of the last epoch the run logged (``ctx.curves``): what a diverged run
+    keeps as its metrics. For trainers that log every epoch, that is the epoch at which it
+    diverged, evaluated on the diverged weights (a collapsed classifier then scores about
+    chance, as the runs a paper averages in do); a metric that is itself non-finite there
+    (a NaN loss) has no value."""
+    return {k: v[-1] for k, v in ctx.curves.items()
+            if k != "epoch" and v and math.isfinite(v[-1])}
+
+
 def _record_row(host: PluginHost, task: RunTask, ctx: RunContext, status: str, error: str | None,
                 tb: str | None, metrics: dict[str, float], wall: float, *, group_size: int = 1,
                 group_wall: float | None = None, warnings: list[str] = ()) -> dict[str, Any]:
-    """The record of one finished run (not yet written)."""
+    """The record of one finished run (not yet written). A ``diverged`` run records its last
+    logged metrics (:func:`last_logged_metrics`) and, from them, its ``value``; leaderboards
+    count it in the means unless asked not to."""
     device = task.device
     if device.startswith("cuda"):
         torch.cuda.synchronize(torch.device(device))
+    if status == "diverged":
+        metrics = {**last_logged_metrics(ctx), **metrics}
     value = metrics.get(task.metric)
     if status == "ok" and value is None:
         status = "failed"
@@ -241,7 +278,7 @@ def _record_row(host: PluginHost, task: RunTask, ctx: RunContext, status: str, e
         "traceback": tb,
         "metric": task.metric,
         "higher_is_better": task.higher_is_better,
-        "value": value if status == "ok" else None,
+        "value": value if status in ("ok", "diverged") else None,
         "reference": task.reference,
         "reference_std": task.reference_std,
         "spec_json": canonical_json(task.spec),
@@ -251,7 +288,6 @@ def _record_row(host: PluginHost, task: RunTask, ctx: RunContext, status: str, e
         "curves_json": json.dumps(ctx.curves),
         "wall_time_s": wall,
         "group_size": group_size,
-        "threads": torch.get_num_threads(),
         "host": platform.node(),
         "pid": os.getpid(),
         "warnings": ("the run changed global torch state (restored after it): "

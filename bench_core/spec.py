@@ -1,7 +1,8 @@
 """Leaderboard specs (TOML, pydantic v2) and their expansion into validated runs.
 
 A run spec holds one table per component, each ``{name = "...", ...params}``:
-``dataset``, ``model``, ``activation``, ``surrogate``, ``rule``, ``trainer``. A leaderboard spec
+``dataset``, ``model``, ``activation``, ``surrogate``, ``rule``, ``trainer`` and, optionally,
+``reparametrization`` (applied to the built model before its rule). A leaderboard spec
 holds ``defaults`` (a partial run spec), a ``grid`` (dotted keys -> lists; cartesian product),
 ``entries`` (the methods compared: a label and overrides), a ``baseline`` entry label, ``seeds``,
 optional ``profiles`` (overlays such as ``cpu`` = reduced scale) and optional ``reference`` values
@@ -41,6 +42,7 @@ COMPONENT_FIELDS: dict[str, str] = {
     "surrogate": "surrogates",
     "rule": "update_rules",
     "trainer": "trainers",
+    "reparametrization": "reparametrizations",
 }
 """Run-spec field -> component family."""
 REQUIRED_FIELDS = ("dataset", "model", "trainer")
@@ -58,10 +60,23 @@ class Entry(_Strict):
 
 class Profile(_Strict):
     description: str = ""
+    comparable: bool = Field(False, description="every run follows the source's protocol "
+                             "(data, steps, model, loss; fewer seeds or grid cells allowed), so "
+                             "its cells get verdicts; false for reduced profiles")
     seeds: int | list[int] | None = None
     defaults: dict[str, Any] = Field(default_factory=dict, description="merged over defaults")
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="replaces grid keys")
     entries: list[str] | None = Field(default=None, description="restrict to these entry labels")
+
+
+class Tolerance(_Strict):
+    """When a value reproduces its reference: ``|ours - paper| <= max(absolute, stderr *
+    sqrt(se_ours^2 + se_paper^2))``, ``se_ours = std / sqrt(n)`` over our counted runs and
+    ``se_paper = reference std / sqrt(reference_n)`` (0 when the spec gives no ``reference_n``
+    or the reference no std). Both in displayed units (after ``scale``)."""
+
+    absolute: float = Field(0.02, ge=0, description="the smallest difference that counts")
+    stderr: float = Field(2.0, ge=0, description="how many combined standard errors count")
 
 
 class Reference(_Strict):
@@ -103,6 +118,16 @@ class LeaderboardSpec(_Strict):
     default_profile: str | None = None
     reference: list[Reference] = Field(default_factory=list)
     reference_note: str = ""
+    reference_n: int | None = Field(None, ge=1, description="runs behind each reference value "
+                                    "(the source's repetitions), for its standard error")
+    tolerance: Tolerance = Field(default_factory=Tolerance,
+                                 description="when a value reproduces its reference")
+    comparable: bool = Field(False, description="the spec's own settings (no profile) follow "
+                             "the source's protocol; profiles say so themselves")
+    protocol: str = Field("", description="choices made where the source is silent (epochs, "
+                          "optimiser, loss, split, ...), shown in every table's header")
+    source_notes: str = Field("", description="inconsistencies or errata of the source that "
+                              "touch this leaderboard, shown in every table's header")
     columns: list[str] = Field(default_factory=list,
                                description="extra reported metrics to show (means)")
     metrics: list[str] = Field(default_factory=list, description="further metrics, each "
@@ -199,6 +224,13 @@ class Plan:
     seeds: list[int]
     grid: dict[str, list[Any]]
     tasks: list[RunTask]
+
+    @property
+    def comparable(self) -> bool:
+        """Whether this plan's runs follow the source's protocol (its profile says so, or the
+        spec for runs without a profile): only then do its cells get verdicts."""
+        prof = self.spec.profiles.get(self.profile)
+        return prof.comparable if prof is not None else self.spec.comparable
 
 
 # ---- loading -------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ activation, on a 4096x1024 float32 tensor:
 * ``time``: forward + backward of the activation alone, as a ratio to the native tied
   activation with the same forward; for the jamming family also as a ratio to "native + one
   ``torch.rand_like`` draw" (the draw jamming cannot avoid), with the default ``k = 2
-  mean(f'(x))`` and with ``normalize="none"`` (``k = 1``: the cost of the jamming itself,
-  without the activation plugin's ``f'``);
+  mean(f'(x)) / share(window)`` and with ``normalize="none"`` (``k = 1``: the cost of the
+  jamming itself, without the activation plugin's ``f'`` and the window's share);
 * ``bytes``: what the activation saves for backward, counted with
   ``torch.autograd.graph.saved_tensors_hooks``, per element (native: 4 for relu, logistic,
   tanh and softplus, 0 for identity, step and sign).

@@ -227,24 +227,24 @@ class StackedBackprop:
                         layer.bias.copy_(b[k])
 
     def run(self) -> list[dict[str, float] | BaseException]:
-        from untied_plugins.trainers import sample_losses
+        from untied_plugins.trainers import SampleStream, sample_losses
 
         p, K = self.p, len(self.members)
         n = self.x.shape[1]
-        gens = [m.session.ctx.generator("batches") for m in self.members]
+        streams = [SampleStream(n, p.epoch_size or n, p.shuffle,
+                                m.session.ctx.generator("batches"), self.device)
+                   for m in self.members]
         probes = [self.trainer.probe(m.session) for m in self.members]
+        summed = p.loss_reduction == "sum"
         results: list[dict[str, float] | BaseException] = [{} for _ in self.members]
         rows = torch.arange(K, device=self.device).unsqueeze(1)
         manual = all(callable(getattr(op, "local_gradient", None))
                      for kind, op in self.ops if kind == "act")
         for epoch in range(1, p.epochs + 1):
-            if p.shuffle:
-                order = torch.stack([torch.randperm(n, generator=g, device=self.device)
-                                     for g in gens])
-            else:
-                order = torch.arange(n, device=self.device).expand(K, n)
-            loss_sum = torch.zeros(K, device=self.device)
-            for i in range(0, n, p.batch_size):
+            order = torch.stack([s.next_epoch() for s in streams])
+            size = order.shape[1]
+            loss_sum = torch.zeros(K, device=self.device)     # summed per-sample losses
+            for i in range(0, size, p.batch_size):
                 idx = order[:, i:i + p.batch_size]
                 xb, yb = self.x[rows, idx], self.y[rows, idx]
                 if manual:
@@ -257,23 +257,22 @@ class StackedBackprop:
                         w.grad = None
                     losses.sum().backward()
                     self.optimizer.step()
-                loss_sum += losses.detach() * idx.shape[1]
+                loss_sum += losses.detach() if summed else losses.detach() * idx.shape[1]
             self._write_back()
-            sizes = [min(p.batch_size, n - i) for i in range(0, n, p.batch_size)]
+            batches = [min(p.batch_size, size - i) for i in range(0, size, p.batch_size)]
             for k, m in enumerate(self.members):
-                for size in sizes:
-                    m.session.ctx.counters.forward(size)
-                    m.session.ctx.counters.backward(size)
+                for b in batches:
+                    m.session.ctx.counters.forward(b)
+                    m.session.ctx.counters.backward(b)
                 if isinstance(results[k], BaseException):
                     continue
                 try:
                     diagnostics = probes[k].measure(m.model) if probes[k] is not None else {}
-                    results[k] = self.trainer._log(m.session, m.model, epoch, loss_sum[k] / n,
-                                                   diagnostics)
+                    results[k] = self.trainer._log(m.session, m.model, epoch,
+                                                   loss_sum[k] / size, diagnostics)
                 except Diverged as exc:
                     results[k] = exc
         return results
-
 
 
 def fit_group(trainer, sessions: list[TrainingSession]) -> list[dict[str, float] | BaseException]:

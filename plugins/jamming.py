@@ -12,11 +12,26 @@ name                   g(x)                                                 pape
 Jamming (Section 4, Experiment 5): ``u ~ U[0, 1)`` is drawn afresh for every element at every
 backward pass from the run's seeded ``surrogate`` stream (``ctx.generator("surrogate")`` on the
 gradient's device), never from the global RNG. The paper scales the noise "such that [its] mean
-aligns with the average gradient magnitude observed in traditional gradient configurations":
-with ``normalize="batch"``, ``k = 2 mean(f'(x))`` over the current tensor (``E[u k]`` is then
-the mean tied derivative; for ``identity`` ``k = 2``; for ``step``/``sign``, whose ``f'`` is 0,
-``k = 0`` and nothing is learnt - use ``normalize="none"``, ``k = 1``, there). ``k`` is computed
-in the forward pass, so full jamming keeps one scalar for backward, not a tensor.
+aligns with the average gradient magnitude observed in traditional gradient configurations"
+(METHODS.md section 1, as corrected): with ``normalize="batch"``, over the current tensor,
+
+    ``k = 2 mean(f'(x)) / share(window)``,
+
+``share(window)`` being the fraction of the tensor's elements inside the window (1 for full
+jamming), so that the mean of ``g`` over the *whole* tensor, ``E[u] k share = k share / 2``,
+equals the mean tied derivative ``mean(f'(x))`` for all three families (without the division,
+positive jamming of a linear net would back-propagate half the tied magnitude). For
+``identity`` full jamming has ``k = 2``; for ``step``/``sign``, whose ``f'`` is 0, ``k = 0`` and
+nothing is learnt - use ``normalize="none"`` (``k = 1``) there. A window with no element inside
+gives ``g = 0`` (the share is bounded below by ``1/numel`` so that ``k`` stays finite).
+
+Where the window is taken (``window_on``, PJ and RJ): the paper's text puts it on the *feedback
+gradient* ``dL/dy`` ("exclusively when the feedback gradient is non-negative"), the caption of
+its Fig. 8 on the pre-activation ``x``. ``window_on="input"`` (the default, METHODS.md) windows
+``x``: ``k`` is computed in the forward pass (one scalar kept for backward) and ``x`` (or a
+1-byte mask, ``low_memory``) is kept for the window. ``window_on="gradient"`` windows ``dL/dy``:
+only the scalar ``2 mean(f'(x))`` is kept, and the share of the gradient's elements inside the
+window is taken in the backward pass.
 
 Jamming draws go through the custom operator ``untied_surrogates::uniform_like``: dynamo cannot
 trace a ``torch.Generator`` argument, so compiled graphs carry the integer key of the site's
@@ -37,7 +52,7 @@ import weakref
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from bench_core.hookspecs import hookimpl
@@ -46,31 +61,48 @@ from untied_plugins.surrogates import (_POSITIVE_FINITE, Native, SurrogateActiva
                                        apply_forward, eager_in_place)
 
 Normalize = Literal["batch", "none"]
-"""Jamming scale ``k``: ``"batch"`` = ``2 mean(f'(x))`` over the current tensor, ``"none"`` = 1."""
+"""Jamming scale ``k``: ``"batch"`` = ``2 mean(f'(x)) / share(window)`` over the current tensor,
+``"none"`` = 1."""
+WindowOn = Literal["input", "gradient"]
+"""What the PJ/RJ window tests: the pre-activation ``x`` or the feedback gradient ``dL/dy``."""
+_NORMALIZE = "k = 2 mean(f'(x)) / share in window ('batch') or 1 ('none')"
 
 
 class FullJammingParams(BaseModel):
     """``g = u k``."""
 
     model_config = ConfigDict(extra="forbid")
-    normalize: Normalize = Field("batch", description="k = 2 mean(f'(x)) ('batch') or 1 ('none')")
+    normalize: Normalize = Field("batch", description=_NORMALIZE)
 
 
-class PositiveJammingParams(BaseModel):
-    """``g = u k if x >= 0 else 0``."""
-
+class _WindowJammingParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    normalize: Normalize = Field("batch", description="k = 2 mean(f'(x)) ('batch') or 1 ('none')")
-    low_memory: bool = Field(False, description="keep a 1-byte mask of x >= 0 instead of x")
+    normalize: Normalize = Field("batch", description=_NORMALIZE)
+    window_on: WindowOn = Field("input", description="window on the pre-activation x (Fig. 8) "
+                                "or on the feedback gradient dL/dy (the paper's text)")
+    low_memory: bool = Field(False, description="keep a 1-byte window mask instead of x "
+                             "(window_on = 'input' only)")
+
+    @model_validator(mode="after")
+    def _memory_option(self):
+        if self.low_memory and self.window_on == "gradient":
+            raise ValueError("low_memory keeps a mask of x; with window_on = 'gradient' nothing "
+                             "but a scalar is kept anyway")
+        return self
 
 
-class RectJammingParams(BaseModel):
-    """``g = u k if |x| <= window else 0``."""
+class PositiveJammingParams(_WindowJammingParams):
+    """``g = u k if x >= 0 else 0`` (``window_on="gradient"``: if ``dL/dy >= 0``)."""
 
+
+class _RectWindow(BaseModel):
     model_config = ConfigDict(extra="forbid")
     window: float = Field(5.0, **_POSITIVE_FINITE, description="half-width of the closed window")
-    normalize: Normalize = Field("batch", description="k = 2 mean(f'(x)) ('batch') or 1 ('none')")
-    low_memory: bool = Field(False, description="keep a 1-byte window mask instead of x")
+
+
+class RectJammingParams(_WindowJammingParams, _RectWindow):
+    """``g = u k if |x| <= window else 0`` (``window_on="gradient"``: if ``|dL/dy| <= window``).
+    (Pydantic lists the last base's fields first: ``window`` comes first.)"""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,21 +290,61 @@ class WindowJammingMaskBackward(torch.autograd.Function):
         return _jam(grad, ctx.stream, scale[0] if scale else None, mask), None, None, None, None
 
 
-class JammingSurrogate(SurrogateActivation):
-    """Jamming (Fig. 8): ``g = u k`` on a window of ``x``, ``u ~ U[0, 1)`` fresh per element
-    and backward pass, ``k = 2 mean(f'(x))`` (``normalize="batch"``) or 1.
+class GradientWindowJammingBackward(torch.autograd.Function):
+    """``f`` forward, ``dL/dx = dL/dy * u * k * [dL/dy in window]`` backward: the window of
+    positive or rectangular jamming taken on the feedback gradient (the paper's text), given as
+    open bounds ``lo < dL/dy < hi`` (:func:`closed_window_bounds`). ``numerator`` is
+    ``2 mean(f'(x))`` from the forward pass (``None``: ``k = 1``); the share of the gradient's
+    elements inside the window is taken here, so ``k = numerator / share``. Saves one scalar."""
 
-    ``window``: ``"all"`` (full jamming), ``"positive"`` (``x >= 0``) or a half-width ``w``
-    (``|x| <= w``)."""
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor, native: Native, numerator: Tensor | None, stream: int, lo: float,
+                hi: float) -> Tensor:
+        return apply_forward(native, x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        _, _, numerator, ctx.stream, ctx.lo, ctx.hi = inputs
+        ctx.has_scale = numerator is not None
+        if ctx.has_scale:
+            ctx.save_for_backward(numerator)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        inside = torch.logical_and(grad > ctx.lo, grad < ctx.hi)
+        dx = uniform_like(grad, ctx.stream).mul_(grad).mul_(inside)
+        if ctx.has_scale:
+            share = window_share(inside)
+            dx = dx.mul_(ctx.saved_tensors[0] / share)
+        return dx, None, None, None, None, None
+
+
+def window_share(inside: Tensor) -> Tensor:
+    """The fraction of ``inside``'s elements that are true (or non-zero), bounded below by
+    ``1 / numel``: a window with no element inside then has a finite ``k`` and ``g = 0``."""
+    n = max(inside.numel(), 1)
+    return torch.count_nonzero(inside).to(torch.float32).clamp_min(1.0).div(n)
+
+
+class JammingSurrogate(SurrogateActivation):
+    """Jamming (Fig. 8): ``g = u k`` on a window, ``u ~ U[0, 1)`` fresh per element and
+    backward pass, ``k = 2 mean(f'(x)) / share(window)`` (``normalize="batch"``) or 1.
+
+    ``window``: ``"all"`` (full jamming), ``"positive"`` (``>= 0``) or a half-width ``w``
+    (``|.| <= w``), tested on ``x`` (``window_on="input"``) or on ``dL/dy`` (``"gradient"``)."""
 
     label = "jamming"
     elementwise = False  # k normalises over the tensor; u comes from the run's own generator
     local_gradient = None
 
     def __init__(self, activation: Activation, ctx: RunContext, window: str | float,
-                 normalize: Normalize, low_memory: bool = False) -> None:
+                 normalize: Normalize, low_memory: bool = False,
+                 window_on: WindowOn = "input") -> None:
         super().__init__(activation)
         self.window, self.normalize, self.low_memory = window, normalize, low_memory
+        self.window_on = window_on
         self.mask_window = None if window == "positive" else window
         self.bounds = ({} if window == "all" else
                        {dt: closed_window_bounds(self.mask_window, dt) for dt in WINDOW_DTYPES})
@@ -282,20 +354,30 @@ class JammingSurrogate(SurrogateActivation):
 
     def settings(self) -> str:
         window = "" if isinstance(self.window, str) else f"window={self.window}, "
+        where = "" if self.window == "all" else f", window_on={self.window_on}"
         memory = "" if self.window == "all" else f", low_memory={self.low_memory}"
-        return f"{window}normalize={self.normalize}{memory}"
+        return f"{window}normalize={self.normalize}{where}{memory}"
 
     def jamming_scale(self, x: Tensor) -> Tensor | None:
-        """``k = 2 mean(f'(x))`` over the current tensor (``normalize="batch"``), else None
+        """``k`` over the current tensor: ``2 mean(f'(x)) / share(x in window)`` for a window
+        on ``x`` (1 for full jamming), the numerator ``2 mean(f'(x))`` alone for a window on
+        the gradient (whose share is known in backward only); None for ``normalize="none"``
         (``k = 1``)."""
         if self.normalize == "none":
             return None
-        return self.activation.derivative(x.detach()).mean().mul(2)
+        x = x.detach()
+        k = self.activation.derivative(x).mean().mul(2)
+        if self.window == "all" or self.window_on == "gradient":
+            return k
+        return k / window_share(closed_window_mask(x, self.mask_window))
 
     def forward(self, x: Tensor) -> Tensor:
         native, scale, key = self.activation.native, self.jamming_scale(x), self.stream.key
         if self.window == "all":
             return FullJammingBackward.apply(x, native, scale, key)
+        if self.window_on == "gradient":
+            lo, hi = self.bounds[x.dtype]
+            return GradientWindowJammingBackward.apply(x, native, scale, key, lo, hi)
         if self.low_memory:
             y, _mask = WindowJammingMaskBackward.apply(x, native, scale, key, self.mask_window)
             return y
@@ -312,13 +394,15 @@ def full_jamming(params: FullJammingParams, *, activation: Activation,
 def positive_jamming(params: PositiveJammingParams, *, activation: Activation,
                      ctx: RunContext) -> nn.Module:
     """g = u*k if x >= 0 else 0, u ~ U[0,1] (the paper's /PJ, Fig. 8b)."""
-    return JammingSurrogate(activation, ctx, "positive", params.normalize, params.low_memory)
+    return JammingSurrogate(activation, ctx, "positive", params.normalize, params.low_memory,
+                            params.window_on)
 
 
 def rect_jamming(params: RectJammingParams, *, activation: Activation,
                  ctx: RunContext) -> nn.Module:
     """g = u*k if |x| <= window else 0, u ~ U[0,1] (the paper's /RJ, Fig. 8c)."""
-    return JammingSurrogate(activation, ctx, params.window, params.normalize, params.low_memory)
+    return JammingSurrogate(activation, ctx, params.window, params.normalize, params.low_memory,
+                            params.window_on)
 
 
 @hookimpl

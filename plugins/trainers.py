@@ -3,12 +3,23 @@
 Losses (``loss``):
 ``cross_entropy``: softmax cross-entropy on the model's outputs (logits); with a single output,
 binary cross-entropy on the logit.
-``mse``: ``1/2 ||y - y_hat||^2`` averaged over the batch (Troiano et al. eq. 1; the SUC's loss);
-class targets become one-hot vectors, or 0/1 for a single output.
+``mse``: ``1/2 ||y - y_hat||^2`` per sample (Troiano et al. eq. 1; the SUC's loss); class
+targets become one-hot vectors, or 0/1 for a single output.
+
+Reduction over the batch (``loss_reduction``): ``"mean"`` (torch's default) averages the
+per-sample losses, ``"sum"`` adds them, as the batch update of Troiano et al. eqs. 37-38 does
+(``Delta W = sum_k Delta W_k``). With plain SGD the sum is the mean with the learning rate
+multiplied by the batch size, so the two readings of a paper's ``(batch size, learning rate)``
+grid train very differently. Logged losses (``train_loss``, ``test_loss``) are per-sample means under either reduction, so
+curves stay comparable.
 
 Accuracy: argmax of the outputs; with a single output, ``y_hat >= 0.5`` (a logistic or step
 output) for ``mse`` and ``logit >= 0`` for ``cross_entropy``.
-Per epoch the trainer logs ``train_loss`` (mean over the epoch's batches, weighted by size) and
+An epoch is one pass over the training set, or ``epoch_size`` samples taken from consecutive
+shuffled passes (:class:`SampleStream`): this matches a protocol's number of SGD steps when the
+training set here is smaller than the paper's (e.g. ``epoch_size = 56000`` on 8,000 MNIST images
+gives the steps of 56,000-image epochs; each image is then seen 7 times as often, so expect more
+overfitting). Per epoch the trainer logs ``train_loss`` (per-sample mean over the epoch) and
 the test metrics; the only host syncs are these once-per-epoch logs.
 
 ``direction_diagnostic = true`` also logs, per epoch, how the surrogate's weight gradients point
@@ -38,7 +49,14 @@ class BackpropParams(BaseModel):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=1)
     loss: Literal["cross_entropy", "mse"] = "cross_entropy"
+    loss_reduction: Literal["mean", "sum"] = Field(
+        "mean", description="reduce the per-sample training losses of a batch by their mean "
+                            "or their sum (Troiano et al. eqs. 37-38 sum)")
     shuffle: bool = True
+    epoch_size: int | None = Field(
+        None, ge=1, description="samples per epoch (default: the training set); a smaller "
+                                "training set is cycled through in consecutive shuffled passes, "
+                                "so a run takes the SGD steps it would take on a larger one")
     eval_batch_size: int = Field(2048, ge=1, description="batch size of test evaluation")
     direction_diagnostic: bool = Field(False, description="log surrogate-vs-tied gradient cosine "
                                        "and sign agreement per layer every epoch")
@@ -78,9 +96,12 @@ def sample_loss_gradient(out: Tensor, y: Tensor, loss: str, task: str) -> Tensor
     return out - target
 
 
-def batch_loss(out: Tensor, y: Tensor, loss: str, task: str) -> Tensor:
-    """Mean loss over the batch (see the module docstring)."""
-    return sample_losses(out, y, loss, task).mean()
+def batch_loss(out: Tensor, y: Tensor, loss: str, task: str,
+               reduction: Literal["mean", "sum"] = "mean") -> Tensor:
+    """The loss over the batch: the mean or the sum of the per-sample losses (module
+    docstring)."""
+    per_sample = sample_losses(out, y, loss, task)
+    return per_sample.sum() if reduction == "sum" else per_sample.mean()
 
 
 def predictions(out: Tensor, loss: str) -> Tensor:
@@ -126,6 +147,36 @@ def evaluate_all(model: nn.Module, data: DataBundle, loss: str, batch_size: int,
     return out
 
 
+class SampleStream:
+    """The order in which training samples are visited: passes over the ``n`` samples (each a
+    fresh permutation from ``gen`` when ``shuffle``), cut into epochs of ``size`` samples. With
+    ``size = n`` every epoch is one pass; a larger ``size`` takes its samples from consecutive
+    passes, so every sample is seen equally often over the run. Lengths are Python ints: no
+    host sync."""
+
+    def __init__(self, n: int, size: int, shuffle: bool, gen: torch.Generator,
+                 device: torch.device) -> None:
+        if n == 0:
+            raise ValueError("backprop: the training set is empty")
+        self.n, self.size, self.shuffle, self.gen, self.device = n, size, shuffle, gen, device
+        self.rest = torch.empty(0, dtype=torch.long, device=device)
+
+    def _pass(self) -> Tensor:
+        if self.shuffle:
+            return torch.randperm(self.n, generator=self.gen, device=self.device)
+        return torch.arange(self.n, device=self.device)
+
+    def next_epoch(self) -> Tensor:
+        parts, need = [], self.size
+        while need > 0:
+            if len(self.rest) == 0:
+                self.rest = self._pass()
+            parts.append(self.rest[:need])
+            self.rest = self.rest[need:]
+            need -= len(parts[-1])
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
 class BackpropTrainer:
     """Mini-batch back-propagation: shuffled epochs, the run's update rule, eval every epoch."""
 
@@ -133,12 +184,13 @@ class BackpropTrainer:
         self.p = params
 
     def reduce(self, per_sample: Tensor) -> Tensor:
-        """The batch loss from per-sample losses ``(..., B)``: their mean."""
-        return per_sample.mean(-1)
+        """The batch loss from per-sample losses ``(..., B)``: their mean or their sum
+        (``loss_reduction``)."""
+        return per_sample.sum(-1) if self.p.loss_reduction == "sum" else per_sample.mean(-1)
 
     def sample_weight(self, batch_size: int) -> float:
         """d(batch loss) / d(one sample's loss), as :meth:`reduce` combines them."""
-        return 1.0 / batch_size
+        return 1.0 if self.p.loss_reduction == "sum" else 1.0 / batch_size
 
     def probe(self, session: TrainingSession) -> DirectionProbe | None:
         """The run's direction diagnostic, if switched on."""
@@ -173,13 +225,13 @@ class BackpropTrainer:
         gen = ctx.generator("batches")
         probe = self.probe(session)
         forward = torch.compile(model) if p.compile else model
+        stream = SampleStream(n, p.epoch_size or n, p.shuffle, gen, ctx.device)
         final: dict[str, float] = {}
         model.train()
         for epoch in range(1, p.epochs + 1):
-            order = (torch.randperm(n, generator=gen, device=ctx.device) if p.shuffle
-                     else torch.arange(n, device=ctx.device))
-            loss_sum = torch.zeros((), device=ctx.device)
-            for i in range(0, n, p.batch_size):
+            order = stream.next_epoch()
+            loss_sum = torch.zeros((), device=ctx.device)  # summed per-sample losses
+            for i in range(0, len(order), p.batch_size):
                 idx = order[i:i + p.batch_size]
                 xb, yb = data.x_train[idx], data.y_train[idx]
                 out = forward(xb)
@@ -191,9 +243,10 @@ class BackpropTrainer:
                     hook()
                 ctx.counters.forward(len(idx))
                 ctx.counters.backward(len(idx))
-                loss_sum += loss.detach() * len(idx)
+                summed = p.loss_reduction == "sum"
+                loss_sum += loss.detach() if summed else loss.detach() * len(idx)
             diagnostics = probe.measure(model) if probe is not None else {}
-            final = self._log(session, model, epoch, loss_sum / n, diagnostics)
+            final = self._log(session, model, epoch, loss_sum / len(order), diagnostics)
         return final
 
     def _log(self, session: TrainingSession, model: nn.Module, epoch: int, train_loss: Tensor,

@@ -87,3 +87,10 @@ def test_group_key_keeps_models_and_rule_kinds_apart(untied_host):
     name, parsed = parse_spec(spec(SGD_RULES + [{"name": "adam"}]), stem="g")
     units = form_groups(expand(untied_host, name, parsed).tasks, untied_host)
     assert sorted(len(u) for u in units) == [2, 6]
+
+
+def test_summed_loss_and_epoch_size_grouped_equal_one_by_one(untied_host, tmp_path):
+    raw = spec([{"name": "sgd", "lr": 0.005}, {"name": "sgd", "lr": 0.01, "momentum": 0.5}],
+               trainer={"loss_reduction": "sum", "epoch_size": 300})
+    grouped = assert_same(untied_host, raw, tmp_path)
+    assert grouped["group_size"].max() == 4 and set(grouped["backward_samples"]) == {600}

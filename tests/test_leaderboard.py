@@ -75,7 +75,7 @@ def test_renderings(tmp_path):
     md = render(agg, "markdown", title="Hand", notes=["a note"])
     assert md.startswith("# Hand") and "| rule.lr" in md and "acc ↑" in md
     assert "base (baseline)" in md and "+0.0600" in md and "0.8500" in md  # delta, reference
-    assert "0/1" in md  # failed/diverged column
+    assert "| diverged" in md and "1 (not in mean)" in md  # a diverged run without a value
     assert "acc ↓" in render(aggregate(load_records(tmp_path)).with_columns(
         pl.lit(False).alias("higher_is_better")), "table")
     assert render(agg, "csv").splitlines()[0].startswith("leaderboard,profile,cell_json,entry,mean")
@@ -98,3 +98,37 @@ def test_plan_overlay_takes_profile_reference_and_metric_from_the_spec(tmp_path)
     row = agg.row(0, named=True)
     assert agg.height == 1 and row["profile"] == "check" and row["n"] == 2
     assert row["mean"] == pytest.approx(0.81) and row["delta_reference"] == pytest.approx(0.31)
+
+
+def write_diverged_cell(folder):
+    """One cell: base ok 0.9, 0.8; alt ok 0.9 and two diverged runs, one that kept a value
+    (0.1, a collapse to chance) and one whose metric was NaN."""
+    rows = [("base", "ok", 0.9), ("base", "ok", 0.8), ("alt", "ok", 0.9),
+            ("alt", "diverged", 0.1), ("alt", "diverged", float("nan")),
+            ("alt", "failed", None)]
+    for i, (entry, status, value) in enumerate(rows):
+        write_record(folder, {
+            "run_id": f"d{i}", "leaderboard": "hand", "profile": "default", "entry": entry,
+            "entry_index": int(entry == "alt"), "is_baseline": entry == "base",
+            "cell_json": "{}", "cell_index": 0, "seed_index": i, "seed": i, "status": status,
+            "error": None, "metric": "acc", "higher_is_better": True, "value": value,
+            "reference": None, "reference_std": None, "wall_time_s": 2.0})
+
+
+def test_diverged_runs_count_in_the_mean_by_default(tmp_path):
+    write_diverged_cell(tmp_path)
+    rows = {r["entry"]: r for r in aggregate(load_records(tmp_path)).iter_rows(named=True)}
+    alt = rows["alt"]
+    assert (alt["n"], alt["diverged"], alt["diverged_counted"], alt["failed"]) == (2, 2, 1, 1)
+    assert alt["mean"] == pytest.approx(0.5) and alt["std"] == pytest.approx(statistics.stdev(
+        [0.9, 0.1]))
+    assert alt["delta_baseline"] == pytest.approx(0.5 - 0.85) and alt["rank"] == 2
+    assert alt["total_wall_time_s"] == pytest.approx(8.0)  # every recorded run's time
+    excluded = {r["entry"]: r for r in aggregate(load_records(tmp_path), include_diverged=False)
+                .iter_rows(named=True)}["alt"]
+    assert (excluded["n"], excluded["diverged"], excluded["diverged_counted"]) == (1, 2, 0)
+    assert excluded["mean"] == pytest.approx(0.9) and excluded["rank"] == 1
+    text = render(aggregate(load_records(tmp_path)), "table")
+    assert "2 (1 in mean)" in text
+    assert "2 (not in mean)" in render(aggregate(load_records(tmp_path), include_diverged=False),
+                                       "table")

@@ -341,7 +341,7 @@ def test_lenet5_on_digits_end_to_end_beats_chance():
             "model": {"name": "lenet5", "pool": "quadratic"},
             "activation": {"name": "relu"},
             "rule": {"name": "adam", "lr": 0.01},
-            "trainer": {"name": "backprop", "epochs": 2, "batch_size": 32},
+            "trainer": {"name": "backprop", "epochs": 4, "batch_size": 32},
         },
         "entries": [{"label": "ReLU/H"}],
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
+import torch
 
 import chaos_plugin
 from bench_core.records import record_files
@@ -31,7 +32,7 @@ def test_records_hold_the_design_fields(untied_host, fast_spec, tmp_path):
                 "p_rule.lr", "p_surrogate.name", "m_test_accuracy", "curve_test_accuracy",
                 "curve_train_loss", "wall_time_s", "peak_rss_bytes", "forward_passes",
                 "backward_passes", "device", "torch_version", "plugins_json", "git_commit",
-                "cell_json", "finished_at"]:
+                "cell_json", "finished_at", "cpu_model", "cpus", "threads"]:
         assert col in df.columns, col
     row = df.row(0, named=True)
     assert len(row["curve_test_accuracy"]) == 2  # two epochs
@@ -39,6 +40,7 @@ def test_records_hold_the_design_fields(untied_host, fast_spec, tmp_path):
     # 240 training samples (300 subset of 1437) ... counted per sample: epochs x train size
     assert row["backward_samples"] == 2 * 300
     assert '"surrogates": "untied-bench==' in row["plugins_json"]
+    assert row["threads"] == 1 and row["cpus"] >= 1 and row["cpu_model"]  # runs pin 1 thread
 
 
 def test_resume_reruns_nothing_and_force_reruns(untied_host, fast_spec, tmp_path):
@@ -75,14 +77,21 @@ def test_raising_plugin_is_recorded_failed_and_grid_goes_on(untied_host, fast_sp
 
 
 def test_nan_loss_is_recorded_diverged(untied_host, fast_spec, tmp_path):
-    _, summary = run_with_chaos_entry(untied_host, fast_spec, tmp_path, "nan",
+    plan, summary = run_with_chaos_entry(untied_host, fast_spec, tmp_path, "nan",
                                       {"rule": {"name": "poison"}})
     assert (summary.ok, summary.diverged) == (4, 2)
     df = read_all(tmp_path).filter(pl.col("entry") == "nan")
     assert set(df["status"]) == {"diverged"}
     assert df["error"][0].startswith("non-finite train_loss")
-    assert df["value"].is_null().all()
     assert len(df["curve_train_loss"][0]) == 1  # the epoch that diverged is kept
+    # it keeps the metrics of that epoch that are finite: the accuracy of the NaN model (all
+    # outputs NaN -> class 0 everywhere: about chance), not the NaN losses
+    for row in df.iter_rows(named=True):
+        assert row["value"] == row["m_test_accuracy"] == row["curve_test_accuracy"][-1]
+        assert 0.0 < row["value"] < 0.2
+        assert row["m_train_loss"] is None and row["m_test_loss"] is None
+    # diverged runs are kept on resume (only failed runs are retried)
+    assert run_plan(plan, tmp_path, host=untied_host, progress=False).ran == 0
 
 
 def test_same_seed_identical_metrics(untied_host, fast_spec, tmp_path):
@@ -117,3 +126,29 @@ def test_processes_executor_matches_local(untied_host, fast_spec, tmp_path):
     a = read_all(tmp_path / "a").sort("run_id")["value"].to_list()
     b = read_all(tmp_path / "b").sort("run_id")["value"].to_list()
     assert a == pytest.approx(b, abs=1e-6)
+
+
+def test_cli_counts_diverged_runs_unless_excluded(untied_host, fast_spec, tmp_path, monkeypatch,
+                                                  capsys):
+    import tomli_w
+
+    from bench_core import plugins
+    from bench_core.cli import main
+
+    untied_host.add_plugin(chaos_plugin, "chaos")
+    monkeypatch.setattr(plugins, "get_host", lambda: untied_host)
+    fast_spec["seeds"], fast_spec["grid"] = 2, {}
+    fast_spec["entries"].append({"label": "nan", "overrides": {"rule": {"name": "poison"}}})
+    spec_file = tmp_path / "t.toml"
+    spec_file.write_bytes(tomli_w.dumps(fast_spec).encode())
+    results = str(tmp_path / "r")
+    assert main(["run", str(spec_file), "--results", results, "--quiet"]) == 0
+    counted = capsys.readouterr().out
+    nan_row = next(line for line in counted.splitlines() if line.startswith("nan"))
+    assert " 2 " in nan_row and nan_row.rstrip().endswith("2")  # n = 2, diverged = 2 (in mean)
+    assert main(["leaderboard", str(spec_file), "--results", results,
+                 "--exclude-diverged"]) == 0
+    excluded = capsys.readouterr().out
+    nan_row = next(line for line in excluded.splitlines() if line.startswith("nan"))
+    assert "2 (not in mean)" in nan_row and " 0 " in nan_row
+    assert "left out of mean" in excluded and "count in mean" in counted

@@ -8,6 +8,9 @@ weights and the sample sequence. The loss is ``mse`` (``torch.nn.MSELoss``: the 
 of the squared error, no factor 1/2, as in the paper's code) or ``cross_entropy``. The model is
 evaluated every ``eval_every`` iterations and at the end on the test split and on every extra
 evaluation set (``noisy_test_*``); the curves' ``epoch`` is the iteration count.
+``loss_reduction`` (``"mean"`` or ``"sum"`` over the batch, as for ``backprop``) is accepted so
+that a spec can state it for every trainer alike; at batch size 1 the mean and the sum of one
+per-sample loss are the same number, so it does not change training.
 
 **Grouped runs.** Runs of the same dataset, model and activation that differ by seed, pool size,
 rule or rate are trained as one computation: the weights of K runs are stacked on a leading
@@ -47,6 +50,8 @@ class OnlineParams(BaseModel):
     loss: Literal["mse", "cross_entropy"] = Field(
         "mse", description="mse: mean over outputs of the squared error (nn.MSELoss); "
                            "cross_entropy: softmax cross-entropy")
+    loss_reduction: Literal["mean", "sum"] = Field(
+        "mean", description="over the batch; the same at batch size 1 (as for backprop)")
     eval_batch_size: int = Field(4096, ge=1)
 
 

@@ -45,6 +45,7 @@ from functools import partial
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from untied_plugins.dual_weight.online_form import OnlineForm
 
@@ -72,6 +73,10 @@ def dense_layers(model: nn.Module, rule: str) -> list[nn.Linear]:
     if any(callable(getattr(m, "constrain_", None)) for m in layers):
         raise ValueError(f"{rule}: BinaryConnect layers are not supported (their forward uses "
                          f"sign(W), not W1 - W2)")
+    if any(parametrize.is_parametrized(m, "weight") for m in layers):
+        raise ValueError(f"{rule}: the dense weights are re-parametrised (computed from other "
+                         f"parameters at every forward), but this rule writes W = W1 - W2 into "
+                         f"them itself: drop the run's reparametrization")
     return layers
 
 

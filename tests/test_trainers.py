@@ -1,0 +1,91 @@
+"""The ``backprop`` and ``online`` trainers' protocol options: the loss reduction over the batch
+(mean or sum, Troiano et al. eqs. 37-38) and epochs of a fixed number of samples."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bench_core.runner import execute_task
+from bench_core.spec import expand, parse_spec
+from untied_plugins.trainers import SampleStream, batch_loss
+
+
+@pytest.mark.parametrize("loss,task,outputs", [("cross_entropy", "classification", 4),
+                                               ("cross_entropy", "classification", 1),
+                                               ("mse", "classification", 4),
+                                               ("mse", "classification", 1),
+                                               ("mse", "regression", 3)])
+def test_sum_is_the_batch_size_times_the_mean(loss, task, outputs):
+    gen = torch.Generator().manual_seed(0)
+    out = torch.randn(8, outputs, generator=gen)
+    y = (torch.randn(8, outputs, generator=gen) if task == "regression"
+         else torch.randint(max(outputs, 2), (8,), generator=gen))
+    mean = batch_loss(out, y, loss, task)
+    total = batch_loss(out, y, loss, task, "sum")
+    torch.testing.assert_close(total, 8 * mean)
+    per_sample = torch.stack([batch_loss(out[i:i + 1], y[i:i + 1], loss, task) for i in range(8)])
+    torch.testing.assert_close(total, per_sample.sum())
+
+
+def run_entries(host, trainer: dict, rule: dict, entries: dict[str, dict]) -> dict[str, dict]:
+    """Run each entry (label -> overrides) once. Entries of a cell share the run seed, so they
+    start from the same weights and see the same batches."""
+    raw = {"title": "t", "seeds": [0], "defaults": {
+        "dataset": {"name": "digits", "train_subset": 200},
+        "model": {"name": "mlp", "hidden": [16]}, "activation": {"name": "logistic"},
+        "rule": rule, "trainer": trainer},
+        "entries": [{"label": k, "overrides": v} for k, v in entries.items()]}
+    name, spec = parse_spec(raw, stem="t")
+    rows = {}
+    for task in expand(host, name, spec).tasks:
+        rows[task.entry] = execute_task(task, host)
+        assert rows[task.entry]["status"] == "ok", rows[task.entry]["error"]
+    return rows
+
+
+def test_summed_loss_is_sgd_with_the_rate_times_the_batch_size(untied_host):
+    """With plain SGD, sum reduction at rate lr trains exactly like mean reduction at rate
+    lr * B (the batches here all have B = 25 samples), and both log per-sample mean losses."""
+    rows = run_entries(untied_host, {"name": "backprop", "epochs": 3, "batch_size": 25},
+                       {"name": "sgd", "lr": 0.01}, {
+                           "sum": {"trainer": {"loss_reduction": "sum"}},
+                           "mean x B": {"rule": {"lr": 0.25}},
+                           "mean": {}})
+    a, b, c = (json.loads(rows[k]["curves_json"]) for k in ("sum", "mean x B", "mean"))
+    assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+    assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-4)
+    assert a["test_accuracy"] == pytest.approx(b["test_accuracy"], abs=1e-6)
+    assert a["train_loss"] != pytest.approx(c["train_loss"], rel=1e-3)  # the option matters
+    assert 0 < a["train_loss"][-1] < 5  # a per-sample loss, not a batch sum
+
+
+def test_sample_stream_cycles_shuffled_passes():
+    gen = torch.Generator().manual_seed(1)
+    stream = SampleStream(10, 25, True, gen, torch.device("cpu"))
+    seen = torch.cat([stream.next_epoch() for _ in range(4)])
+    assert len(seen) == 100 and torch.bincount(seen, minlength=10).tolist() == [10] * 10
+    # epochs of one pass are one permutation each, drawn exactly as before the option existed
+    plain = SampleStream(10, 10, True, torch.Generator().manual_seed(2), torch.device("cpu"))
+    ref = torch.Generator().manual_seed(2)
+    for _ in range(3):
+        assert torch.equal(plain.next_epoch(), torch.randperm(10, generator=ref))
+    ordered = SampleStream(4, 6, False, gen, torch.device("cpu"))
+    assert ordered.next_epoch().tolist() == [0, 1, 2, 3, 0, 1]
+    assert ordered.next_epoch().tolist() == [2, 3, 0, 1, 2, 3]
+
+
+def test_epoch_size_sets_the_steps_per_epoch(untied_host):
+    trainer = {"name": "backprop", "epochs": 2, "batch_size": 50, "epoch_size": 500}
+    row = run_entries(untied_host, trainer, {"name": "sgd", "lr": 0.1}, {"one": {}})["one"]
+    assert row["backward_samples"] == 2 * 500 and row["backward_passes"] == 2 * 10
+    assert len(json.loads(row["curves_json"])["epoch"]) == 2
+
+
+def test_online_trainer_accepts_either_reduction_with_equal_results(untied_host):
+    trainer = {"name": "online", "iterations": 60, "eval_every": 30, "loss": "cross_entropy"}
+    rows = run_entries(untied_host, trainer, {"name": "sgd", "lr": 0.05},
+                       {r: {"trainer": {"loss_reduction": r}} for r in ("mean", "sum")})
+    assert rows["mean"]["curves_json"] == rows["sum"]["curves_json"]  # batch size 1
