@@ -394,14 +394,33 @@ def resolve_run(host: PluginHost, raw: dict[str, Any]) -> dict[str, dict[str, An
 
 
 # ---- expansion -----------------------------------------------------------------------------
+def identity(comp: Component, model: BaseModel) -> dict[str, Any]:
+    """A component table as it identifies a run: its name and the parameters that differ from
+    their defaults. Writing a default out, or a plugin adding a parameter with a default, then
+    changes neither a run's seed nor its run id (the record still holds every parameter)."""
+    given = model.model_dump(mode="json")
+    required = {k: given[k] for k, f in comp.params.model_fields.items() if f.is_required()}
+    try:
+        defaults = comp.params.model_validate(required).model_dump(mode="json")
+    except ValidationError:
+        defaults = {}
+    return {"name": comp.name, **{k: v for k, v in given.items()
+                                  if k not in defaults or defaults[k] != v}}
+
+
+def run_identity(host: PluginHost, spec: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """:func:`identity` of every component of a resolved run spec."""
+    return {key: identity(*resolve_component(host, key, table)) for key, table in spec.items()}
+
+
 def _canonical_cell(host: PluginHost, raw: dict[str, Any]) -> str:
-    """The cell's run spec with each valid component's defaults filled in, so writing out a
-    default value does not change the seed; tables that entries complete stay as written."""
+    """The cell's run spec with each valid component reduced to its :func:`identity`, so
+    defaults written out or added later do not change the seed; tables that entries complete
+    stay as written."""
     out: dict[str, Any] = {}
     for key, table in raw.items():
         try:
-            comp, model = resolve_component(host, key, table)
-            out[key] = {"name": comp.name, **model.model_dump(mode="json")}
+            out[key] = identity(*resolve_component(host, key, table))
         except (SpecError, KeyError):
             out[key] = table
     return canonical_json(out)
@@ -464,9 +483,10 @@ def expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str |
             except SpecError as exc:
                 raise SpecError(f"{exc} [{where}]") from None
             ref = find_reference(spec, entry.label, cell, spec.metric)
+            ident = run_identity(host, resolved)
             for base in seed_list:
                 seed = derive_seed(base, cell_canonical)
-                run_id = short_hash({"entry": entry.label, "spec": resolved, "seed": seed})
+                run_id = short_hash({"entry": entry.label, "spec": ident, "seed": seed})
                 tasks.append(RunTask(
                     leaderboard=name, profile=profile or "default", entry=entry.label,
                     entry_index=entry_index,

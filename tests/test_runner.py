@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-import torch
 
 import chaos_plugin
 from bench_core.records import record_files

@@ -135,3 +135,48 @@ def test_every_shipped_leaderboard_validates():
         n, spec = load_spec(name)
         for prof in [None, *spec.profiles]:
             assert expand(get_host(), n, spec, profile=prof).tasks
+
+
+def test_a_parameter_added_with_a_default_changes_no_seed_or_run_id():
+    """Run identity holds only parameters that differ from their defaults, so a plugin that
+    grows a new option (with a default) keeps every earlier run resumable and every seed."""
+    import types
+
+    from pydantic import BaseModel, ConfigDict
+
+    from bench_core.hookspecs import hookimpl
+    from bench_core.plugins import PluginHost
+
+    def host_with(params):
+        mod = types.ModuleType("growing")
+
+        @hookimpl
+        def register_update_rules(register):
+            register("growing", lambda p, *, model, ctx: None, params=params,
+                     description="a rule that gains an option")
+
+        mod.register_update_rules = register_update_rules
+        host = PluginHost()
+        host.load_entry_points()
+        host.add_plugin(mod, "growing")
+        return host
+
+    class V1(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        lr: float = 0.1
+
+    class V2(V1):
+        momentum: float = 0.0
+
+    raw = {"title": "g", "seeds": 2,
+           "defaults": {"dataset": {"name": "digits"}, "model": {"name": "mlp"},
+                        "activation": {"name": "relu"}, "rule": {"name": "growing", "lr": 0.3},
+                        "trainer": {"name": "backprop"}},
+           "entries": [{"label": "a"}]}
+    name, spec = parse_spec(raw)
+    one = expand(host_with(V1), name, spec).tasks
+    two = expand(host_with(V2), name, spec).tasks
+    assert [(t.run_id, t.seed) for t in one] == [(t.run_id, t.seed) for t in two]
+    assert two[0].spec["rule"] == {"name": "growing", "lr": 0.3, "momentum": 0.0}
+    raw["defaults"]["rule"]["momentum"] = 0.9                  # a real change: a new run
+    assert expand(host_with(V2), *parse_spec(raw)).tasks[0].run_id != two[0].run_id
