@@ -106,6 +106,7 @@ def _plan(args: argparse.Namespace, results: str | None = None, device: str = "c
     name, spec = load_spec(args.spec)
     plan = expand(host, name, spec, profile=getattr(args, "profile", None),
                   seeds=getattr(args, "seeds", None), results_dir=results or "", device=device)
+    plan.spec_ref = str(args.spec)
     return host, plan
 
 
@@ -162,15 +163,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def plan_aggregate(plan, results_dir: Path):
+def plan_aggregate(plan, results_dir: Path, records=None):
     """The leaderboard of a plan: one aggregate over its recorded runs for the spec's metric and
-    each of its further ``metrics`` (stacked; column ``metric``), and the summary tables."""
+    each of its further ``metrics`` (stacked; column ``metric``), and the summary tables.
+    ``records``: the plan's records (default: :func:`bench_core.export.plan_records`)."""
     import polars as pl
 
-    from bench_core.leaderboard import aggregate, load_records, overlay_plan, summarise
+    from bench_core.export import plan_records
+    from bench_core.leaderboard import aggregate, overlay_plan, summarise
 
     spec = plan.spec
-    records = load_records(results_dir, {t.run_id for t in plan.tasks})
+    if records is None:
+        records = plan_records(plan, results_dir, plan.spec_ref)
     aggs = [aggregate(overlay_plan(records, plan.tasks, metric, spec), spec.columns)
             for metric in dict.fromkeys([spec.metric, *spec.metrics])]
     agg = pl.concat(aggs, how="diagonal_relaxed")
@@ -180,10 +184,11 @@ def plan_aggregate(plan, results_dir: Path):
     return agg, summaries
 
 
-def _print_leaderboard(plan, results_dir: Path, fmt: str, output: str | None) -> None:
+def _print_leaderboard(plan, results_dir: Path, fmt: str, output: str | None,
+                       records=None) -> None:
     from bench_core.leaderboard import render
 
-    agg, summaries = plan_aggregate(plan, results_dir)
+    agg, summaries = plan_aggregate(plan, results_dir, records)
     main = agg.filter(agg["metric"] == plan.spec.metric)
     n_done = int(main["n"].sum() + main["failed"].sum() + main["diverged"].sum())
     notes = _notes(plan, n_done)
@@ -223,19 +228,172 @@ def _notes(plan, n_done: int) -> list[str]:
     return notes
 
 
-def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from bench_core.leaderboard import aggregate, load_records, render
+def _results_plan(args: argparse.Namespace, folder: Path):
+    """The plan of the spec a results folder was written by (the spec the runner stored there,
+    else the built-in leaderboard the records name), for the profile asked or the one recorded;
+    None when there is no such spec or none of its runs are in the folder."""
+    from bench_core.errors import PluginError, SpecError
+    from bench_core.export import read_spec_file
+    from bench_core.leaderboard import load_records
+    from bench_core.spec import builtin_leaderboards, expand, load_spec
+
+    recorded = load_records(folder).select("leaderboard", "profile").unique().collect()
+    stored = read_spec_file(folder)
+    names = recorded["leaderboard"].unique().to_list()
+    if stored is None and len(names) == 1 and names[0] in builtin_leaderboards():
+        stored = load_spec(names[0])
+    if stored is None:
+        return None
+    name, spec = stored
+    profiles = recorded["profile"].unique().sort().to_list()
+    default = spec.default_profile or "default"
+    profile = args.profile or (default if default in profiles or not profiles else profiles[0])
+    try:
+        plan = expand(_host(), name, spec, profile=None if profile == "default" else profile,
+                      seeds=args.seeds)
+    except (SpecError, PluginError) as exc:
+        print(f"warning: the spec stored for {folder} does not expand here ({exc}); showing "
+              f"the records without it", file=sys.stderr)
+        return None
+    plan.spec_ref = None
+    others = [p for p in profiles if p != plan.profile]
+    if others and not args.profile:
+        print(f"note: {folder} also holds runs of profile(s) {', '.join(others)} "
+              f"(--profile P shows one)", file=sys.stderr)
+    return plan
+
+
+def _target_plan(args: argparse.Namespace):
+    """``(plan, records, results folder)`` of a SPEC or RESULTS_DIR argument; ``plan`` is None
+    for a results folder whose spec is unknown (``records`` are then all its records)."""
+    from bench_core.export import plan_records
+    from bench_core.leaderboard import load_records
+    from bench_core.records import scan_records
 
     target = Path(args.target)
     if target.is_dir():
-        agg = aggregate(load_records(target))
-        title = f"Leaderboard of {target}"
-        _emit(render(agg, args.format, title=title), args.output)
-        return 0
+        plan = _results_plan(args, target)
+        records = scan_records(target, {t.run_id for t in plan.tasks}) if plan else None
+        return (plan, records, target) if records is not None else (None, load_records(target),
+                                                                    target)
     args.spec = args.target
     _, plan = _plan(args)
-    _print_leaderboard(plan, Path(args.results) / plan.name, args.format, args.output)
+    folder = Path(args.results) / plan.name
+    return plan, plan_records(plan, folder, plan.spec_ref), folder
+
+
+def _write_plots(plan, records, folder: Path, out_dir: str) -> list:
+    from bench_core.plotting import plot_leaderboard
+
+    if plan is None:
+        raise UntiedError(f"plots need the leaderboard's spec: give the spec instead of "
+                          f"{folder}, or rerun it so that {folder}/spec.json is written")
+    agg, _ = plan_aggregate(plan, folder, records)
+    plots = plot_leaderboard(plan, records, agg, out_dir)
+    for plot in plots:
+        print(f"wrote {', '.join(str(f) for f in plot.files)}", file=sys.stderr)
+    return plots
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from bench_core.leaderboard import aggregate, render
+
+    plan, records, folder = _target_plan(args)
+    if plan is None:
+        agg = aggregate(records)
+        _emit(render(agg, args.format, title=f"Leaderboard of {folder}"), args.output)
+        return 0
+    _print_leaderboard(plan, folder, args.format, args.output, records)
+    if args.plot:
+        _write_plots(plan, records, folder, args.plot)
     return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    plan, records, folder = _target_plan(args)
+    _write_plots(plan, records, folder, args.output)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from bench_core.export import export_table, plan_records, read_records
+
+    fmt = args.format or ("csv" if str(args.output or "").endswith(".csv") else "parquet")
+    target = Path(args.target)
+    if target.is_dir():
+        records = read_records(target)
+    else:
+        args.spec = args.target
+        _, plan = _plan(args)
+        records = plan_records(plan, Path(args.results) / plan.name, plan.spec_ref).collect()
+        records = records.with_columns(pl.lit(plan.profile).alias("profile"))
+    data = export_table(records, fmt)
+    _emit(data if fmt == "parquet" else data.decode("utf-8"), args.output)
+    if args.output:
+        print(f"{records.height} records, {records.width} columns", file=sys.stderr)
+    return 0
+
+
+def _reproduce(plan, records) -> list[str]:
+    """The commands that rerun a plan and rebuild its report."""
+    ref = plan.spec_ref or plan.name
+    prof = f" --profile {plan.profile}" if plan.profile != (plan.spec.default_profile or
+                                                             "default") else ""
+    default_seeds = plan.spec.profiles[plan.profile].seeds if plan.profile in plan.spec.profiles \
+        else None
+    default_seeds = plan.spec.seeds if default_seeds is None else default_seeds
+    n_seeds = default_seeds if isinstance(default_seeds, int) else len(default_seeds)
+    seeds = f" --seeds {len(plan.seeds)}" if len(plan.seeds) != n_seeds else ""
+    threads = set(records["threads"].drop_nulls().to_list()) if "threads" in records.columns \
+        else set()
+    thr = f" --threads {threads.pop()}" if len(threads) == 1 else ""
+    commits = {c.removesuffix("+dirty") for c in records["git_commit"].drop_nulls().to_list()} \
+        if "git_commit" in records.columns else set()
+    lines = [f"git checkout {commits.pop()}"] if len(commits) == 1 else []
+    return lines + ["make env",
+                    f"untied run {ref}{prof}{seeds}{thr}      # resumes: runs only what is missing",
+                    f"untied report {ref}{prof}{seeds} --output report"]
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench_core.leaderboard import overlay_plan
+    from bench_core.plotting import plot_leaderboard
+    from bench_core.report import index_page, leaderboard_page, verdict_summary, write_text
+
+    out = Path(args.output)
+    entries, skipped = [], 0
+    for target in args.targets:
+        args.target = target
+        try:
+            plan, records, folder = _target_plan(args)
+        except UntiedError as exc:
+            print(f"warning: {target}: {exc}; no report", file=sys.stderr)
+            entries.append({"title": str(target), "runs": "no records"})
+            skipped += 1
+            continue
+        if plan is None:
+            raise UntiedError(f"{target}: a report needs the leaderboard's spec (give the spec "
+                              f"file or name)")
+        agg, summaries = plan_aggregate(plan, folder, records)
+        main = agg.filter(agg["metric"] == plan.spec.metric)
+        n_done = int(main["n"].sum() + main["failed"].sum() + main["diverged"].sum())
+        page_dir = out / plan.name
+        plots = plot_leaderboard(plan, records, agg, page_dir / "plots")
+        runs = overlay_plan(records, plan.tasks, spec=plan.spec).collect()
+        html = leaderboard_page(plan, agg, summaries, runs, plots, _notes(plan, n_done),
+                                _reproduce(plan, runs))
+        write_text(page_dir / "index.html", html)
+        print(f"wrote {page_dir / 'index.html'} ({len(plots)} plots)", file=sys.stderr)
+        entries.append({"href": f"{plan.name}/index.html", "title": plan.spec.title,
+                        "name": plan.name, "profile": plan.profile,
+                        "runs": f"{n_done}/{len(plan.tasks)}", "verdict": verdict_summary(agg)})
+    write_text(out / "index.html", index_page(entries))
+    print(f"wrote {out / 'index.html'}", file=sys.stderr)
+    if skipped == len(args.targets):
+        raise UntiedError("no leaderboard had records to report")
+    return 1 if skipped else 0
 
 
 def cmd_sys_info(args: argparse.Namespace) -> int:
@@ -268,6 +426,15 @@ def cmd_sys_info(args: argparse.Namespace) -> int:
 
 
 # ---- parser ----------------------------------------------------------------------------------
+def _record_options(p: argparse.ArgumentParser) -> None:
+    """Options of the commands that read a leaderboard's records."""
+    p.add_argument("--profile", help="a profile of the spec (default: the spec's default)")
+    p.add_argument("--seeds", type=int, help="number of seeds, if the runs overrode the spec's")
+    p.add_argument("--results", default=DEFAULT_RESULTS,
+                   help="results root (default ./results); a spec whose runs are not there "
+                        "falls back to its committed records, leaderboards/NAME/PROFILE.parquet")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="untied", description="Benchmark training methods that untie forward and backward.")
@@ -318,12 +485,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("leaderboard", help="aggregate recorded runs into a table")
     p.add_argument("target", metavar="SPEC|RESULTS_DIR")
-    p.add_argument("--profile")
-    p.add_argument("--seeds", type=int)
-    p.add_argument("--results", default=DEFAULT_RESULTS)
+    _record_options(p)
     p.add_argument("--format", default="table", choices=["table", "markdown", "csv", "json", "parquet"])
     p.add_argument("--output", "-o", help="write to this file instead of stdout")
+    p.add_argument("--plot", metavar="DIR", help="also write the plots (PNG and SVG) into DIR")
     p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("plot", help="plot a leaderboard: metric vs each grid axis, training "
+                       "curves, function slices (PNG and SVG)")
+    p.add_argument("target", metavar="SPEC|RESULTS_DIR")
+    p.add_argument("--output", "-o", required=True, metavar="DIR", help="folder for the plots")
+    _record_options(p)
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("report", help="static HTML pages of leaderboards (tables, plots, "
+                       "environment, commands), offline, with an index")
+    p.add_argument("targets", nargs="+", metavar="SPEC|RESULTS_DIR")
+    p.add_argument("--output", "-o", required=True, metavar="DIR", help="folder of the report")
+    _record_options(p)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("export", help="all records of a leaderboard as one Parquet or CSV table")
+    p.add_argument("target", metavar="SPEC|RESULTS_DIR")
+    _record_options(p)
+    p.add_argument("--format", choices=["parquet", "csv"],
+                   help="default: from the --output suffix, else parquet")
+    p.add_argument("--output", "-o", help="write to this file (needed for parquet)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("sys-info", help="versions, torch build, CUDA devices, threads")
     p.set_defaults(func=cmd_sys_info)

@@ -120,7 +120,10 @@ def build_session(host: PluginHost, task: RunTask, ctx: RunContext) -> TrainingS
             torch.manual_seed(ctx.stream_seed("init"))
             model = model_comp.factory(model_params, data=data.info,
                                        activation=activation_factory(tied), ctx=ctx)
-        return model.to(ctx.device)
+        model = model.to(ctx.device)
+        if not tied and session.trained_model is None:
+            session.trained_model = model
+        return model
 
     def build_rule(model: nn.Module):
         if "rule" not in comps:
@@ -128,8 +131,34 @@ def build_session(host: PluginHost, task: RunTask, ctx: RunContext) -> TrainingS
         rule_comp, rule_params = comps["rule"]
         return rule_comp.factory(rule_params, model=model, ctx=ctx)
 
-    return TrainingSession(ctx=ctx, data=data, build_model=build_model, build_rule=build_rule,
-                           spec=spec)
+    session = TrainingSession(ctx=ctx, data=data, build_model=build_model,
+                              build_rule=build_rule, spec=spec)
+    return session
+
+
+def evaluate_slices(session: TrainingSession | None) -> str | None:
+    """The dataset's function slices (:class:`~bench_core.interfaces.FunctionSlice`) with the
+    trained model's predictions, as the JSON of the record's ``slices_json`` column; None when
+    the dataset declares none. Runs once after training (its one host sync)."""
+    if session is None or not session.data.slices or session.trained_model is None:
+        return None
+    model = session.trained_model
+    out: dict[str, Any] = {}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for name, cut in session.data.slices.items():
+                pred = model(cut.inputs.to(session.ctx.device)).reshape(len(cut.inputs), -1)
+                out[name] = {"label": cut.label,
+                             "x": cut.coordinate.double().cpu().tolist(),
+                             "target": cut.target.reshape(-1).double().cpu().tolist(),
+                             "prediction": pred[:, cut.output].double().cpu().tolist()}
+    except Exception as exc:  # noqa: BLE001 - a plot's input never costs a finished run
+        return json.dumps({"error": f"{type(exc).__name__}: {exc}"})
+    finally:
+        model.train(was_training)
+    return json.dumps(out)
 
 
 def _peak_rss_bytes() -> int:
@@ -192,7 +221,7 @@ def _start(task: RunTask) -> RunContext:
 
 def _record_row(host: PluginHost, task: RunTask, ctx: RunContext, status: str, error: str | None,
                 tb: str | None, metrics: dict[str, float], wall: float, *, group_size: int = 1,
-                group_wall: float | None = None) -> dict[str, Any]:
+                group_wall: float | None = None, slices: str | None = None) -> dict[str, Any]:
     """The record of one finished run (not yet written)."""
     device = task.device
     if device.startswith("cuda"):
@@ -226,6 +255,7 @@ def _record_row(host: PluginHost, task: RunTask, ctx: RunContext, status: str, e
         **{f"m_{k}": v for k, v in metrics.items()},
         **{f"curve_{k}": list(v) for k, v in ctx.curves.items()},
         "curves_json": json.dumps(ctx.curves),
+        "slices_json": slices,
         "wall_time_s": wall,
         "group_size": group_size,
         "threads": torch.get_num_threads(),
@@ -245,6 +275,7 @@ def execute_task(task: RunTask, host: PluginHost | None = None) -> dict[str, Any
     ctx = _start(task)
     status, error, tb = "ok", None, None
     metrics: dict[str, float] = {}
+    session = None
     start = time.perf_counter()
     try:
         session = build_session(host, task, ctx)
@@ -254,7 +285,8 @@ def execute_task(task: RunTask, host: PluginHost | None = None) -> dict[str, Any
     except Exception as exc:  # noqa: BLE001 - a raising plugin is recorded, never lost
         status, error, tb = _failure(exc)
     wall = time.perf_counter() - start
-    return _record_row(host, task, ctx, status, error, tb, metrics, wall)
+    slices = evaluate_slices(session) if status == "ok" else None
+    return _record_row(host, task, ctx, status, error, tb, metrics, wall, slices=slices)
 
 
 def execute_group(tasks: list[RunTask], host: PluginHost | None = None) -> list[dict[str, Any]]:
@@ -270,11 +302,13 @@ def execute_group(tasks: list[RunTask], host: PluginHost | None = None) -> list[
     contexts = [_start(t) for t in tasks]
     results: list[dict[str, float] | BaseException | None] = [None] * len(tasks)
     sessions, members = [], []
+    by_task: dict[int, TrainingSession] = {}
     start = time.perf_counter()
     for i, (task, ctx) in enumerate(zip(tasks, contexts)):
         try:
             sessions.append(build_session(host, task, ctx))
             members.append(i)
+            by_task[i] = sessions[-1]
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - recorded as this run's failure
@@ -296,7 +330,7 @@ def execute_group(tasks: list[RunTask], host: PluginHost | None = None) -> list[
                 results[i] = exc
     group_wall = time.perf_counter() - start
     rows = []
-    for task, ctx, out in zip(tasks, contexts, results):
+    for i, (task, ctx, out) in enumerate(zip(tasks, contexts, results)):
         status, error, tb, metrics = "ok", None, None, {}
         try:
             if isinstance(out, BaseException):
@@ -304,9 +338,10 @@ def execute_group(tasks: list[RunTask], host: PluginHost | None = None) -> list[
             metrics = _final_metrics(out)
         except Exception as exc:  # noqa: BLE001
             status, error, tb = _failure(exc)
+        slices = evaluate_slices(by_task.get(i)) if status == "ok" else None
         rows.append(_record_row(host, task, ctx, status, error, tb, metrics,
                                 group_wall / len(tasks), group_size=len(tasks),
-                                group_wall=group_wall))
+                                group_wall=group_wall, slices=slices))
     return rows
 
 
@@ -400,6 +435,10 @@ def run_plan(plan: Plan, results_root: str | Path, *, executor: str = "local", j
         t.results_dir = str(results_dir)
         t.threads = threads
     todo, skipped = pending_tasks(plan, results_dir, force)
+    if todo:
+        from bench_core.export import write_spec_file
+
+        write_spec_file(results_dir, plan)
     summary = RunSummary(total=len(plan.tasks), skipped=skipped, ran=0, ok=0, diverged=0, failed=0)
     if not todo:
         console.print(f"{plan.name}: all {len(plan.tasks)} runs already recorded in {results_dir} "

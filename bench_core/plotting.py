@@ -1,0 +1,167 @@
+"""Plots of a leaderboard (matplotlib, Agg backend; imported only by the commands that plot).
+
+:func:`plot_leaderboard` writes each figure as PNG and SVG:
+
+``<metric>-vs-<axis>``
+    the metric against each grid axis that takes several values, one line per entry: the mean
+    over seeds and a band of ± one sample std; the baseline entry in black, dashed; the paper's
+    values (``[[reference]]``) as star markers in the entry's colour. Further varying axes split
+    the figure into panels. With no varying axis, one panel shows every entry's mean ± std.
+``curves-<metric>``
+    per-epoch curves (the records' ``curve_epoch`` and ``curve_<metric>``), mean and band over
+    seeds, one panel per grid cell: the spec's metrics and ``train_loss``, where runs log them.
+``slice-<name>``
+    function approximation: the dataset's 1-D slice of the target (black) beside each entry's
+    learned function, mean and band over seeds, one panel per cell (the records'
+    ``slices_json``, see :class:`bench_core.interfaces.FunctionSlice`).
+
+Labels come from the spec's ``labels`` table (grid keys, metric names, ``epoch``), else the key
+itself; a metric's label states its display scale. Titles name the leaderboard, its profile and
+what is plotted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from bench_core.errors import UntiedError
+
+MAX_PANELS = 12
+BAND_ALPHA = 0.18
+
+
+@dataclass
+class Plot:
+    """One figure: its file stem, a one-line caption and the files written."""
+
+    name: str
+    caption: str
+    files: list[Path] = field(default_factory=list)
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend, with reproducible SVG output."""
+    try:
+        import matplotlib
+    except ImportError:  # pragma: no cover - a dependency, but say how to get it
+        raise UntiedError("plots need matplotlib: pip install matplotlib") from None
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    matplotlib.rcParams.update({"svg.hashsalt": "untied-bench", "svg.fonttype": "none",
+                                "axes.grid": True, "grid.alpha": 0.3, "font.size": 9})
+    return plt
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _num(x: Any) -> float:
+    return float("nan") if x is None else float(x)
+
+
+class Figures:
+    """Styles, labels and figure layout shared by every plot of one leaderboard."""
+
+    def __init__(self, plan: Any, out_dir: Path, formats: tuple[str, ...]) -> None:
+        self.plt, self.plan, self.spec = pyplot(), plan, plan.spec
+        self.out_dir, self.formats = out_dir, formats
+        order = sorted({(t.entry_index, t.entry, t.is_baseline) for t in plan.tasks})
+        palette = [c for i, c in enumerate(self.plt.get_cmap("tab10").colors) if i != 7]
+        self.styles: dict[str, dict[str, Any]] = {}
+        for k, (_, entry, baseline) in enumerate(order):
+            self.styles[entry] = (
+                {"color": "black", "linestyle": "--", "marker": "s", "linewidth": 2.2,
+                 "label": f"{entry} (baseline)"} if baseline else
+                {"color": palette[k % len(palette)], "linestyle": "-", "marker": "o",
+                 "linewidth": 1.6, "label": entry})
+
+    def label(self, key: str, scaled: bool = False) -> str:
+        text = self.spec.labels.get(key, key)
+        if scaled and self.spec.scale != 1:
+            text += f" (× {self.spec.scale:g})"
+        return text
+
+    def panels(self, n: int, title: str):
+        ncols = 2 if n in (2, 4) else min(3, n)
+        nrows = math.ceil(n / ncols)
+        fig, axes = self.plt.subplots(nrows, ncols, squeeze=False, layout="constrained",
+                                      figsize=(4.4 * ncols + 2.4, 3.3 * nrows + 0.8))
+        for ax in axes.flat[n:]:
+            ax.set_visible(False)
+        fig.suptitle(f"{title}\n{self.spec.title}\nleaderboard {self.plan.name}, profile "
+                     f"{self.plan.profile}", fontsize=10)
+        return fig, list(axes.flat[:n])
+
+    def line(self, ax, entry: str, x, mean, std=None) -> None:
+        style = self.styles.get(entry, {"label": entry})
+        ax.plot(x, mean, markersize=4, **style)
+        if std is not None:
+            lo = [m - s if not math.isnan(s) else m for m, s in zip(mean, std)]
+            hi = [m + s if not math.isnan(s) else m for m, s in zip(mean, std)]
+            ax.fill_between(x, lo, hi, color=style.get("color"), alpha=BAND_ALPHA, linewidth=0)
+
+    def save(self, fig, name: str, caption: str, entries: list[str], *, band: bool = True,
+             paper: bool = False, extra: list[Any] = ()) -> Plot:
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch
+
+        handles = [Line2D([], [], markersize=4, **self.styles[e]) for e in self.styles
+                   if e in entries] + list(extra)
+        if band:
+            handles.append(Patch(color="grey", alpha=0.35, label="± 1 std over seeds"))
+        if paper:
+            handles.append(Line2D([], [], color="grey", marker="*", linestyle="none",
+                                  markersize=10, label="paper's value"))
+        fig.legend(handles=handles, loc="outside right upper", fontsize="small")
+        plot = Plot(name, caption)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        for fmt in self.formats:
+            path = self.out_dir / f"{name}.{fmt}"
+            fig.savefig(path, dpi=110, metadata={"Date": None} if fmt == "svg" else None)
+            plot.files.append(path)
+        self.plt.close(fig)
+        return plot
+
+    def chunks(self, keys: list[Any]) -> list[tuple[str, list[Any]]]:
+        """Panels split into figures of at most MAX_PANELS: (file suffix, keys)."""
+        parts = [keys[i:i + MAX_PANELS] for i in range(0, len(keys), MAX_PANELS)] or [[]]
+        return [("" if len(parts) == 1 else f"-{i + 1}", part) for i, part in enumerate(parts)]
+
+
+def varying_axes(cells: list[dict[str, Any]]) -> list[str]:
+    """Grid keys that take more than one value over ``cells`` (first-seen order)."""
+    keys = list(dict.fromkeys(k for c in cells for k in c))
+    return [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in cells}) > 1]
+
+
+def cell_caption(figs: Figures, cell: dict[str, Any], keys: list[str]) -> str:
+    return ", ".join(f"{figs.label(k)} = {_text(cell.get(k))}" for k in keys) or "all runs"
+
+
+def plot_leaderboard(plan: Any, records: pl.LazyFrame, agg: pl.DataFrame, out_dir: str | Path,
+                     formats: tuple[str, ...] = ("png", "svg")) -> list[Plot]:
+    """Write every plot of a leaderboard (module docstring) into ``out_dir``; return them."""
+    from bench_core.leaderboard import overlay_plan
+    from bench_core.plot_views import axis_plots, curve_plots, slice_plots
+
+    figs = Figures(plan, Path(out_dir), formats)
+    plots: list[Plot] = []
+    for metric in dict.fromkeys([plan.spec.metric, *plan.spec.metrics]):
+        plots += axis_plots(figs, agg.filter(pl.col("metric") == metric), metric)
+    runs = overlay_plan(records, plan.tasks, spec=plan.spec).filter(pl.col("status") == "ok")
+    plots += curve_plots(figs, runs)
+    plots += slice_plots(figs, runs)
+    return plots

@@ -1,0 +1,186 @@
+"""Static HTML reports of leaderboards (``untied report``): fully offline pages.
+
+One page per leaderboard (``<out>/<name>/index.html``, its plots beside it in ``plots/``) and an
+index (``<out>/index.html``). A page holds the notes of the leaderboard (metric, profile,
+source), the verdict summary where the aggregate has a ``verdict`` column, every table of the
+terminal/Markdown view (ours beside the paper's values), the plots, the environment of the runs
+(versions, threads, device, commit) and the commands that reproduce them. No script, no
+external stylesheet, font or image: the pages open from disk with no network.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+ENVIRONMENT = [("untied_version", "untied-bench"), ("git_commit", "commit"),
+               ("torch_version", "torch"), ("python_version", "Python"),
+               ("platform", "platform"), ("device", "device"), ("cuda_device", "CUDA device"),
+               ("threads", "torch threads per run"), ("group_size", "runs per group")]
+
+STYLE = """
+body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 75em; padding: 0 1em;
+       color: #1d1d1f; }
+h1 { font-size: 1.6em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
+th { background: #f3f3f5; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.baseline td { background: #f7f7f0; font-weight: 600; }
+.reproduced { color: #0a6b2d; } .differs { color: #a4161a; } .note { color: #555; }
+figure { margin: 1.2em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+pre { background: #f5f5f7; padding: 0.8em; overflow-x: auto; }
+"""
+
+
+def page(title: str, body: list[str]) -> str:
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<title>{escape(title)}</title>\n<link rel=\"icon\" href=\"data:,\">\n"
+            f"<style>{STYLE}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n")
+
+
+def inline_code(text: str) -> str:
+    """Escape ``text``, with Markdown's `code` spans as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(text))
+
+
+def _numeric(text: str) -> bool:
+    return text.lstrip("+-−").replace(".", "", 1).replace("e-", "", 1).isdigit()
+
+
+def html_table(header: list[str], rows: list[list[str]], *, name: str,
+               baseline_rows: list[bool] | None = None) -> str:
+    """A table with class ``leaderboard`` and ``data-table`` = ``name``."""
+    out = [f'<table class="leaderboard" data-table="{escape(name)}">', "<thead><tr>"]
+    out += [f"<th>{escape(h)}</th>" for h in header] + ["</tr></thead>", "<tbody>"]
+    for i, row in enumerate(rows):
+        cls = ' class="baseline"' if baseline_rows and baseline_rows[i] else ""
+        cells = []
+        for h, cell in zip(header, row):
+            kind = "num" if _numeric(cell) else ("verdict " + cell if h == "verdict" else "")
+            cells.append(f'<td class="{escape(kind.strip())}">{escape(cell)}</td>'
+                         if kind else f"<td>{escape(cell)}</td>")
+        out.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
+    out += ["</tbody>", "</table>"]
+    return "\n".join(out)
+
+
+def verdict_summary(agg: pl.DataFrame) -> str | None:
+    """``k of n cells reproduced`` over the rows with a verdict (None without the column)."""
+    if "verdict" not in agg.columns:
+        return None
+    verdicts = [v for v in agg["verdict"].to_list() if v not in (None, "", "not comparable")]
+    if not verdicts:
+        return "no cell has a comparable paper value"
+    counts = Counter(verdicts)
+    return f"{counts.get('reproduced', 0)} of {len(verdicts)} cells reproduced"
+
+
+def metric_tables(agg: pl.DataFrame, spec: Any, summaries: dict[str, pl.DataFrame]) -> list[str]:
+    """The leaderboard's tables (one per metric, then the summaries), as in ``render``."""
+    from bench_core.leaderboard import constant_axes, display_rows, summary_rows
+
+    out = []
+    fixed = constant_axes(agg) if not agg.is_empty() else {}
+    if fixed:
+        out.append("<p>Same in every cell: " + escape("; ".join(
+            f"{k} = {v if isinstance(v, str) else json.dumps(v)}" for k, v in fixed.items()))
+            + ".</p>")
+    for metric in agg["metric"].unique(maintain_order=True).to_list():
+        part = agg.filter(pl.col("metric") == metric)
+        header, rows = display_rows(part, spec.columns, spec.relative)
+        if "verdict" in part.columns and "verdict" not in header:
+            header = [*header, "verdict"]
+            rows = [[*row, v or ""] for row, v in zip(rows, part["verdict"].to_list())]
+        out.append(f"<h3>{escape(metric)}</h3>")
+        out.append(html_table(header, rows, name=metric,
+                              baseline_rows=part["is_baseline"].to_list()))
+    for metric, summary in summaries.items():
+        if summary.is_empty():
+            continue
+        header, rows = summary_rows(summary, list(spec.summary_by))
+        out.append(f"<h3>Summary of {escape(metric)}: relative gain over the baseline (%), "
+                   f"averaged over the other grid axes</h3>")
+        out.append(html_table(header, rows, name=f"summary:{metric}"))
+    return out
+
+
+def environment_rows(records: pl.DataFrame) -> list[list[str]]:
+    """``[what, values (runs)]`` for each environment column of the records."""
+    rows = []
+    for col, label in ENVIRONMENT:
+        if col not in records.columns:
+            continue
+        counts = Counter(str(v) for v in records[col].to_list() if v is not None)
+        if counts:
+            rows.append([label, "; ".join(f"{v} ({n} runs)" if len(counts) > 1 else v
+                                          for v, n in counts.most_common())])
+    if "plugins_json" in records.columns:
+        dists = sorted({d for text in records["plugins_json"].drop_nulls().to_list()
+                        for d in json.loads(text).values()})
+        if dists:
+            rows.append(["plugin distributions", ", ".join(dists)])
+    return rows
+
+
+def leaderboard_page(plan: Any, agg: pl.DataFrame, summaries: dict[str, pl.DataFrame],
+                     records: pl.DataFrame, plots: list[Any], notes: list[str],
+                     commands: list[str], plot_dir: str = "plots") -> str:
+    spec = plan.spec
+    body = [f"<h1>{escape(spec.title)}</h1>",
+            f'<p class="note">Leaderboard <code>{escape(plan.name)}</code>, profile '
+            f'<code>{escape(plan.profile)}</code>. <a href="../index.html">All reports</a></p>']
+    if spec.description.strip():
+        body.append(f"<p>{escape(spec.description.strip())}</p>")
+    body += ["<ul>"] + [f"<li>{inline_code(n)}</li>" for n in notes] + ["</ul>"]
+    verdict = verdict_summary(agg)
+    if verdict:
+        body.append(f'<p class="verdict-summary"><strong>{escape(verdict)}</strong></p>')
+    body += ["<h2>Tables</h2>", *metric_tables(agg, spec, summaries)]
+    if plots:
+        body.append("<h2>Plots</h2>")
+    for plot in plots:
+        png = next((f for f in plot.files if f.suffix == ".png"), None)
+        svg = next((f for f in plot.files if f.suffix == ".svg"), None)
+        if png is None:
+            continue
+        link = f' (<a href="{plot_dir}/{escape(svg.name)}">SVG</a>)' if svg else ""
+        body.append(f'<figure><img src="{plot_dir}/{escape(png.name)}" '
+                    f'alt="{escape(plot.caption)}"><figcaption>{escape(plot.caption)}{link}'
+                    f"</figcaption></figure>")
+    body += ["<h2>Environment of the runs</h2>",
+             html_table(["", "value"], environment_rows(records), name="environment"),
+             "<h2>Reproduce</h2>",
+             "<p>From a clone of untied-bench at the commit above, with its environment "
+             "(<code>make env</code>):</p>",
+             "<pre>" + escape("\n".join(commands)) + "</pre>"]
+    return page(f"{spec.title} [{plan.profile}]", body)
+
+
+def index_page(entries: list[dict[str, str]]) -> str:
+    """The index: one row per leaderboard report (keys ``href``, ``title``, ``name``,
+    ``profile``, ``runs``, ``verdict``)."""
+    header = ["leaderboard", "name", "profile", "runs recorded", "verdict"]
+    rows = []
+    for e in entries:
+        link = (f'<a href="{escape(e["href"])}">{escape(e["title"])}</a>' if e.get("href")
+                else escape(e["title"]))
+        rows.append("<tr>" + f"<td>{link}</td>" + "".join(
+            f"<td>{escape(e.get(k) or '')}</td>" for k in ("name", "profile", "runs", "verdict"))
+            + "</tr>")
+    body = ["<h1>untied-bench leaderboard reports</h1>",
+            '<table class="leaderboard" data-table="index"><thead><tr>' +
+            "".join(f"<th>{h}</th>" for h in header) + "</tr></thead><tbody>",
+            *rows, "</tbody></table>"]
+    return page("untied-bench leaderboard reports", body)
+
+
+def write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
