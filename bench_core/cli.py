@@ -396,6 +396,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 1 if skipped else 0
 
 
+def cmd_check_plugin(args: argparse.Namespace) -> int:
+    from bench_core.conformance import check_plugin
+
+    report = check_plugin(args.target)
+    if args.json:
+        print(json.dumps({"target": report.target, "plugins": report.plugins,
+                          "checks": [vars(c) for c in report.checks]}, indent=2))
+    else:
+        sys.stdout.write(report.text())
+    return 1 if report.failures else 0
+
+
 def cmd_sys_info(args: argparse.Namespace) -> int:
     import torch
 
@@ -512,6 +524,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: from the --output suffix, else parquet")
     p.add_argument("--output", "-o", help="write to this file (needed for parquet)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("check-plugin", help="conformance kit: check every component a plugin "
+                       "registers (parameters, build, a training step, determinism, records, "
+                       "declared capabilities)")
+    p.add_argument("target", metavar="DIST_OR_MODULE",
+                   help="an installed distribution (untied-sign-sgd), a plugin name or a module")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_check_plugin)
 
     p = sub.add_parser("sys-info", help="versions, torch build, CUDA devices, threads")
     p.set_defaults(func=cmd_sys_info)
