@@ -349,9 +349,12 @@ def _reproduce(plan, records) -> list[str]:
     threads = set(records["threads"].drop_nulls().to_list()) if "threads" in records.columns \
         else set()
     thr = f" --threads {threads.pop()}" if len(threads) == 1 else ""
-    commits = {c.removesuffix("+dirty") for c in records["git_commit"].drop_nulls().to_list()} \
+    recorded = set(records["git_commit"].drop_nulls().to_list()) \
         if "git_commit" in records.columns else set()
-    lines = [f"git checkout {commits.pop()}"] if len(commits) == 1 else []
+    commits = {c.removesuffix("+dirty") for c in recorded}
+    dirty = "   # the runs had uncommitted changes" if any(c.endswith("+dirty") for c in recorded) \
+        else ""
+    lines = [f"git checkout {commits.pop()}{dirty}"] if len(commits) == 1 else []
     return lines + ["make env",
                     f"untied run {ref}{prof}{seeds}{thr}      # resumes: runs only what is missing",
                     f"untied report {ref}{prof}{seeds} --output report"]

@@ -89,10 +89,11 @@ class Figures:
                  "linewidth": 1.6, "label": entry})
 
     def label(self, key: str, scaled: bool = False) -> str:
-        text = self.spec.labels.get(key, key)
-        if scaled and self.spec.scale != 1:
-            text += f" (× {self.spec.scale:g})"
-        return text
+        """The spec's label of ``key`` (which states any display scale), else the key, with
+        the scale of a scaled metric."""
+        if key in self.spec.labels:
+            return self.spec.labels[key]
+        return f"{key} (× {self.spec.scale:g})" if scaled and self.spec.scale != 1 else key
 
     def panels(self, n: int, title: str):
         ncols = 2 if n in (2, 4) else min(3, n)

@@ -114,7 +114,8 @@ class LeaderboardSpec(_Strict):
     summary_by: list[str] = Field(default_factory=list, description="grid keys: add a table of "
                                   "each entry's mean relative gain per value of these axes")
     labels: dict[str, str] = Field(default_factory=dict, description="plot labels with units "
-                                   "of grid axes, metrics and `epoch` (the curves' x axis), e.g. "
+                                   "of grid axes, metrics (stating any display `scale`) and `epoch` (the curves' x "
+                                   "axis), e.g. "
                                    "{\"rule.lr\" = \"learning rate (step size)\"}")
 
     @model_validator(mode="after")
