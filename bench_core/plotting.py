@@ -99,7 +99,7 @@ class Figures:
         ncols = 2 if n in (2, 4) else min(3, n)
         nrows = math.ceil(n / ncols)
         fig, axes = self.plt.subplots(nrows, ncols, squeeze=False, layout="constrained",
-                                      figsize=(4.4 * ncols + 2.4, 3.3 * nrows + 0.8))
+                                      figsize=(max(7.5, 4.6 * ncols), 3.3 * nrows + 1.6))
         for ax in axes.flat[n:]:
             ax.set_visible(False)
         fig.suptitle(f"{title}\n{self.spec.title}\nleaderboard {self.plan.name}, profile "
@@ -108,7 +108,7 @@ class Figures:
 
     def line(self, ax, entry: str, x, mean, std=None) -> None:
         style = self.styles.get(entry, {"label": entry})
-        ax.plot(x, mean, markersize=4, **style)
+        ax.plot(x, mean, markersize=4, markevery=max(1, len(x) // 12), **style)
         if std is not None:
             lo = [m - s if not math.isnan(s) else m for m, s in zip(mean, std)]
             hi = [m + s if not math.isnan(s) else m for m, s in zip(mean, std)]
@@ -126,7 +126,8 @@ class Figures:
         if paper:
             handles.append(Line2D([], [], color="grey", marker="*", linestyle="none",
                                   markersize=10, label="paper's value"))
-        fig.legend(handles=handles, loc="outside right upper", fontsize="small")
+        fig.legend(handles=handles, loc="outside lower center", fontsize="small",
+                   ncols=min(4, len(handles)), frameon=False)
         plot = Plot(name, caption)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for fmt in self.formats:

@@ -172,3 +172,33 @@ def test_report_of_a_spec_without_records_is_an_error(tmp_path, capsys):
     code, _, err = cli(capsys, "report", spec_file, "--results", tmp_path / "r", "-o",
                        tmp_path / "out")
     assert code == 2 and "no records" in err and "Traceback" not in err
+
+
+def test_plots_and_page_of_a_board_with_several_metrics_scale_and_summaries(tmp_path):
+    """The views of tests/test_leaderboard_views.py (two metrics, a display scale, a
+    categorical and a numeric axis, a constant axis, summary tables), plotted and paged."""
+    from types import SimpleNamespace
+
+    from bench_core.leaderboard import aggregate, load_records, overlay_plan, summarise
+    from bench_core.plotting import plot_leaderboard
+    from bench_core.report import leaderboard_page
+    from bench_core.spec import parse_spec
+    from test_leaderboard_views import SPEC as VIEWS, write_runs
+
+    tasks = write_runs(tmp_path / "records")
+    _, spec = parse_spec(VIEWS)
+    records = load_records(tmp_path / "records")
+    aggs = {m: aggregate(overlay_plan(records, tasks, m, spec)) for m in ("loss", "noisy_loss")}
+    agg = pl.concat(list(aggs.values()), how="diagonal_relaxed")
+    plan = SimpleNamespace(spec=spec, name="views", profile="default", tasks=tasks)
+    plots = plot_leaderboard(plan, records, agg, tmp_path / "plots")
+    names = {p.name for p in plots}
+    assert names == {"loss-vs-data", "loss-vs-pool", "noisy-loss-vs-data", "noisy-loss-vs-pool"}
+    for plot in plots:
+        assert_image_not_blank(plot.files[0])
+    svg = (tmp_path / "plots" / "loss-vs-pool.svg").read_text()
+    assert "loss (× 10000) vs pool" in svg  # a scaled metric says its scale
+    summaries = {m: summarise(a, ["data"], spec.reference, "loss") for m, a in aggs.items()}
+    page = leaderboard_page(plan, agg, summaries, records.collect(), plots, ["a note"], ["cmd"])
+    assert page.count('data-table="loss"') == 1 and 'data-table="summary:loss"' in page
+    assert "Same in every cell: noise = 0.3." in page
