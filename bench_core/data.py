@@ -71,11 +71,12 @@ def make_bundle(info: DataInfo, x_train: Tensor, y_train: Tensor, x_test: Tensor
 
 def axis_slice(fn: Callable[[Tensor], Tensor], low: float, high: float, dim: int, *,
                axis: int = 0, at: float | list[float] | None = None, points: int = 201,
-               label: str | None = None) -> FunctionSlice:
+               label: str | None = None, output: int = 0) -> FunctionSlice:
     """A :class:`~bench_core.interfaces.FunctionSlice` of ``fn`` along input ``axis``: that
     coordinate runs over ``[low, high]`` in ``points`` steps while the others stay at ``at``
     (a value, or one per input; default the middle of the domain). ``fn`` maps float64 inputs
-    ``(N, dim)`` to targets ``(N,)`` or ``(N, 1)``; inputs are stored as float32."""
+    ``(N, dim)`` to targets ``(N,)`` or ``(N, 1)``; inputs are stored as float32; ``output``:
+    the model output compared with the target."""
     if not 0 <= axis < dim:
         raise ValueError(f"axis {axis} outside 0..{dim - 1}")
     fixed = [(low + high) / 2] * dim if at is None else (
@@ -87,4 +88,5 @@ def axis_slice(fn: Callable[[Tensor], Tensor], low: float, high: float, dim: int
     x[:, axis] = coordinate
     others = ", ".join(f"x{i + 1} = {v:g}" for i, v in enumerate(fixed) if i != axis)
     return FunctionSlice(coordinate=coordinate, inputs=x.float(), target=fn(x).reshape(-1),
-                         label=label or f"x{axis + 1}" + (f" ({others})" if others else ""))
+                         label=label or f"x{axis + 1}" + (f" ({others})" if others else ""),
+                         output=output)
