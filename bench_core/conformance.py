@@ -27,26 +27,19 @@ parameter model, ``conformance_run: ClassVar[dict]``: a partial run spec merged 
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from importlib import import_module, metadata
 from typing import Any
 
 from pydantic import ValidationError
 
+from bench_core.conformance_checks import component_checks
+from bench_core.conformance_runs import Check
 from bench_core.errors import PluginError, UntiedError
 from bench_core.plugins import Component, PluginHost
 
 WRONG_TYPES: tuple[Any, ...] = ({"wrong": "type"}, "wrong type", [["wrong"]])
 """Values offered to every parameter: one that accepts all three has no type."""
-
-
-@dataclass
-class Check:
-    component: str
-    check: str
-    status: str  # "pass" | "fail" | "skip"
-    message: str = ""
 
 
 @dataclass
@@ -163,7 +156,6 @@ def parameter_check(comp: Component) -> Check:
 
 def check_plugin(target: str) -> ConformanceReport:
     """Run every check on every component of ``target`` (see the module docstring)."""
-    from bench_core.conformance_checks import component_checks
     from bench_core.hookspecs import FAMILIES
 
     host, names = load_target(target)
@@ -188,21 +180,3 @@ def check_plugin(target: str) -> ConformanceReport:
         if first.status == "pass":
             report.checks.extend(component_checks(host, comp))
     return report
-
-
-def kit_spec(host: PluginHost, comp: Component, **changes: Any) -> dict[str, Any]:
-    """The canonical run spec in which the kit exercises ``comp`` (module docstring)."""
-    from bench_core.spec import COMPONENT_FIELDS, merge, resolve_run
-
-    slot = {family: key for key, family in COMPONENT_FIELDS.items()}[comp.family]
-    over = copy.deepcopy(getattr(comp.params, "conformance_run", None) or {})
-    own = {k: v for k, v in (over.pop(slot, None) or {}).items() if k != "name"}
-    raw = merge(merge(KIT_RUN, over), changes)
-    raw[slot] = {**own, **changes.get(slot, {}), "name": comp.name}
-    return resolve_run(host, raw)
-
-
-KIT_RUN: dict[str, Any] = {
-    "dataset": {"name": "kit_blobs", "shape": [1, 8, 8]}, "model": {"name": "kit_mlp"},
-    "activation": {"name": "kit_tanh"}, "rule": {"name": "kit_sgd"},
-    "trainer": {"name": "kit_steps"}}

@@ -7,9 +7,8 @@ from typing import Any
 
 import torch
 
-from bench_core.conformance import Check
-from bench_core.conformance_checks import (Nonconforming, activation_of, equal_to_alone,
-                                           kit_square, task_of)
+from bench_core.conformance_runs import (GROUPED, Check, Nonconforming, activation_of, differ,
+                                         fit, kit_square, metrics_of, task_of)
 from bench_core.interfaces import RunContext
 from bench_core.plugins import Component, PluginHost
 from bench_core.runner import build_session, build_trainer
@@ -23,6 +22,39 @@ def _outcome(label: str, name: str, fn) -> Check:
         return Check(label, name, "fail", str(exc))
     except Exception as exc:  # noqa: BLE001 - the plugin's own error, said as such
         return Check(label, name, "fail", f"raised {type(exc).__name__}: {exc}")
+
+
+def equal_to_alone(host: PluginHost, spec: dict[str, Any], trainer: Any) -> str:
+    """``fit_group`` on three runs (differing only by seed) gives what ``fit`` gives alone."""
+    tasks = [task_of(spec, seed_index=i) for i in range(3)]
+    keys = [trainer.group_key(t.spec) for t in tasks]
+    for key in keys:
+        try:
+            hash(key)
+        except TypeError:
+            raise Nonconforming(f"group_key returned an unhashable {type(key).__name__}: "
+                                f"return a string, number or tuple") from None
+    if any(k is None for k in keys):
+        return "group_key returns None for these runs: they are trained alone"
+    if len(set(keys)) > 1:
+        raise Nonconforming("group_key differs between runs of one spec: it must be a pure "
+                            "function of the spec")
+    alone = [fit(host, t, global_seed=3)[0] for t in tasks]
+    sessions = [build_session(host, t, RunContext(seed=t.seed, device=torch.device("cpu")))
+                for t in tasks]
+    outs = build_trainer(host, spec).fit_group(sessions)
+    if not isinstance(outs, (list, tuple)) or len(outs) != len(tasks):
+        raise Nonconforming(f"fit_group returned {type(outs).__name__} for {len(tasks)} "
+                            f"sessions; it must return one result per session, in order")
+    for k, (out, ref) in enumerate(zip(outs, alone)):
+        if isinstance(out, BaseException):
+            raise Nonconforming(f"fit_group failed run {k} ({type(out).__name__}: {out}) which "
+                                f"fit trains")
+        diff = differ(metrics_of(out, "fit_group"), ref, GROUPED)
+        if diff:
+            raise Nonconforming(f"fit_group differs from fit for run {k} ({diff}): grouped runs "
+                                f"must give what runs alone give")
+    return f"fit_group on {len(tasks)} runs equals fit on each"
 
 
 def grouped_runs(host: PluginHost, spec: dict[str, Any]) -> str:

@@ -3,88 +3,21 @@
 from __future__ import annotations
 
 import math
-import random
 import tempfile
-from collections.abc import Mapping
 from typing import Any, Callable
 
-import numpy as np
 import polars as pl
 import torch
 from torch import nn
 
-from bench_core.conformance import Check, kit_spec
+from bench_core.conformance_capabilities import capability_checks, executor_checks
+from bench_core.conformance_runs import (FIELD, SAME, Check, Nonconforming, activation_of,
+                                         differ, fit, kit_spec, task_of)
 from bench_core.errors import DataError
-from bench_core.interfaces import (Activation, DataBundle, NativeActivation, RunContext,
-                                   derive_seed)
+from bench_core.interfaces import Activation, DataBundle, NativeActivation, RunContext
 from bench_core.plugins import Component, PluginHost
-from bench_core.runner import _record_row, build_session, build_trainer
-from bench_core.spec import RunTask, resolve_component, short_hash
-
-SAME = {"rel_tol": 1e-6, "abs_tol": 1e-9}
-GROUPED = {"rel_tol": 1e-4, "abs_tol": 1e-6}
-FIELD = {"activations": "activation", "surrogates": "surrogate", "update_rules": "rule",
-         "trainers": "trainer", "models": "model", "datasets": "dataset"}
-
-
-class Nonconforming(Exception):
-    """A broken contract, with a message that says what to fix."""
-
-
-def kit_square(x: int) -> int:
-    """What the kit maps over an executor (a picklable module-level function)."""
-    return x * x
-
-
-def task_of(spec: dict[str, Any], seed_index: int = 0) -> RunTask:
-    return RunTask(leaderboard="conformance", profile="kit", entry="kit", entry_index=0,
-                   is_baseline=False, cell={}, cell_index=0, seed_index=seed_index,
-                   seed=derive_seed(seed_index, "conformance"), spec=spec,
-                   run_id=short_hash({"spec": spec, "seed": seed_index}),
-                   metric="", higher_is_better=True, device="cpu")
-
-
-def metrics_of(out: Any, what: str = "fit") -> dict[str, float]:
-    if not isinstance(out, Mapping):
-        raise Nonconforming(f"{what} returned {type(out).__name__}; it must return a dict of "
-                            f"metric name -> float (ctx.log_epoch returns one)")
-    metrics = {}
-    for key, value in out.items():
-        if not isinstance(key, str):
-            raise Nonconforming(f"{what} returned a metric named {key!r}: names are strings")
-        try:
-            metrics[key] = float(value)
-        except (TypeError, ValueError):
-            raise Nonconforming(f"{what} returned metric '{key}' = {type(value).__name__}, not "
-                                f"a number") from None
-        if not math.isfinite(metrics[key]):
-            raise Nonconforming(f"{what} returned a non-finite '{key}' on the kit's data")
-    if not metrics:
-        raise Nonconforming(f"{what} returned no metric")
-    return metrics
-
-
-def fit(host: PluginHost, task: RunTask, global_seed: int):
-    """Train ``task`` on the CPU after setting every global generator to ``global_seed``."""
-    torch.manual_seed(global_seed)
-    random.seed(global_seed)
-    np.random.seed(global_seed)
-    ctx = RunContext(seed=task.seed, device=torch.device("cpu"))
-    session = build_session(host, task, ctx)
-    return metrics_of(build_trainer(host, task.spec).fit(session)), session
-
-
-def differ(a: dict[str, float], b: dict[str, float], tol: dict[str, float]) -> str | None:
-    if a.keys() != b.keys():
-        return f"metrics {sorted(a)} vs {sorted(b)}"
-    bad = [k for k in a if not math.isclose(a[k], b[k], **tol)]
-    return f"{bad[0]} {a[bad[0]]:.8g} vs {b[bad[0]]:.8g}" if bad else None
-
-
-def activation_of(host: PluginHost, spec: dict[str, Any]) -> Any:
-    """The run's activation object (the kit's unless the component's run names another)."""
-    _, params = resolve_component(host, "activation", spec["activation"])
-    return host.get("activations", spec["activation"]["name"]).factory(params)
+from bench_core.runner import _record_row, build_session
+from bench_core.spec import resolve_component
 
 
 def built(host: PluginHost, comp: Component, spec: dict[str, Any]) -> str:
@@ -157,8 +90,6 @@ def built(host: PluginHost, comp: Component, spec: dict[str, Any]) -> str:
 def component_checks(host: PluginHost, comp: Component) -> list[Check]:
     """Every check after ``parameters`` for one component (module docstring of
     :mod:`bench_core.conformance`)."""
-    from bench_core.conformance_capabilities import capability_checks, executor_checks
-
     label = f"{comp.family[:-1]} {comp.name}"
     if comp.family == "executors":
         return executor_checks(comp, label)
@@ -237,37 +168,3 @@ def component_checks(host: PluginHost, comp: Component) -> list[Check]:
             return checks
     checks.extend(capability_checks(host, comp, label, state["spec"]))
     return checks
-
-
-def equal_to_alone(host: PluginHost, spec: dict[str, Any], trainer: Any) -> str:
-    """``fit_group`` on three runs (differing only by seed) gives what ``fit`` gives alone."""
-    tasks = [task_of(spec, seed_index=i) for i in range(3)]
-    keys = [trainer.group_key(t.spec) for t in tasks]
-    for key in keys:
-        try:
-            hash(key)
-        except TypeError:
-            raise Nonconforming(f"group_key returned an unhashable {type(key).__name__}: "
-                                f"return a string, number or tuple") from None
-    if any(k is None for k in keys):
-        return "group_key returns None for these runs: they are trained alone"
-    if len(set(keys)) > 1:
-        raise Nonconforming("group_key differs between runs of one spec: it must be a pure "
-                            "function of the spec")
-    alone = [fit(host, t, global_seed=3)[0] for t in tasks]
-    sessions = [build_session(host, t, RunContext(seed=t.seed, device=torch.device("cpu")))
-                for t in tasks]
-    outs = build_trainer(host, spec).fit_group(sessions)
-    if not isinstance(outs, (list, tuple)) or len(outs) != len(tasks):
-        raise Nonconforming(f"fit_group returned {type(outs).__name__} for {len(tasks)} "
-                            f"sessions; it must return one result per session, in order")
-    for k, (out, ref) in enumerate(zip(outs, alone)):
-        if isinstance(out, BaseException):
-            raise Nonconforming(f"fit_group failed run {k} ({type(out).__name__}: {out}) which "
-                                f"fit trains")
-        diff = differ(metrics_of(out, "fit_group"), ref, GROUPED)
-        if diff:
-            raise Nonconforming(f"fit_group differs from fit for run {k} ({diff}): grouped runs "
-                                f"must give what runs alone give")
-    return f"fit_group on {len(tasks)} runs equals fit on each"
-

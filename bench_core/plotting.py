@@ -23,141 +23,189 @@ what is plotted.
 from __future__ import annotations
 
 import json
-import math
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
-from bench_core.errors import UntiedError
-
-MAX_PANELS = 12
-BAND_ALPHA = 0.18
+from bench_core.figures import (Figures, Plot, as_number, slug, as_text, cell_caption,
+                                 varying_axes)
 
 
-@dataclass
-class Plot:
-    """One figure: its file stem, a one-line caption and the files written."""
-
-    name: str
-    caption: str
-    files: list[Path] = field(default_factory=list)
-
-
-def pyplot():
-    """matplotlib's pyplot on the Agg backend, with reproducible SVG output."""
-    try:
-        import matplotlib
-    except ImportError:  # pragma: no cover - a dependency, but say how to get it
-        raise UntiedError("plots need matplotlib: pip install matplotlib") from None
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    matplotlib.rcParams.update({"svg.hashsalt": "untied-bench", "svg.fonttype": "none",
-                                "axes.grid": True, "grid.alpha": 0.3, "font.size": 9})
-    return plt
+def _positions(values: list[Any]) -> tuple[list[float], list[str] | None, bool]:
+    """x positions of axis values: the numbers themselves (log scale when they span a factor
+    of 20 or more), else categories 0, 1, ... with their texts as tick labels."""
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        nums = [float(v) for v in values]
+        log = min(nums) > 0 and max(nums) / min(nums) >= 20
+        return nums, None, log
+    return list(range(len(values))), [as_text(v) for v in values], False
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+def axis_plots(figs: Figures, agg: pl.DataFrame, metric: str) -> list[Plot]:
+    """``<metric>-vs-<axis>`` figures, or ``<metric>-by-entry`` with no varying axis."""
+    if agg.is_empty():
+        return []
+    rows = [{**r, "cell": json.loads(r["cell_json"])} for r in agg.iter_rows(named=True)]
+    axes = varying_axes([r["cell"] for r in rows])
+    ylabel = figs.label(metric, scaled=True)
+    paper = any(r["reference"] is not None for r in rows)
+    if not axes:
+        fig, (ax,) = figs.panels(1, f"{ylabel} per entry")
+        for i, r in enumerate(rows):
+            style = figs.styles.get(r["entry"], {})
+            ax.errorbar([i], [as_number(r["mean"])], yerr=[0 if r["std"] is None else r["std"]],
+                        capsize=4, color=style.get("color"), marker=style.get("marker", "o"))
+            if r["reference"] is not None:
+                ax.scatter([i], [r["reference"]], marker="*", s=120, color=style.get("color"),
+                           zorder=5)
+        ax.set_xticks(range(len(rows)), [r["entry"] for r in rows], rotation=20, ha="right")
+        ax.set_ylabel(ylabel)
+        return [figs.save(fig, f"{slug(metric)}-by-entry", f"{ylabel}: mean ± std per entry",
+                          [r["entry"] for r in rows], band=False, paper=paper)]
+    plots = []
+    for axis in axes:
+        others = [k for k in axes if k != axis]
+        facets: dict[str, list[dict[str, Any]]] = {}
+        for r in rows:
+            key = json.dumps({k: r["cell"].get(k) for k in others}, sort_keys=True)
+            facets.setdefault(key, []).append(r)
+        values = list({json.dumps(r["cell"].get(axis), sort_keys=True): r["cell"].get(axis)
+                       for r in rows}.values())
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            values.sort()
+        xs, ticks, log = _positions(values)
+        where = {json.dumps(v, sort_keys=True): x for v, x in zip(values, xs)}
+        title = f"{ylabel} vs {figs.label(axis)}"
+        for suffix, keys in figs.chunks(list(facets)):
+            fig, panels = figs.panels(len(keys), title)
+            for ax, key in zip(panels, keys):
+                by_entry: dict[str, list[tuple[float, float, float, Any]]] = {}
+                for r in facets[key]:
+                    x = where[json.dumps(r["cell"].get(axis), sort_keys=True)]
+                    by_entry.setdefault(r["entry"], []).append(
+                        (x, as_number(r["mean"]), as_number(r["std"]), r["reference"]))
+                for entry, pts in by_entry.items():
+                    pts.sort(key=lambda p: p[0])
+                    figs.line(ax, entry, [p[0] for p in pts], [p[1] for p in pts],
+                              [p[2] for p in pts])
+                    refs = [(p[0], p[3]) for p in pts if p[3] is not None]
+                    if refs:
+                        ax.scatter(*zip(*refs), marker="*", s=120, zorder=5,
+                                   color=figs.styles.get(entry, {}).get("color"))
+                if log:
+                    ax.set_xscale("log")
+                if ticks:
+                    ax.set_xticks(xs, ticks, rotation=20, ha="right")
+                ax.set_xlabel(figs.label(axis))
+                ax.set_ylabel(ylabel)
+                if others:
+                    ax.set_title(cell_caption(figs, json.loads(key), others), fontsize=8)
+            entries = list(dict.fromkeys(r["entry"] for r in rows))
+            plots.append(figs.save(fig, f"{slug(metric)}-vs-{slug(axis)}{suffix}",
+                                   f"{title}: mean and ± 1 std over seeds per entry", entries,
+                                   paper=paper))
+    return plots
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
+def _cells(runs: pl.DataFrame) -> tuple[list[str], list[str]]:
+    """The runs' cells in grid order and the axes that vary among them."""
+    order = runs.select("cell_json", "cell_index").unique().sort("cell_index")
+    cells = list(dict.fromkeys(order["cell_json"].to_list()))
+    return cells, varying_axes([json.loads(c) for c in cells])
 
 
-def _num(x: Any) -> float:
-    return float("nan") if x is None else float(x)
+def curve_plots(figs: Figures, runs: pl.LazyFrame) -> list[Plot]:
+    """``curves-<metric>``: per-epoch mean and band over seeds, one panel per cell."""
+    cols = runs.collect_schema().names()
+    spec = figs.spec
+    plots = []
+    if "curve_epoch" not in cols:
+        return plots
+    for metric in dict.fromkeys([spec.metric, *spec.metrics, "train_loss"]):
+        col = f"curve_{metric}"
+        if col not in cols:
+            continue
+        scale = spec.scale if metric in (spec.metric, *spec.metrics) else 1.0
+        points = (runs.filter(pl.col(col).list.len() == pl.col("curve_epoch").list.len())
+                  .select("entry", "cell_json", "cell_index", pl.col("curve_epoch").alias("x"),
+                          (pl.col(col).list.eval(pl.element() * scale)).alias("y"))
+                  .explode("x", "y").filter(pl.col("y").is_finite())
+                  .group_by("cell_json", "cell_index", "entry", "x")
+                  .agg(pl.col("y").mean().alias("mean"), pl.col("y").std().alias("std"))
+                  .sort("cell_index", "entry", "x").collect())
+        if points.is_empty():
+            continue
+        cells, axes = _cells(points)
+        ylabel = figs.label(metric, scaled=scale != 1)
+        title = f"{ylabel} per {figs.label('epoch')}"
+        for suffix, keys in figs.chunks(cells):
+            fig, panels = figs.panels(len(keys), title)
+            for ax, cell in zip(panels, keys):
+                part = points.filter(pl.col("cell_json") == cell)
+                for entry in [e for e in figs.styles if e in set(part["entry"].to_list())]:
+                    line = part.filter(pl.col("entry") == entry)
+                    figs.line(ax, entry, line["x"].to_list(), line["mean"].to_list(),
+                              line["std"].fill_null(float("nan")).to_list())
+                ax.set_xlabel(figs.label("epoch"))
+                ax.xaxis.get_major_locator().set_params(integer=True)
+                ax.set_ylabel(ylabel)
+                ax.set_title(cell_caption(figs, json.loads(cell), axes), fontsize=8)
+            plots.append(figs.save(fig, f"curves-{slug(metric)}{suffix}",
+                                   f"{title}: mean and ± 1 std over seeds, per grid cell",
+                                   points["entry"].unique().to_list()))
+    return plots
 
 
-class Figures:
-    """Styles, labels and figure layout shared by every plot of one leaderboard."""
+def slice_plots(figs: Figures, runs: pl.LazyFrame) -> list[Plot]:
+    """``slice-<name>``: the target along a 1-D slice beside each entry's learned function."""
+    from matplotlib.lines import Line2D
 
-    def __init__(self, plan: Any, out_dir: Path, formats: tuple[str, ...]) -> None:
-        self.plt, self.plan, self.spec = pyplot(), plan, plan.spec
-        self.out_dir, self.formats = out_dir, formats
-        order = sorted({(t.entry_index, t.entry, t.is_baseline) for t in plan.tasks})
-        palette = [c for i, c in enumerate(self.plt.get_cmap("tab10").colors) if i != 7]
-        self.styles: dict[str, dict[str, Any]] = {}
-        for k, (_, entry, baseline) in enumerate(order):
-            self.styles[entry] = (
-                {"color": "black", "linestyle": "--", "marker": "s", "linewidth": 2.2,
-                 "label": f"{entry} (baseline)"} if baseline else
-                {"color": palette[k % len(palette)], "linestyle": "-", "marker": "o",
-                 "linewidth": 1.6, "label": entry})
-
-    def label(self, key: str, scaled: bool = False) -> str:
-        """The spec's label of ``key`` (which states any display scale), else the key, with
-        the scale of a scaled metric."""
-        if key in self.spec.labels:
-            return self.spec.labels[key]
-        return f"{key} (× {self.spec.scale:g})" if scaled and self.spec.scale != 1 else key
-
-    def panels(self, n: int, title: str):
-        ncols = 2 if n in (2, 4) else min(3, n)
-        nrows = math.ceil(n / ncols)
-        fig, axes = self.plt.subplots(nrows, ncols, squeeze=False, layout="constrained",
-                                      figsize=(max(7.5, 4.6 * ncols), 3.3 * nrows + 1.6))
-        for ax in axes.flat[n:]:
-            ax.set_visible(False)
-        fig.suptitle(f"{title}\n{self.spec.title}\nleaderboard {self.plan.name}, profile "
-                     f"{self.plan.profile}", fontsize=10)
-        return fig, list(axes.flat[:n])
-
-    def line(self, ax, entry: str, x, mean, std=None) -> None:
-        style = self.styles.get(entry, {"label": entry})
-        ax.plot(x, mean, markersize=4, markevery=max(1, len(x) // 12), **style)
-        if std is not None:
-            lo = [m - s if not math.isnan(s) else m for m, s in zip(mean, std)]
-            hi = [m + s if not math.isnan(s) else m for m, s in zip(mean, std)]
-            ax.fill_between(x, lo, hi, color=style.get("color"), alpha=BAND_ALPHA, linewidth=0)
-
-    def save(self, fig, name: str, caption: str, entries: list[str], *, band: bool = True,
-             paper: bool = False, extra: list[Any] = ()) -> Plot:
-        from matplotlib.lines import Line2D
-        from matplotlib.patches import Patch
-
-        handles = [Line2D([], [], markersize=4, **self.styles[e]) for e in self.styles
-                   if e in entries] + list(extra)
-        if band:
-            handles.append(Patch(color="grey", alpha=0.35, label="± 1 std over seeds"))
-        if paper:
-            handles.append(Line2D([], [], color="grey", marker="*", linestyle="none",
-                                  markersize=10, label="paper's value"))
-        fig.legend(handles=handles, loc="outside lower center", fontsize="small",
-                   ncols=min(4, len(handles)), frameon=False)
-        plot = Plot(name, caption)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        for fmt in self.formats:
-            path = self.out_dir / f"{name}.{fmt}"
-            fig.savefig(path, dpi=110, metadata={"Date": None} if fmt == "svg" else None)
-            plot.files.append(path)
-        self.plt.close(fig)
-        return plot
-
-    def chunks(self, keys: list[Any]) -> list[tuple[str, list[Any]]]:
-        """Panels split into figures of at most MAX_PANELS: (file suffix, keys)."""
-        parts = [keys[i:i + MAX_PANELS] for i in range(0, len(keys), MAX_PANELS)] or [[]]
-        return [("" if len(parts) == 1 else f"-{i + 1}", part) for i, part in enumerate(parts)]
-
-
-def varying_axes(cells: list[dict[str, Any]]) -> list[str]:
-    """Grid keys that take more than one value over ``cells`` (first-seen order)."""
-    keys = list(dict.fromkeys(k for c in cells for k in c))
-    return [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in cells}) > 1]
-
-
-def cell_caption(figs: Figures, cell: dict[str, Any], keys: list[str]) -> str:
-    return ", ".join(f"{figs.label(k)} = {_text(cell.get(k))}" for k in keys) or "all runs"
+    if "slices_json" not in runs.collect_schema().names():
+        return []
+    frame = (runs.filter(pl.col("slices_json").is_not_null())
+             .select("entry", "cell_json", "cell_index", "slices_json").collect())
+    if frame.is_empty():
+        return []
+    cells, axes = _cells(frame)
+    found: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {}
+    for r in frame.iter_rows(named=True):
+        for name, cut in json.loads(r["slices_json"]).items():
+            if isinstance(cut, dict) and {"x", "target", "prediction"} <= cut.keys():
+                found.setdefault(name, {}).setdefault(r["cell_json"], {}) \
+                    .setdefault(r["entry"], []).append(cut)
+    plots = []
+    for name, by_cell in found.items():
+        title = f"target and learned function along slice '{name}'"
+        keys = [c for c in cells if c in by_cell]
+        for suffix, part in figs.chunks(keys):
+            fig, panels = figs.panels(len(part), title)
+            for ax, cell in zip(panels, part):
+                first = next(iter(by_cell[cell].values()))[0]
+                ax.plot(first["x"], first["target"], color="black", linewidth=2.6, alpha=0.45)
+                for entry in [e for e in figs.styles if e in by_cell[cell]]:
+                    cuts = [c for c in by_cell[cell][entry] if len(c["x"]) == len(first["x"])]
+                    pred = np.array([c["prediction"] for c in cuts], dtype=float)
+                    std = pred.std(0, ddof=1) if len(pred) > 1 else None
+                    figs.line(ax, entry, first["x"], pred.mean(0).tolist(),
+                              None if std is None else std.tolist())
+                for line in ax.lines[1:]:
+                    line.set_marker("")
+                ax.set_xlabel(first.get("label", "x"))
+                ax.set_ylabel("f(x)")
+                ax.set_title(cell_caption(figs, json.loads(cell), axes), fontsize=8)
+            target = Line2D([], [], color="black", linewidth=2.6, alpha=0.45, label="target")
+            plots.append(figs.save(fig, f"slice-{slug(name)}{suffix}",
+                                   f"{title}: mean and ± 1 std over seeds", list(figs.styles),
+                                   extra=[target]))
+    return plots
 
 
 def plot_leaderboard(plan: Any, records: pl.LazyFrame, agg: pl.DataFrame, out_dir: str | Path,
                      formats: tuple[str, ...] = ("png", "svg")) -> list[Plot]:
     """Write every plot of a leaderboard (module docstring) into ``out_dir``; return them."""
     from bench_core.leaderboard import overlay_plan
-    from bench_core.plot_views import axis_plots, curve_plots, slice_plots
 
     figs = Figures(plan, Path(out_dir), formats)
     plots: list[Plot] = []
