@@ -336,34 +336,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reproduce(plan, records) -> list[str]:
-    """The commands that rerun a plan and rebuild its report."""
-    ref = plan.spec_ref or plan.name
-    prof = f" --profile {plan.profile}" if plan.profile != (plan.spec.default_profile or
-                                                             "default") else ""
-    default_seeds = plan.spec.profiles[plan.profile].seeds if plan.profile in plan.spec.profiles \
-        else None
-    default_seeds = plan.spec.seeds if default_seeds is None else default_seeds
-    n_seeds = default_seeds if isinstance(default_seeds, int) else len(default_seeds)
-    seeds = f" --seeds {len(plan.seeds)}" if len(plan.seeds) != n_seeds else ""
-    threads = set(records["threads"].drop_nulls().to_list()) if "threads" in records.columns \
-        else set()
-    thr = f" --threads {threads.pop()}" if len(threads) == 1 else ""
-    recorded = set(records["git_commit"].drop_nulls().to_list()) \
-        if "git_commit" in records.columns else set()
-    commits = {c.removesuffix("+dirty") for c in recorded}
-    dirty = "   # the runs had uncommitted changes" if any(c.endswith("+dirty") for c in recorded) \
-        else ""
-    lines = [f"git checkout {commits.pop()}{dirty}"] if len(commits) == 1 else []
-    return lines + ["make env",
-                    f"untied run {ref}{prof}{seeds}{thr}      # resumes: runs only what is missing",
-                    f"untied report {ref}{prof}{seeds} --output report"]
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     from bench_core.leaderboard import overlay_plan
     from bench_core.plotting import plot_leaderboard
-    from bench_core.report import index_page, leaderboard_page, verdict_summary, write_text
+    from bench_core.report import (index_page, leaderboard_page, reproduce_commands,
+                                   verdict_summary, write_text)
 
     out = Path(args.output)
     entries, skipped = [], 0
@@ -386,7 +363,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         plots = plot_leaderboard(plan, records, agg, page_dir / "plots")
         runs = overlay_plan(records, plan.tasks, spec=plan.spec).collect()
         html = leaderboard_page(plan, agg, summaries, runs, plots, _notes(plan, n_done),
-                                _reproduce(plan, runs))
+                                reproduce_commands(plan, runs))
         write_text(page_dir / "index.html", html)
         print(f"wrote {page_dir / 'index.html'} ({len(plots)} plots)", file=sys.stderr)
         entries.append({"href": f"{plan.name}/index.html", "title": plan.spec.title,

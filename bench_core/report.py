@@ -128,6 +128,29 @@ def environment_rows(records: pl.DataFrame) -> list[list[str]]:
     return rows
 
 
+def reproduce_commands(plan: Any, records: pl.DataFrame) -> list[str]:
+    """The commands that rerun a plan and rebuild its report."""
+    ref = plan.spec_ref or plan.name
+    prof = f" --profile {plan.profile}" if plan.profile != "default" else ""
+    default_seeds = plan.spec.profiles[plan.profile].seeds if plan.profile in plan.spec.profiles \
+        else None
+    default_seeds = plan.spec.seeds if default_seeds is None else default_seeds
+    n_seeds = default_seeds if isinstance(default_seeds, int) else len(default_seeds)
+    seeds = f" --seeds {len(plan.seeds)}" if len(plan.seeds) != n_seeds else ""
+    threads = set(records["threads"].drop_nulls().to_list()) if "threads" in records.columns \
+        else set()
+    thr = f" --threads {threads.pop()}" if len(threads) == 1 else ""
+    recorded = set(records["git_commit"].drop_nulls().to_list()) \
+        if "git_commit" in records.columns else set()
+    commits = {c.removesuffix("+dirty") for c in recorded}
+    dirty = "   # the runs had uncommitted changes" if any(c.endswith("+dirty") for c in recorded) \
+        else ""
+    lines = [f"git checkout {commits.pop()}{dirty}"] if len(commits) == 1 else []
+    return lines + ["make env",
+                    f"untied run {ref}{prof}{seeds}{thr}      # resumes: runs only what is missing",
+                    f"untied report {ref}{prof}{seeds} --output report"]
+
+
 def leaderboard_page(plan: Any, agg: pl.DataFrame, summaries: dict[str, pl.DataFrame],
                      records: pl.DataFrame, plots: list[Any], notes: list[str],
                      commands: list[str], plot_dir: str = "plots") -> str:

@@ -202,3 +202,23 @@ def test_plots_and_page_of_a_board_with_several_metrics_scale_and_summaries(tmp_
     page = leaderboard_page(plan, agg, summaries, records.collect(), plots, ["a note"], ["cmd"])
     assert page.count('data-table="loss"') == 1 and 'data-table="summary:loss"' in page
     assert "Same in every cell: noise = 0.3." in page
+
+
+def test_report_renders_a_verdict_column_when_the_aggregate_has_one(tmp_path):
+    """Verdicts (reproduced / differs / not comparable) come from the aggregate when it has
+    them; the page shows them per cell and counts the reproduced cells."""
+    from types import SimpleNamespace
+
+    from bench_core.leaderboard import aggregate, load_records
+    from bench_core.report import metric_tables, verdict_summary
+    from test_leaderboard import write_set
+
+    write_set(tmp_path)
+    agg = aggregate(load_records(tmp_path))
+    assert verdict_summary(agg) is None
+    verdicts = ["reproduced", "differs"] + ["not comparable"] * (agg.height - 2)
+    agg = agg.with_columns(pl.Series("verdict", verdicts))
+    assert verdict_summary(agg) == "1 of 2 cells reproduced"
+    spec = SimpleNamespace(columns=[], relative=False, summary_by=[])
+    html = "\n".join(metric_tables(agg, spec, {}))
+    assert "<th>verdict</th>" in html and '<td class="verdict reproduced">reproduced</td>' in html
