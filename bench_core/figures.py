@@ -111,7 +111,7 @@ class Figures:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for fmt in self.formats:
             path = self.out_dir / f"{name}.{fmt}"
-            fig.savefig(path, dpi=110, metadata={"Date": None} if fmt == "svg" else None)
+            fig.savefig(path, dpi=90, metadata={"Date": None} if fmt == "svg" else None)
             plot.files.append(path)
         self.plt.close(fig)
         return plot
