@@ -107,6 +107,7 @@ def _plan(args: argparse.Namespace, results: str | None = None, device: str = "c
     plan = expand(host, name, spec, profile=getattr(args, "profile", None),
                   seeds=getattr(args, "seeds", None), results_dir=results or "", device=device,
                   max_runs=None if getattr(args, "yes", False) else MAX_PLAN_RUNS)
+    plan.spec_ref = str(args.spec)
     return host, plan
 
 
@@ -194,11 +195,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_leaderboard(plan, source: Path, fmt: str, output: str | None, *,
+def _records(args: argparse.Namespace, plan, folder: Path):
+    """The plan's records: ``--records FILE`` when given, else the results folder, else the
+    spec's committed records (:func:`bench_core.export.plan_records`)."""
+    from bench_core.export import plan_records
+    from bench_core.leaderboard import load_records
+    from bench_core.records import is_records_file
+
+    records_file = getattr(args, "records", None)
+    if records_file:
+        if not is_records_file(records_file):
+            raise UntiedError(f"--records {records_file}: not a records file (.parquet), as "
+                              f"`untied export` writes")
+        return load_records(records_file, {t.run_id for t in plan.tasks})
+    return plan_records(plan, folder, getattr(plan, "spec_ref", None))
+
+
+def _print_leaderboard(plan, folder: Path, fmt: str, output: str | None, records=None, *,
                        include_diverged: bool = True, records_file: str | None = None) -> None:
-    """Render the plan's report (:mod:`bench_core.report`) from a results folder or records
-    file; Markdown states the command that regenerates it."""
-    from bench_core.report import plan_report
+    """Render the plan's tables (:mod:`bench_core.tables`); Markdown states the command that
+    regenerates it."""
+    from bench_core.export import plan_records
+    from bench_core.tables import plan_report
 
     command = None
     if fmt == "markdown":
@@ -206,69 +224,205 @@ def _print_leaderboard(plan, source: Path, fmt: str, output: str | None, *,
         extra = (f" --records {records_file}" if records_file else "") + (
             " --exclude-diverged" if not include_diverged else "")
         command = f"untied leaderboard {plan.name}{prof}{extra} --format markdown"
-    report = plan_report(plan, source, include_diverged=include_diverged, command=command)
+    if records is None:
+        records = plan_records(plan, folder, getattr(plan, "spec_ref", None))
+    report = plan_report(plan, records, include_diverged=include_diverged, command=command)
     _emit(report.render(fmt), output)
 
 
-def _committed_records_hint(args: argparse.Namespace, plan) -> str:
-    """`` or --records FILE`` when a committed records file of this spec and profile exists
-    beside the spec file (``<spec dir>/<name>/<profile>.parquet``)."""
-    spec_path = Path(args.spec)
-    if not spec_path.is_file():
-        return ""
-    candidate = spec_path.parent / plan.name / f"{plan.profile}.parquet"
-    return f", or read the committed records with --records {candidate}" if candidate.is_file() \
-        else ""
+def plan_aggregate(plan, records, include_diverged: bool = True):
+    """The aggregate (every metric, verdicts) and summary tables of a plan's records."""
+    from bench_core.tables import plan_aggregate as aggregate_plan
+
+    return aggregate_plan(plan, records, include_diverged)
+
+
+def _notes(plan, agg) -> list[str]:
+    """The header notes of a plan's tables (the HTML report shows them too)."""
+    from bench_core.tables import header_notes
+
+    main = agg.filter(agg["metric"] == plan.spec.metric)
+    return header_notes(plan, main, True)
+
+
+def _results_plan(args: argparse.Namespace, folder: Path):
+    """The plan of the spec a results folder was written by (the spec the runner stored there,
+    else the built-in leaderboard the records name), for the profile asked or the one recorded;
+    None when there is no such spec or none of its runs are in the folder."""
+    from bench_core.errors import PluginError, SpecError
+    from bench_core.export import read_spec_file
+    from bench_core.leaderboard import load_records
+    from bench_core.spec import builtin_leaderboards, expand, load_spec
+
+    recorded = load_records(folder).select("leaderboard", "profile").unique().collect()
+    stored = read_spec_file(folder)
+    names = recorded["leaderboard"].unique().to_list()
+    if stored is None and len(names) == 1 and names[0] in builtin_leaderboards():
+        stored = load_spec(names[0])
+    if stored is None:
+        return None
+    name, spec = stored
+    profiles = recorded["profile"].unique().sort().to_list()
+    default = spec.default_profile or "default"
+    profile = args.profile or (default if default in profiles or not profiles else profiles[0])
+    try:
+        plan = expand(_host(), name, spec, profile=None if profile == "default" else profile,
+                      seeds=args.seeds)
+    except (SpecError, PluginError) as exc:
+        print(f"warning: the spec stored for {folder} does not expand here ({exc}); showing "
+              f"the records without it", file=sys.stderr)
+        return None
+    plan.spec_ref = None
+    others = [p for p in profiles if p != plan.profile]
+    if others and not args.profile:
+        print(f"note: {folder} also holds runs of profile(s) {', '.join(others)} "
+              f"(--profile P shows one)", file=sys.stderr)
+    return plan
+
+
+def _target_plan(args: argparse.Namespace):
+    """``(plan, records, results folder)`` of a SPEC or RESULTS_DIR argument; ``plan`` is None
+    for a results folder whose spec is unknown (``records`` are then all its records)."""
+    from bench_core.export import plan_records
+    from bench_core.leaderboard import load_records
+    from bench_core.records import scan_records
+
+    target = Path(args.target)
+    if target.is_dir():
+        plan = _results_plan(args, target)
+        records = scan_records(target, {t.run_id for t in plan.tasks}) if plan else None
+        return (plan, records, target) if records is not None else (None, load_records(target),
+                                                                    target)
+    args.spec = args.target
+    _, plan = _plan(args)
+    folder = Path(args.results) / plan.name
+    return plan, _records(args, plan, folder), folder
+
+
+def _write_plots(plan, records, folder: Path, out_dir: str, args_include=None) -> list:
+    from bench_core.plotting import plot_leaderboard
+
+    if plan is None:
+        raise UntiedError(f"plots need the leaderboard's spec: give the spec instead of "
+                          f"{folder}, or rerun it so that {folder}/spec.json is written")
+    agg, _ = plan_aggregate(plan, records, not getattr(args_include, "exclude_diverged", False))
+    plots = plot_leaderboard(plan, records, agg, out_dir)
+    for plot in plots:
+        print(f"wrote {', '.join(str(f) for f in plot.files)}", file=sys.stderr)
+    return plots
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from bench_core.leaderboard import aggregate, load_records, render
     from bench_core.records import is_records_file
 
-    target = Path(args.target)
     include = not args.exclude_diverged
-    if target.is_dir() or is_records_file(target):
-        if args.records:
-            raise UntiedError("--records goes with a SPEC, not with a results folder or file")
+    target = Path(args.target)
+    if is_records_file(target):                       # a records file on its own
         agg = aggregate(load_records(target), include_diverged=include)
-        title = f"Leaderboard of {target}"
-        _emit(render(agg, args.format, title=title), args.output)
+        _emit(render(agg, args.format, title=f"Leaderboard of {target}"), args.output)
         return 0
-    args.spec = args.target
-    _, plan = _plan(args)
-    if args.records:
-        source = Path(args.records)
-        if not is_records_file(source):
-            raise UntiedError(f"--records {args.records}: not a records file (.parquet), as "
-                              f"`untied export` writes")
-    else:
-        source = Path(args.results) / plan.name
-    try:
-        _print_leaderboard(plan, source, args.format, args.output, include_diverged=include,
-                           records_file=args.records)
-    except UntiedError as exc:
-        hint = "" if args.records else _committed_records_hint(args, plan)
-        raise UntiedError(f"{exc}{hint}") from None
+    if target.is_dir() and args.records:
+        raise UntiedError("--records goes with a SPEC, not with a results folder")
+    plan, records, folder = _target_plan(args)
+    if plan is None:
+        agg = aggregate(records, include_diverged=include)
+        _emit(render(agg, args.format, title=f"Leaderboard of {folder}"), args.output)
+        return 0
+    _print_leaderboard(plan, folder, args.format, args.output, records,
+                       include_diverged=include, records_file=args.records)
+    if args.plot:
+        _write_plots(plan, records, folder, args.plot, args)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    plan, records, folder = _target_plan(args)
+    _write_plots(plan, records, folder, args.output, args)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Compact the records of a spec's runs (one profile) into one Parquet file."""
-    from bench_core.leaderboard import load_records
+    """All records of a leaderboard (a spec's runs of one profile, or a results folder) as one
+    table: a compacted Parquet records file (what is committed beside a table, and what
+    ``untied leaderboard SPEC --records FILE`` reads) or CSV."""
+    import polars as pl
+
+    from bench_core.export import export_table, read_records
     from bench_core.records import write_records_file
 
-    if not str(args.output).endswith(".parquet"):
-        raise UntiedError(f"--output {args.output}: a records file ends in .parquet")
-    _, plan = _plan(args)
-    folder = Path(args.results) / plan.name
-    order = [t.run_id for t in plan.tasks]
-    records = load_records(folder, set(order))
-    rows = write_records_file(records, args.output, order)
-    print(f"wrote {args.output}: {rows} of the {len(order)} runs of {plan.name} "
-          f"[{plan.profile}]; `untied leaderboard {args.spec}"
-          f"{' --profile ' + plan.profile if plan.profile != 'default' else ''} --records "
-          f"{args.output}` re-aggregates them", file=sys.stderr)
+    fmt = args.format or ("csv" if str(args.output or "").endswith(".csv") else "parquet")
+    target = Path(args.target)
+    if target.is_dir():
+        records, order, what = read_records(target), None, str(target)
+    else:
+        args.spec = args.target
+        _, plan = _plan(args)
+        order = [t.run_id for t in plan.tasks]
+        records = _records(args, plan, Path(args.results) / plan.name).collect()
+        records = records.with_columns(pl.lit(plan.profile).alias("profile"))
+        what = f"the {len(order)} runs of {plan.name} [{plan.profile}]"
+    if fmt == "parquet" and args.output:
+        rows = write_records_file(records.lazy(), args.output, order)
+        print(f"wrote {args.output}: {rows} of {what}", file=sys.stderr)
+        return 0
+    data = export_table(records, fmt)
+    _emit(data if fmt == "parquet" else data.decode("utf-8"), args.output)
+    if args.output:
+        print(f"{records.height} records, {records.width} columns", file=sys.stderr)
     return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench_core.leaderboard import overlay_plan
+    from bench_core.plotting import plot_leaderboard
+    from bench_core.report import (index_page, leaderboard_page, reproduce_commands,
+                                   verdict_summary, write_text)
+
+    out = Path(args.output)
+    entries, skipped = [], 0
+    for target in args.targets:
+        args.target = target
+        try:
+            plan, records, folder = _target_plan(args)
+        except UntiedError as exc:
+            print(f"warning: {target}: {exc}; no report", file=sys.stderr)
+            entries.append({"title": str(target), "runs": "no records"})
+            skipped += 1
+            continue
+        if plan is None:
+            raise UntiedError(f"{target}: a report needs the leaderboard's spec (give the spec "
+                              f"file or name)")
+        agg, summaries = plan_aggregate(plan, records, not args.exclude_diverged)
+        main = agg.filter(agg["metric"] == plan.spec.metric)
+        n_done = int(main["n"].sum() + main["failed"].sum() + main["diverged"].sum())
+        page_dir = out / plan.name
+        plots = plot_leaderboard(plan, records, agg, page_dir / "plots")
+        runs = overlay_plan(records, plan.tasks, spec=plan.spec).collect()
+        html = leaderboard_page(plan, agg, summaries, runs, plots, _notes(plan, agg),
+                                reproduce_commands(plan, runs))
+        write_text(page_dir / "index.html", html)
+        print(f"wrote {page_dir / 'index.html'} ({len(plots)} plots)", file=sys.stderr)
+        entries.append({"href": f"{plan.name}/index.html", "title": plan.spec.title,
+                        "name": plan.name, "profile": plan.profile,
+                        "runs": f"{n_done}/{len(plan.tasks)}", "verdict": verdict_summary(agg)})
+    write_text(out / "index.html", index_page(entries))
+    print(f"wrote {out / 'index.html'}", file=sys.stderr)
+    if skipped == len(args.targets):
+        raise UntiedError("no leaderboard had records to report")
+    return 1 if skipped else 0
+
+
+def cmd_check_plugin(args: argparse.Namespace) -> int:
+    from bench_core.conformance import check_plugin
+
+    report = check_plugin(args.target)
+    if args.json:
+        print(json.dumps({"target": report.target, "plugins": report.plugins,
+                          "checks": [vars(c) for c in report.checks]}, indent=2))
+    else:
+        sys.stdout.write(report.text())
+    return 1 if report.failures else 0
 
 
 def cmd_sys_info(args: argparse.Namespace) -> int:
@@ -304,6 +458,16 @@ def cmd_sys_info(args: argparse.Namespace) -> int:
 EXCLUDE_DIVERGED_HELP = ("leave diverged runs out of mean, std and n (by default they count "
                          "with the metrics of their last logged epoch, as papers that average "
                          "collapsed runs do; the diverged column counts them either way)")
+
+def _record_options(p: argparse.ArgumentParser) -> None:
+    """Options of the commands that read a leaderboard's records."""
+    p.add_argument("--profile", help="a profile of the spec (default: the spec's default)")
+    p.add_argument("--seeds", type=int, help="number of seeds, if the runs overrode the spec's")
+    p.add_argument("--results", default=DEFAULT_RESULTS,
+                   help="results root (default ./results); a spec whose runs are not there "
+                        "falls back to its committed records, leaderboards/NAME/PROFILE.parquet")
+    p.add_argument("--exclude-diverged", action="store_true", help=EXCLUDE_DIVERGED_HELP)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -365,24 +529,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("leaderboard", help="aggregate recorded runs into a table")
     p.add_argument("target", metavar="SPEC|RESULTS_DIR|RECORDS_FILE")
-    p.add_argument("--profile")
-    p.add_argument("--seeds", type=int)
-    p.add_argument("--results", default=DEFAULT_RESULTS)
-    p.add_argument("--format", default="table", choices=["table", "markdown", "csv", "json", "parquet"])
-    p.add_argument("--output", "-o", help="write to this file instead of stdout")
-    p.add_argument("--exclude-diverged", action="store_true", help=EXCLUDE_DIVERGED_HELP)
+    _record_options(p)
     p.add_argument("--records", metavar="FILE",
                    help="read the runs from a records file (untied export) instead of --results")
+    p.add_argument("--format", default="table", choices=["table", "markdown", "csv", "json", "parquet"])
+    p.add_argument("--output", "-o", help="write to this file instead of stdout")
+    p.add_argument("--plot", metavar="DIR", help="also write the plots (PNG and SVG) into DIR")
     p.set_defaults(func=cmd_leaderboard)
 
-    p = sub.add_parser("export", help="compact a spec's recorded runs (one profile) into one "
-                                      "Parquet records file, e.g. to commit beside its table")
-    p.add_argument("spec", help="a spec file or the name of a built-in leaderboard")
-    p.add_argument("--profile")
-    p.add_argument("--seeds", type=int)
-    p.add_argument("--results", default=DEFAULT_RESULTS)
-    p.add_argument("--output", "-o", required=True, help="the .parquet file to write")
+    p = sub.add_parser("plot", help="plot a leaderboard: metric vs each grid axis, training "
+                       "curves, function slices (PNG and SVG)")
+    p.add_argument("target", metavar="SPEC|RESULTS_DIR")
+    p.add_argument("--output", "-o", required=True, metavar="DIR", help="folder for the plots")
+    _record_options(p)
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("report", help="static HTML pages of leaderboards (tables, plots, "
+                       "environment, commands), offline, with an index")
+    p.add_argument("targets", nargs="+", metavar="SPEC|RESULTS_DIR")
+    p.add_argument("--output", "-o", required=True, metavar="DIR", help="folder of the report")
+    _record_options(p)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("export", help="all records of a leaderboard as one Parquet or CSV table")
+    p.add_argument("target", metavar="SPEC|RESULTS_DIR")
+    _record_options(p)
+    p.add_argument("--format", choices=["parquet", "csv"],
+                   help="default: from the --output suffix, else parquet")
+    p.add_argument("--output", "-o", help="write to this file (needed for parquet)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("check-plugin", help="conformance kit: check every component a plugin "
+                       "registers (parameters, build, a training step, determinism, records, "
+                       "declared capabilities)")
+    p.add_argument("target", metavar="DIST_OR_MODULE",
+                   help="an installed distribution (untied-sign-sgd), a plugin name or a module")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_check_plugin)
 
     p = sub.add_parser("sys-info", help="versions, torch build, CUDA devices, threads")
     p.set_defaults(func=cmd_sys_info)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from torch import Tensor
 
-from bench_core.interfaces import DataBundle, DataInfo, RunContext
+from bench_core.interfaces import DataBundle, DataInfo, FunctionSlice, RunContext
 
 
 def split_train_test(x: Tensor, y: Tensor, test_fraction: float, generator: torch.Generator
@@ -67,3 +67,26 @@ def make_bundle(info: DataInfo, x_train: Tensor, y_train: Tensor, x_test: Tensor
         eval_sets["noisy"] = (x_noisy.to(dev), y_test.to(dev))
     return DataBundle(info, x_train.to(dev), y_train.to(dev), x_test.to(dev), y_test.to(dev),
                       eval_sets=eval_sets)
+
+
+def axis_slice(fn: Callable[[Tensor], Tensor], low: float, high: float, dim: int, *,
+               axis: int = 0, at: float | list[float] | None = None, points: int = 201,
+               label: str | None = None, output: int = 0) -> FunctionSlice:
+    """A :class:`~bench_core.interfaces.FunctionSlice` of ``fn`` along input ``axis``: that
+    coordinate runs over ``[low, high]`` in ``points`` steps while the others stay at ``at``
+    (a value, or one per input; default the middle of the domain). ``fn`` maps float64 inputs
+    ``(N, dim)`` to targets ``(N,)`` or ``(N, 1)``; inputs are stored as float32; ``output``:
+    the model output compared with the target."""
+    if not 0 <= axis < dim:
+        raise ValueError(f"axis {axis} outside 0..{dim - 1}")
+    fixed = [(low + high) / 2] * dim if at is None else (
+        [float(at)] * dim if isinstance(at, (int, float)) else [float(a) for a in at])
+    if len(fixed) != dim:
+        raise ValueError(f"at: {len(fixed)} values for {dim} inputs")
+    coordinate = torch.linspace(low, high, points, dtype=torch.float64)
+    x = torch.tensor(fixed, dtype=torch.float64).repeat(points, 1)
+    x[:, axis] = coordinate
+    others = ", ".join(f"x{i + 1} = {v:g}" for i, v in enumerate(fixed) if i != axis)
+    return FunctionSlice(coordinate=coordinate, inputs=x.float(), target=fn(x).reshape(-1),
+                         label=label or f"x{axis + 1}" + (f" ({others})" if others else ""),
+                         output=output)

@@ -84,6 +84,32 @@ class DataInfo:
 
 
 @dataclass
+class FunctionSlice:
+    """A 1-D slice through the input space of a function-approximation task, along which the
+    plots draw the target beside the learned function (``untied plot``).
+
+    ``coordinate``: ``(N,)`` positions along the slice (the plot's x axis, labelled ``label``);
+    ``inputs``: ``(N, *input_shape)`` the model's inputs at those positions; ``target``: ``(N,)``
+    the exact target there; ``output``: which model output to compare with it. A dataset puts
+    its slices in :attr:`DataBundle.slices` (:func:`bench_core.data.axis_slice` builds one from
+    an analytic function); after training, the runner evaluates the run's trained model on them
+    once and records ``{name: {"x", "target", "prediction", "label"}}`` as the record's
+    ``slices_json`` column. No trainer needs to do anything."""
+
+    coordinate: Tensor
+    inputs: Tensor
+    target: Tensor
+    label: str = "x"
+    output: int = 0
+
+    def __post_init__(self) -> None:
+        n = len(self.coordinate)
+        if len(self.inputs) != n or len(self.target) != n:
+            raise ValueError(f"slice: coordinate, inputs and target differ in length "
+                             f"({n}, {len(self.inputs)}, {len(self.target)})")
+
+
+@dataclass
 class DataBundle:
     """Train and test tensors on the run's device. Classification targets are int64 class
     indices (a single-output binary task uses 0/1); regression targets are float.
@@ -91,7 +117,8 @@ class DataBundle:
     ``eval_sets`` holds further named evaluation sets of the same task, for example
     ``{"noisy": (x_test + noise, y_test)}``: a trainer evaluates the same trained model on each
     and reports its metrics with the set's name as a prefix (``noisy_test_accuracy``), so that
-    several test conditions come from one training run."""
+    several test conditions come from one training run. ``slices``: 1-D slices of a target
+    function to plot the learned function against (:class:`FunctionSlice`)."""
 
     info: DataInfo
     x_train: Tensor
@@ -99,6 +126,7 @@ class DataBundle:
     x_test: Tensor
     y_test: Tensor
     eval_sets: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    slices: dict[str, FunctionSlice] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.x_train) != len(self.y_train) or len(self.x_test) != len(self.y_test):
@@ -203,13 +231,19 @@ class UpdateRule(Protocol):
 class TrainingSession:
     """Everything a trainer receives. ``build_model`` builds a freshly initialised model with the
     run's surrogate (``tied=True``: the native activation instead, same initial weights);
-    ``build_rule(model)`` the run's update rule for it."""
+    ``build_rule(model)`` the run's update rule for it.
+
+    ``trained_model``: the model the run trained, which the host evaluates after ``fit`` where
+    it needs the model itself (the dataset's :attr:`DataBundle.slices`). By default the first
+    model built with ``build_model()`` (not tied); a trainer that trains another one (a copy, a
+    compiled or rebuilt model) sets it."""
 
     ctx: RunContext
     data: DataBundle
     build_model: Callable[..., nn.Module]
     build_rule: Callable[[nn.Module], UpdateRule]
     spec: dict[str, Any]
+    trained_model: nn.Module | None = None
 
 
 class Trainer(Protocol):

@@ -3,7 +3,8 @@
 Columns (one row):
 ``run_id, leaderboard, profile, entry, is_baseline, cell_json, seed_index, seed, status, error,
 traceback, metric, higher_is_better, value, reference, reference_std, spec_json, p_<field.param>...,
-m_<metric>..., curve_<metric> (list per epoch)..., curves_json, wall_time_s, peak_rss_bytes,
+m_<metric>..., curve_<metric> (list per epoch)..., curves_json, slices_json (the dataset's
+function slices with the trained model's predictions, or null), wall_time_s, peak_rss_bytes,
 peak_cuda_bytes, forward_passes, backward_passes, forward_samples, backward_samples, device,
 cuda_device, cpu_model, cpus, threads (torch's intra-op threads), host, pid, group_size,
 group_wall_time_s, warnings, torch_version, python_version, platform, git_commit, plugins_json,

@@ -1,183 +1,209 @@
-"""The leaderboard of a plan as ``untied run`` prints it and a committed table shows it: the
-aggregate of the plan's records for each of the spec's metrics, with verdicts against the
-source and reversed orders (:mod:`bench_core.verdicts`), summary tables, and a header that
-makes the table auditable on its own: metric and statistics, profile and whether it is
-comparable to the source, the verdict rule, the source's own inconsistencies, the protocol
-choices where the source is silent, the settings every run shared, the machine (CPU, threads)
-the runs ran on, and how diverged runs were counted.
+"""Static HTML reports of leaderboards (``untied report``): fully offline pages.
+
+One page per leaderboard (``<out>/<name>/index.html``, its plots beside it in ``plots/``) and an
+index (``<out>/index.html``). A page holds the notes of the leaderboard (metric, profile,
+source), the verdict summary where the aggregate has a ``verdict`` column, every table of the
+terminal/Markdown view (ours beside the paper's values), the plots, the environment of the runs
+(versions, threads, device, commit) and the commands that reproduce them. No script, no
+external stylesheet, font or image: the pages open from disk with no network.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import re
+from collections import Counter
+from html import escape
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from bench_core import __version__
-from bench_core.leaderboard import aggregate, load_records, overlay_plan, render, summarise
-from bench_core.verdicts import add_reversals, add_verdicts, summary_lines, tolerance_rule
+ENVIRONMENT = [("untied_version", "untied-bench"), ("git_commit", "commit"),
+               ("torch_version", "torch"), ("python_version", "Python"),
+               ("platform", "platform"), ("device", "device"), ("cuda_device", "CUDA device"),
+               ("threads", "torch threads per run"), ("group_size", "runs per group")]
+
+STYLE = """
+body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 75em; padding: 0 1em;
+       color: #1d1d1f; }
+h1 { font-size: 1.6em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
+th { background: #f3f3f5; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.baseline td { background: #f7f7f0; font-weight: 600; }
+.reproduced { color: #0a6b2d; } .differs { color: #a4161a; } .note { color: #555; }
+figure { margin: 1.2em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+pre { background: #f5f5f7; padding: 0.8em; overflow-x: auto; }
+"""
 
 
-@dataclass
-class Report:
-    """What :func:`plan_report` assembles; :meth:`render` formats it."""
-
-    title: str
-    agg: pl.DataFrame
-    notes: list[str]
-    metric_notes: dict[str, list[str]] = field(default_factory=dict)
-    summaries: dict[str, pl.DataFrame] = field(default_factory=dict)
-    summary_by: list[str] = field(default_factory=list)
-    extras: list[str] = field(default_factory=list)
-    relative: bool = False
-
-    def render(self, fmt: str) -> str | bytes:
-        return render(self.agg, fmt, title=self.title, notes=self.notes, extras=self.extras,
-                      relative=self.relative, summaries=self.summaries,
-                      summary_by=self.summary_by, metric_notes=self.metric_notes)
+def page(title: str, body: list[str]) -> str:
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<title>{escape(title)}</title>\n<link rel=\"icon\" href=\"data:,\">\n"
+            f"<style>{STYLE}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n")
 
 
-def plan_aggregate(plan, records: pl.LazyFrame, include_diverged: bool = True
-                   ) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
-    """One aggregate over the plan's records for the spec's metric and each of its further
-    ``metrics`` (stacked; column ``metric``), with verdicts and reversed orders where the spec
-    has references, and the summary tables."""
-    spec = plan.spec
-    metrics = list(dict.fromkeys([spec.metric, *spec.metrics]))
-    aggs = []
-    for metric in metrics:
-        agg = aggregate(overlay_plan(records, plan.tasks, metric, spec), spec.columns,
-                        include_diverged)
-        if spec.reference:
-            tol = spec.tolerance
-            agg = add_verdicts(agg, absolute=tol.absolute, stderr=tol.stderr,
-                               reference_n=spec.reference_n, comparable=plan.comparable)
-            agg = add_reversals(agg, tol.absolute)
-        aggs.append(agg)
-    summaries = ({m: summarise(a, spec.summary_by, spec.reference, spec.metric)
-                  for m, a in zip(metrics, aggs)} if spec.summary_by else {})
-    return pl.concat(aggs, how="diagonal_relaxed"), summaries
+def inline_code(text: str) -> str:
+    """Escape ``text``, with Markdown's `code` spans as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(text))
 
 
-def plan_report(plan, source: str | Path, *, include_diverged: bool = True,
-                command: str | None = None) -> Report:
-    """The report of ``plan`` over the records in ``source`` (a results folder or a records
-    file). ``command``: how the table was generated, stated in its header."""
-    spec = plan.spec
-    records = load_records(source, {t.run_id for t in plan.tasks})
-    agg, summaries = plan_aggregate(plan, records, include_diverged)
-    main = agg.filter(pl.col("metric") == spec.metric)
-    notes = header_notes(plan, main, include_diverged)
-    notes += [settings_note(plan.tasks), machine_note(records)]
-    if command:
-        from bench_core.runner import git_commit
-
-        notes.append(f"Generated by `{command}` (untied-bench {__version__}, commit "
-                     f"{(git_commit() or 'unknown')[:12]}); total training time "
-                     f"{main['total_wall_time_s'].fill_null(0).sum():.0f} s.")
-    metric_notes = (summary_lines(agg, spec.tolerance.absolute, profile=plan.profile,
-                                  comparable=plan.comparable) if spec.reference else {})
-    return Report(title=spec.title, agg=agg, notes=notes, metric_notes=metric_notes,
-                  summaries=summaries, summary_by=list(spec.summary_by),
-                  extras=list(spec.columns), relative=spec.relative)
+def _numeric(text: str) -> bool:
+    return text.lstrip("+-−").replace(".", "", 1).replace("e-", "", 1).isdigit()
 
 
-def header_notes(plan, main: pl.DataFrame, include_diverged: bool) -> list[str]:
-    """Metric, profile, source, verdict rule, the source's inconsistencies, protocol choices
-    and how diverged runs count."""
-    spec = plan.spec
-    arrow = "higher is better" if spec.higher_is_better else "lower is better"
-    shown = ", ".join(f"`{m}`" for m in dict.fromkeys([spec.metric, *spec.metrics]))
-    scaled = f", values x {spec.scale:g}" if spec.scale != 1 else ""
-    notes = [f"Metric{'s' if spec.metrics else ''}: {shown} ({arrow}{scaled}); mean ± sample "
-             f"std over seeds" + (
-        f"; Δ baseline = entry mean − `{spec.baseline}` mean in the same cell" if spec.baseline
-        else "; no baseline entry") + ("; gain % = relative improvement over the baseline "
-                                       "(positive = better)." if spec.relative else ".")]
-    n_done = int(main["n"].sum() - main["diverged_counted"].sum() + main["failed"].sum()
-                 + main["diverged"].sum())
-    prof = spec.profiles.get(plan.profile)
-    label = f"Profile: `{plan.profile}`"
-    if prof is not None and prof.description:
-        label += f": {prof.description}"
-    notes.append(f"{label}; seeds {plan.seeds[0]}..{plan.seeds[-1]} ({len(plan.seeds)}); "
-                 f"{n_done}/{len(plan.tasks)} runs recorded.")
-    if spec.reference:
-        notes.append("Comparable to the source: " + (
-            "yes - the runs follow its protocol (fewer seeds or cells at most)." if
-            plan.comparable else "**no** - a reduced profile; no verdicts."))
-    if spec.source:
-        notes.append(f"Source: {spec.source}")
-    if spec.reference:
-        notes.append("paper = value reported in the source" +
-                     (f" ({spec.reference_note})" if spec.reference_note else "") + ".")
-        tol = spec.tolerance
-        notes.append(tolerance_rule(tol.absolute, tol.stderr, spec.reference_n))
-    if spec.source_notes:
-        notes.append(f"Inconsistencies of the source: {_one_line(spec.source_notes)}")
-    if spec.protocol:
-        notes.append(f"Protocol choices where the source is silent: {_one_line(spec.protocol)}")
-    if main["diverged"].sum() > 0:
-        notes.append(f"Diverged runs ({int(main['diverged'].sum())}) " + (
-            "count in mean, std and n with the metrics of the last epoch they logged (the "
-            "source's means include collapsed runs); column `diverged`." if include_diverged
-            else "are left out of mean, std and n (--exclude-diverged); column `diverged`."))
-    return notes
+def html_table(header: list[str], rows: list[list[str]], *, name: str,
+               baseline_rows: list[bool] | None = None) -> str:
+    """A table with class ``leaderboard`` and ``data-table`` = ``name``."""
+    out = [f'<table class="leaderboard" data-table="{escape(name)}">', "<thead><tr>"]
+    out += [f"<th>{escape(h)}</th>" for h in header] + ["</tr></thead>", "<tbody>"]
+    for i, row in enumerate(rows):
+        cls = ' class="baseline"' if baseline_rows and baseline_rows[i] else ""
+        cells = []
+        for h, cell in zip(header, row):
+            kind = "num" if _numeric(cell) else ("verdict " + cell if h == "verdict" else "")
+            cells.append(f'<td class="{escape(kind.strip())}">{escape(cell)}</td>'
+                         if kind else f"<td>{escape(cell)}</td>")
+        out.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
+    out += ["</tbody>", "</table>"]
+    return "\n".join(out)
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+def verdict_summary(agg: pl.DataFrame) -> str | None:
+    """``k of n cells reproduced`` over the rows with a verdict (None without the column)."""
+    if "verdict" not in agg.columns:
+        return None
+    verdicts = [v for v in agg["verdict"].to_list() if v not in (None, "", "not comparable")]
+    if not verdicts:
+        return "no cell has a comparable paper value"
+    counts = Counter(verdicts)
+    return f"{counts.get('reproduced', 0)} of {len(verdicts)} cells reproduced"
 
 
-def settings_note(tasks: list[Any]) -> str:
-    """The component settings of the plan's runs: each parameter's value when every run shares
-    it, ``*`` where it varies (by grid cell or entry), so the protocol is read from the runs."""
-    fields: dict[str, list[dict[str, Any]]] = {}
-    for task in tasks:
-        for comp, table in task.spec.items():
-            fields.setdefault(comp, []).append(table)
-    parts = []
-    for comp, tables in fields.items():
-        names = sorted({str(t.get("name")) for t in tables})
-        missing = len(tables) < len(tasks)
-        if len(names) > 1:
-            parts.append(f"{comp} = {' | '.join(names)} (by entry)")
+def metric_tables(agg: pl.DataFrame, spec: Any, summaries: dict[str, pl.DataFrame]) -> list[str]:
+    """The leaderboard's tables (one per metric, then the summaries), as in ``render``."""
+    from bench_core.leaderboard import constant_axes, display_rows, summary_rows
+
+    out = []
+    fixed = constant_axes(agg) if not agg.is_empty() else {}
+    if fixed:
+        out.append("<p>Same in every cell: " + escape("; ".join(
+            f"{k} = {v if isinstance(v, str) else json.dumps(v)}" for k, v in fixed.items()))
+            + ".</p>")
+    for metric in agg["metric"].unique(maintain_order=True).to_list():
+        part = agg.filter(pl.col("metric") == metric)
+        header, rows = display_rows(part, spec.columns, spec.relative)
+        if "verdict" in part.columns and "verdict" not in header:
+            header = [*header, "verdict"]
+            rows = [[*row, v or ""] for row, v in zip(rows, part["verdict"].to_list())]
+        out.append(f"<h3>{escape(metric)}</h3>")
+        out.append(html_table(header, rows, name=metric,
+                              baseline_rows=part["is_baseline"].to_list()))
+    for metric, summary in summaries.items():
+        if summary.is_empty():
             continue
-        keys = list(dict.fromkeys(k for t in tables for k in t if k != "name"))
-        shown = []
-        for key in keys:
-            values = {json.dumps(t.get(key), sort_keys=True) for t in tables}
-            shown.append(f"{key}={values.pop() if len(values) == 1 else '*'}")
-        parts.append(f"{comp} = {names[0]}({', '.join(shown)})" + (" in some runs" if missing
-                                                                    else ""))
-    return "Run settings (`*` = varies by cell or entry): " + "; ".join(parts) + "."
+        header, rows = summary_rows(summary, list(spec.summary_by))
+        out.append(f"<h3>Summary of {escape(metric)}: relative gain over the baseline (%), "
+                   f"averaged over the other grid axes</h3>")
+        out.append(html_table(header, rows, name=f"summary:{metric}"))
+    return out
 
 
-def machine_note(records: pl.LazyFrame) -> str:
-    """CPU, CPU count, torch threads, device, torch version and source commit(s) of the
-    records (as recorded by each run)."""
-    cols = records.collect_schema().names()
-    wanted = [c for c in ("cpu_model", "cpus", "threads", "device", "cuda_device",
-                          "torch_version", "git_commit") if c in cols]
-    if not wanted:
-        return "Machine: not recorded."
-    frame = records.select(wanted).collect()
+def environment_rows(records: pl.DataFrame) -> list[list[str]]:
+    """``[what, values (runs)]`` for each environment column of the records."""
+    rows = []
+    for col, label in ENVIRONMENT:
+        if col not in records.columns:
+            continue
+        counts = Counter(str(v) for v in records[col].to_list() if v is not None)
+        if counts:
+            rows.append([label, "; ".join(f"{v} ({n} runs)" if len(counts) > 1 else v
+                                          for v, n in counts.most_common())])
+    if "plugins_json" in records.columns:
+        dists = sorted({d for text in records["plugins_json"].drop_nulls().to_list()
+                        for d in json.loads(text).values()})
+        if dists:
+            rows.append(["plugin distributions", ", ".join(dists)])
+    return rows
 
-    def values(col: str) -> str:
-        if col not in frame.columns:
-            return "not recorded"
-        vals = sorted({str(v) for v in frame[col].to_list() if v is not None})
-        return ", ".join(vals) if vals else "not recorded"
 
-    commits = values("git_commit")
-    if commits != "not recorded":
-        commits = ", ".join(c[:12] + ("+dirty" if c.endswith("+dirty") else "")
-                            for c in commits.split(", "))
-    gpu = values("cuda_device")
-    return (f"Machine: {values('cpu_model')} ({values('cpus')} CPUs); torch threads per run: "
-            f"{values('threads')}; device {values('device')}"
-            + (f" ({gpu})" if gpu != "not recorded" else "")
-            + f"; torch {values('torch_version')}; untied-bench commit {commits}.")
+def reproduce_commands(plan: Any, records: pl.DataFrame) -> list[str]:
+    """The commands that rerun a plan and rebuild its report."""
+    ref = plan.spec_ref or plan.name
+    prof = f" --profile {plan.profile}" if plan.profile != "default" else ""
+    default_seeds = plan.spec.profiles[plan.profile].seeds if plan.profile in plan.spec.profiles \
+        else None
+    default_seeds = plan.spec.seeds if default_seeds is None else default_seeds
+    n_seeds = default_seeds if isinstance(default_seeds, int) else len(default_seeds)
+    seeds = f" --seeds {len(plan.seeds)}" if len(plan.seeds) != n_seeds else ""
+    threads = set(records["threads"].drop_nulls().to_list()) if "threads" in records.columns \
+        else set()
+    thr = f" --threads {threads.pop()}" if len(threads) == 1 else ""
+    recorded = set(records["git_commit"].drop_nulls().to_list()) \
+        if "git_commit" in records.columns else set()
+    commits = {c.removesuffix("+dirty") for c in recorded}
+    dirty = "   # the runs had uncommitted changes" if any(c.endswith("+dirty") for c in recorded) \
+        else ""
+    lines = [f"git checkout {commits.pop()}{dirty}"] if len(commits) == 1 else []
+    return lines + ["make env",
+                    f"untied run {ref}{prof}{seeds}{thr}      # resumes: runs only what is missing",
+                    f"untied report {ref}{prof}{seeds} --output report"]
+
+
+def leaderboard_page(plan: Any, agg: pl.DataFrame, summaries: dict[str, pl.DataFrame],
+                     records: pl.DataFrame, plots: list[Any], notes: list[str],
+                     commands: list[str], plot_dir: str = "plots") -> str:
+    spec = plan.spec
+    body = [f"<h1>{escape(spec.title)}</h1>",
+            f'<p class="note">Leaderboard <code>{escape(plan.name)}</code>, profile '
+            f'<code>{escape(plan.profile)}</code>. <a href="../index.html">All reports</a></p>']
+    if spec.description.strip():
+        body.append(f"<p>{escape(spec.description.strip())}</p>")
+    body += ["<ul>"] + [f"<li>{inline_code(n)}</li>" for n in notes] + ["</ul>"]
+    verdict = verdict_summary(agg)
+    if verdict:
+        body.append(f'<p class="verdict-summary"><strong>{escape(verdict)}</strong></p>')
+    body += ["<h2>Tables</h2>", *metric_tables(agg, spec, summaries)]
+    if plots:
+        body.append("<h2>Plots</h2>")
+    for plot in plots:
+        png = next((f for f in plot.files if f.suffix == ".png"), None)
+        svg = next((f for f in plot.files if f.suffix == ".svg"), None)
+        if png is None:
+            continue
+        link = f' (<a href="{plot_dir}/{escape(svg.name)}">SVG</a>)' if svg else ""
+        body.append(f'<figure><img src="{plot_dir}/{escape(png.name)}" '
+                    f'alt="{escape(plot.caption)}"><figcaption>{escape(plot.caption)}{link}'
+                    f"</figcaption></figure>")
+    body += ["<h2>Environment of the runs</h2>",
+             html_table(["", "value"], environment_rows(records), name="environment"),
+             "<h2>Reproduce</h2>",
+             "<p>From a clone of untied-bench at the commit above, with its environment "
+             "(<code>make env</code>):</p>",
+             "<pre>" + escape("\n".join(commands)) + "</pre>"]
+    return page(f"{spec.title} [{plan.profile}]", body)
+
+
+def index_page(entries: list[dict[str, str]]) -> str:
+    """The index: one row per leaderboard report (keys ``href``, ``title``, ``name``,
+    ``profile``, ``runs``, ``verdict``)."""
+    header = ["leaderboard", "name", "profile", "runs recorded", "verdict"]
+    rows = []
+    for e in entries:
+        link = (f'<a href="{escape(e["href"])}">{escape(e["title"])}</a>' if e.get("href")
+                else escape(e["title"]))
+        rows.append("<tr>" + f"<td>{link}</td>" + "".join(
+            f"<td>{escape(e.get(k) or '')}</td>" for k in ("name", "profile", "runs", "verdict"))
+            + "</tr>")
+    body = ["<h1>untied-bench leaderboard reports</h1>",
+            '<table class="leaderboard" data-table="index"><thead><tr>' +
+            "".join(f"<th>{h}</th>" for h in header) + "</tr></thead><tbody>",
+            *rows, "</tbody></table>"]
+    return page("untied-bench leaderboard reports", body)
+
+
+def write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import polars as pl
 import torch
 from pydantic import ValidationError
 from torch import nn
@@ -159,7 +160,10 @@ def build_session(host: PluginHost, task: RunTask, ctx: RunContext) -> TrainingS
             if reparam is not None:
                 model = reparam[0].factory(reparam[1], model=model, ctx=ctx)
                 checked(reparam[0], model, "a torch.nn.Module", isinstance(model, nn.Module))
-        return model.to(ctx.device)
+        model = model.to(ctx.device)
+        if not tied and session.trained_model is None:
+            session.trained_model = model
+        return model
 
     def build_rule(model: nn.Module):
         if "rule" not in comps:
@@ -170,8 +174,34 @@ def build_session(host: PluginHost, task: RunTask, ctx: RunContext) -> TrainingS
                        callable(getattr(rule, "zero_grad", None))
                        and callable(getattr(rule, "step", None)))
 
-    return TrainingSession(ctx=ctx, data=data, build_model=build_model, build_rule=build_rule,
-                           spec=spec)
+    session = TrainingSession(ctx=ctx, data=data, build_model=build_model,
+                              build_rule=build_rule, spec=spec)
+    return session
+
+
+def evaluate_slices(session: TrainingSession | None) -> str | None:
+    """The dataset's function slices (:class:`~bench_core.interfaces.FunctionSlice`) with the
+    trained model's predictions, as the JSON of the record's ``slices_json`` column; None when
+    the dataset declares none. Runs once after training (its one host sync)."""
+    if session is None or not session.data.slices or session.trained_model is None:
+        return None
+    model = session.trained_model
+    out: dict[str, Any] = {}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for name, cut in session.data.slices.items():
+                pred = model(cut.inputs.to(session.ctx.device)).reshape(len(cut.inputs), -1)
+                out[name] = {"label": cut.label,
+                             "x": cut.coordinate.double().cpu().tolist(),
+                             "target": cut.target.reshape(-1).double().cpu().tolist(),
+                             "prediction": pred[:, cut.output].double().cpu().tolist()}
+    except Exception as exc:  # noqa: BLE001 - a plot's input never costs a finished run
+        return json.dumps({"error": f"{type(exc).__name__}: {exc}"})
+    finally:
+        model.train(was_training)
+    return json.dumps(out)
 
 
 def _peak_rss_bytes() -> int:
@@ -248,7 +278,8 @@ def last_logged_metrics(ctx: RunContext) -> dict[str, float]:
 
 def _record_row(host: PluginHost, task: RunTask, ctx: RunContext, status: str, error: str | None,
                 tb: str | None, metrics: dict[str, float], wall: float, *, group_size: int = 1,
-                group_wall: float | None = None, warnings: list[str] = ()) -> dict[str, Any]:
+                group_wall: float | None = None, warnings: list[str] = (),
+                slices: str | None = None) -> dict[str, Any]:
     """The record of one finished run (not yet written). A ``diverged`` run records its last
     logged metrics (:func:`last_logged_metrics`) and, from them, its ``value``; leaderboards
     count it in the means unless asked not to."""
@@ -286,6 +317,7 @@ def _record_row(host: PluginHost, task: RunTask, ctx: RunContext, status: str, e
         **{f"m_{k}": v for k, v in metrics.items()},
         **{f"curve_{k}": list(v) for k, v in ctx.curves.items()},
         "curves_json": json.dumps(ctx.curves),
+        "slices_json": slices,
         "wall_time_s": wall,
         "group_size": group_size,
         "host": platform.node(),
@@ -308,6 +340,7 @@ def execute_task(task: RunTask, host: PluginHost | None = None) -> dict[str, Any
     ctx = _start(task)
     status, error, tb = "ok", None, None
     metrics: dict[str, float] = {}
+    session = None
     start = time.perf_counter()
     with torch_state_restored() as changed:
         try:
@@ -320,7 +353,9 @@ def execute_task(task: RunTask, host: PluginHost | None = None) -> dict[str, Any
         except (Exception, RunTimeout) as exc:  # noqa: BLE001 - recorded, never lost
             status, error, tb = _failure(exc)
     wall = time.perf_counter() - start
-    return _record_row(host, task, ctx, status, error, tb, metrics, wall, warnings=changed)
+    slices = evaluate_slices(session) if status == "ok" else None
+    return _record_row(host, task, ctx, status, error, tb, metrics, wall, warnings=changed,
+                       slices=slices)
 
 
 def execute_group(tasks: list[RunTask], host: PluginHost | None = None) -> list[dict[str, Any]]:
@@ -336,6 +371,7 @@ def execute_group(tasks: list[RunTask], host: PluginHost | None = None) -> list[
     contexts = [_start(t) for t in tasks]
     results: list[dict[str, float] | BaseException | None] = [None] * len(tasks)
     sessions, members = [], []
+    by_task: dict[int, TrainingSession] = {}
     start = time.perf_counter()
     limit = tasks[0].timeout * len(tasks) if tasks[0].timeout else None
     with torch_state_restored() as changed:
@@ -344,6 +380,7 @@ def execute_group(tasks: list[RunTask], host: PluginHost | None = None) -> list[
                 try:
                     sessions.append(build_session(host, task, ctx))
                     members.append(i)
+                    by_task[i] = sessions[-1]
                 except Exception as exc:  # noqa: BLE001 - recorded as this run's failure
                     results[i] = exc
             if sessions:
@@ -365,7 +402,7 @@ def execute_group(tasks: list[RunTask], host: PluginHost | None = None) -> list[
                     results[i] = exc
     group_wall = time.perf_counter() - start
     rows = []
-    for task, ctx, out in zip(tasks, contexts, results):
+    for i, (task, ctx, out) in enumerate(zip(tasks, contexts, results)):
         status, error, tb, metrics = "ok", None, None, {}
         try:
             if isinstance(out, BaseException):
@@ -373,9 +410,10 @@ def execute_group(tasks: list[RunTask], host: PluginHost | None = None) -> list[
             metrics = _final_metrics(out)
         except Exception as exc:  # noqa: BLE001
             status, error, tb = _failure(exc)
+        slices = evaluate_slices(by_task.get(i)) if status == "ok" else None
         rows.append(_record_row(host, task, ctx, status, error, tb, metrics,
                                 group_wall / len(tasks), group_size=len(tasks),
-                                group_wall=group_wall, warnings=changed))
+                                group_wall=group_wall, warnings=changed, slices=slices))
     return rows
 
 
@@ -390,6 +428,9 @@ def execute_and_record(unit: RunTask | list[RunTask]) -> list[RunOutcome]:
     mine, claims, outcomes = [], [], []
     for task in tasks:
         path = claim(folder, task.run_id) if task.run_id not in done else None
+        if path is not None and not task.force and _recorded(folder, task.run_id):
+            release([path])       # finished by another process since `done` was read
+            path = None
         if path is None:
             outcomes.append(RunOutcome(task.run_id, task.entry, "claimed", None, None, 0.0))
         else:
@@ -406,6 +447,15 @@ def execute_and_record(unit: RunTask | list[RunTask]) -> list[RunOutcome]:
     finally:
         release(claims)
     return outcomes
+
+
+def _recorded(folder: Path, run_id: str) -> bool:
+    """Whether ``run_id`` has a kept (``ok`` or ``diverged``) record in ``folder`` now."""
+    path = folder / f"{run_id}.parquet"
+    try:
+        return pl.read_parquet(path, columns=["status"])["status"][0] in RESUMED_STATUSES
+    except Exception:  # noqa: BLE001 - missing or unreadable: not recorded
+        return False
 
 
 def form_groups(tasks: list[RunTask], host: PluginHost, *, enabled: bool = True,
@@ -490,6 +540,10 @@ def run_plan(plan: Plan, results_root: str | Path, *, executor: str = "local", j
         t.results_dir = str(results_dir)
         t.threads, t.timeout, t.force = threads, run_timeout, force
     todo, skipped = pending_tasks(plan, results_dir, force)
+    if todo:
+        from bench_core.export import write_spec_file
+
+        write_spec_file(results_dir, plan)
     summary = RunSummary(total=len(plan.tasks), skipped=skipped, ran=0, ok=0, diverged=0, failed=0)
     if not todo:
         console.print(f"{plan.name}: all {len(plan.tasks)} runs already recorded in {results_dir} "

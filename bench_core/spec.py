@@ -138,6 +138,10 @@ class LeaderboardSpec(_Strict):
                            "baseline in percent (positive = better)")
     summary_by: list[str] = Field(default_factory=list, description="grid keys: add a table of "
                                   "each entry's mean relative gain per value of these axes")
+    labels: dict[str, str] = Field(default_factory=dict, description="plot labels with units "
+                                   "of grid axes, metrics (stating any display `scale`) and `epoch` (the curves' x "
+                                   "axis), e.g. "
+                                   "{\"rule.lr\" = \"learning rate (step size)\"}")
 
     @model_validator(mode="after")
     def _check(self) -> "LeaderboardSpec":
@@ -224,6 +228,8 @@ class Plan:
     seeds: list[int]
     grid: dict[str, list[Any]]
     tasks: list[RunTask]
+    spec_ref: str | None = None
+    """The spec file or built-in name the plan came from (finds its committed records)."""
 
     @property
     def comparable(self) -> bool:

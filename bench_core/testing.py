@@ -21,6 +21,17 @@ A plugin package's test can thus be as short as::
         untied_host.add_plugin(my_plugin, "my_plugin")   # or rely on its entry point
         table = run_leaderboard(SPEC_TOML)
         assert table.filter(entry="mine")["mean"][0] > 0.8
+
+The conformance kit (:mod:`bench_core.conformance`; the command ``untied check-plugin``):
+
+``check_plugin(target) -> ConformanceReport``
+    every check on every component of ``target`` (an installed distribution such as
+    ``"untied-sign-sgd"``, a plugin name, or an importable module such as ``"my_plugin"``);
+``assert_plugin_conforms(target)``
+    fails the test with the failed checks and what to fix::
+
+        def test_my_plugin_conforms():
+            assert_plugin_conforms("untied-my-method")
 """
 
 from __future__ import annotations
@@ -80,3 +91,18 @@ def run_leaderboard(untied_host, tmp_path):
         return run_spec(untied_host, spec, tmp_path / "results", **kw)
 
     return run
+
+
+def check_plugin(target: str):
+    """The conformance kit's report on ``target`` (see :mod:`bench_core.conformance`)."""
+    from bench_core.conformance import check_plugin as run_checks
+
+    return run_checks(target)
+
+
+def assert_plugin_conforms(target: str) -> None:
+    """Fail the calling test, listing each failed check and what to fix, unless every
+    component of ``target`` passes the conformance kit."""
+    report = check_plugin(target)
+    if report.failures:
+        pytest.fail(report.text(only_failures=True), pytrace=False)

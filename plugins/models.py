@@ -27,7 +27,7 @@ image, as in the paper's LeNet5-on-DIGITS experiment (Section 4.8). Any other sh
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +41,8 @@ from untied_plugins.binary_layers import BinaryConv2d, BinaryLinear
 # ---- parameters ----------------------------------------------------------------------------
 class SUCParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    # one output unit: the conformance kit (untied check-plugin) checks it on a binary task
+    conformance_run: ClassVar[dict] = {"dataset": {"name": "kit_blobs", "single_output": True}}
     bias: bool = True
     binary_weights: bool = Field(False, description="BinaryConnect sign(W) weights (Section 5)")
 

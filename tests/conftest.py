@@ -4,6 +4,8 @@ and a small, fast leaderboard spec."""
 from __future__ import annotations
 
 import copy
+import shutil
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -67,3 +69,14 @@ def installed(tmp_path, monkeypatch):
     for name in list(sys.modules):
         if name.startswith("fakeplug_"):
             del sys.modules[name]
+
+
+def pip_install_target(package: Path, target: Path, scratch: Path) -> Path:
+    """Install the package folder ``package`` (no dependencies, no build isolation, no index)
+    into ``target``, building from a copy in ``scratch`` (setuptools builds in-tree)."""
+    source = scratch / package.name
+    shutil.copytree(package, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                    "--no-build-isolation", "--no-index", "--target", str(target), str(source)],
+                   check=True, capture_output=True, timeout=300)
+    return target

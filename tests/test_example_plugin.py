@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import pip_install_target
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "untied-sign-sgd"
@@ -19,13 +20,8 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture(scope="module")
 def example_site(tmp_path_factory):
-    target = tmp_path_factory.mktemp("site")
-    source = tmp_path_factory.mktemp("src") / EXAMPLE.name  # setuptools builds in-tree
-    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-                    "--no-build-isolation", "--no-index", "--target", str(target), str(source)],
-                   check=True, capture_output=True, timeout=300)
-    return target
+    return pip_install_target(EXAMPLE, tmp_path_factory.mktemp("site"),
+                              tmp_path_factory.mktemp("src"))
 
 
 def run(args, site, **kw):
@@ -55,4 +51,10 @@ def test_example_plugin_own_tests_pass_with_the_test_kit(example_site):
     out = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                str(EXAMPLE / "tests")], example_site, cwd=str(EXAMPLE))
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "2 passed" in out.stdout
+    assert "3 passed" in out.stdout
+
+
+def test_example_plugin_passes_the_conformance_kit(example_site):
+    out = run([str(BIN / "untied"), "check-plugin", "untied-sign-sgd"], example_site)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "update_rule sign_sgd" in out.stdout and "every check passed" in out.stdout

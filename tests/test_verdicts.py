@@ -15,7 +15,7 @@ import tomli_w
 
 import grouped_plugin
 from bench_core.records import write_record
-from bench_core.report import plan_report
+from bench_core.tables import plan_report
 from bench_core.spec import Plan, find_reference, parse_spec
 
 SPEC = {

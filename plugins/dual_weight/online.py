@@ -28,7 +28,7 @@ tolerance (tested).
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +43,10 @@ from untied_plugins.trainers import evaluate_all
 
 class OnlineParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    # the conformance kit (untied check-plugin): a short schedule on regression data
+    conformance_run: ClassVar[dict] = {
+        "trainer": {"iterations": 300, "eval_every": 100},
+        "dataset": {"name": "kit_blobs", "task": "regression", "classes": 1}}
     iterations: int = Field(60_000, ge=1, description="samples drawn with replacement from the "
                             "pool, one per step (the paper: 60,000)")
     eval_every: int = Field(10_000, ge=1, description="evaluate every this many iterations "

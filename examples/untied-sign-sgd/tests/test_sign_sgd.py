@@ -5,6 +5,7 @@ from importlib import resources
 import torch
 
 import untied_sign_sgd
+from bench_core.testing import assert_plugin_conforms
 
 
 def test_step_moves_each_weight_by_lr_against_the_gradient_sign():
@@ -22,3 +23,9 @@ def test_signsgd_learns_digits(untied_host, run_leaderboard):
     table = run_leaderboard(spec, seeds=1)
     means = dict(zip(table["entry"], table["mean"]))
     assert means["signSGD"] > 0.8 and means["SGD"] > 0.8
+
+
+def test_sign_sgd_conforms():
+    """untied-bench's conformance kit: parameters, build, a training step, determinism,
+    records (the same checks as `untied check-plugin untied-sign-sgd`)."""
+    assert_plugin_conforms("untied_sign_sgd")

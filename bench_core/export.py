@@ -1,0 +1,133 @@
+"""All records of a leaderboard as one table, and where a leaderboard's records come from.
+
+Records of different components carry different ``p_<component>.<param>`` and ``m_<metric>``
+columns, so ``polars.read_parquet("results/NAME/*.parquet")`` fails with a ``SchemaError``.
+:func:`read_records` aligns them (a column missing from a record is null there; numeric
+columns take their common supertype) and is what ``untied export`` writes.
+
+Where a spec's records are read from (:func:`plan_records`):
+
+1. ``<results>/<name>/`` (what ``untied run`` writes), if it holds any run of the plan;
+2. else the committed compacted records ``leaderboards/<name>/<profile>.parquet`` next to the
+   spec (for a built-in leaderboard: inside the installed package), so that the tables, plots
+   and reports of a committed leaderboard can be regenerated from a fresh clone.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from bench_core.errors import UntiedError
+from bench_core.records import scan_records
+
+EXPORT_FORMATS = ("parquet", "csv")
+SPEC_FILE = "spec.json"
+"""Written by the runner into ``<results>/<name>/``: the leaderboard spec the runs came from, so
+``untied leaderboard DIR`` shows the same title, notes and columns as ``untied leaderboard SPEC``."""
+
+
+def read_records(folder: str | Path, run_ids: set[str] | None = None) -> pl.DataFrame:
+    """Every record of a results folder (optionally only ``run_ids``) as one frame."""
+    lf = scan_records(folder, run_ids)
+    if lf is None:
+        raise UntiedError(f"no records in {folder}: run `untied run` first")
+    return lf.collect()
+
+
+def spec_folder(spec_ref: str | Path | None) -> Any:
+    """The folder a spec lives in (a path, or the installed package's leaderboards)."""
+    if spec_ref is None:
+        return None
+    path = Path(spec_ref)
+    if path.is_file():
+        return path.resolve().parent
+    from bench_core.spec import builtin_leaderboards
+
+    if str(spec_ref) in builtin_leaderboards():
+        return resources.files("bench_core.leaderboards")
+    return None
+
+
+def committed_records(spec_ref: str | Path | None, name: str, profile: str) -> Any:
+    """``leaderboards/<name>/<profile>.parquet`` beside the spec, if it exists."""
+    folder = spec_folder(spec_ref)
+    if folder is None:
+        return None
+    path = folder / name / f"{profile}.parquet"
+    return path if path.is_file() else None
+
+
+def plan_records(plan: Any, results_dir: str | Path, spec_ref: str | Path | None = None,
+                 *, quiet: bool = False) -> pl.LazyFrame:
+    """The records of ``plan``'s runs: from ``results_dir``, else from the committed compacted
+    records of the spec (module docstring). Raises a one-line error when neither has any."""
+    ids = {t.run_id for t in plan.tasks}
+    lf = scan_records(results_dir, ids)
+    if lf is not None:
+        return lf
+    committed = committed_records(spec_ref, plan.name, plan.profile)
+    if committed is not None:
+        with resources.as_file(committed) as path:
+            frame = pl.read_parquet(path).filter(pl.col("run_id").is_in(list(ids)))
+        if frame.height:
+            if not quiet:
+                print(f"note: no records in {results_dir}; reading the committed records "
+                      f"{committed}", file=sys.stderr)
+            return frame.lazy()
+    where = f"{results_dir}" + (f" or {committed}" if committed is not None else "")
+    raise UntiedError(f"no records of the runs of {plan.name} [{plan.profile}] in {where}: "
+                      f"run `untied run` first")
+
+
+def export_table(records: pl.DataFrame, fmt: str) -> bytes:
+    """``records`` as Parquet or CSV bytes. CSV has no list type: per-epoch curves
+    (``curve_*``) become JSON arrays in text cells."""
+    if fmt not in EXPORT_FORMATS:
+        raise UntiedError(f"--format {fmt}: expected one of {', '.join(EXPORT_FORMATS)}")
+    import io
+
+    buf = io.BytesIO()
+    if fmt == "parquet":
+        records.write_parquet(buf)
+        return buf.getvalue()
+    nested = [c for c, t in records.schema.items() if isinstance(t, (pl.List, pl.Array, pl.Struct))]
+    flat = records.with_columns(
+        pl.col(c).map_elements(lambda v: json.dumps(v.to_list() if hasattr(v, "to_list") else v),
+                               return_dtype=pl.Utf8) for c in nested)
+    flat.write_csv(buf)
+    return buf.getvalue()
+
+
+def write_spec_file(folder: str | Path, plan: Any) -> Path:
+    """Store the spec of ``plan`` in its results folder (see :data:`SPEC_FILE`)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / SPEC_FILE
+    payload = {"name": plan.name, "spec": plan.spec.model_dump(mode="json")}
+    tmp = folder / f".{SPEC_FILE}.tmp"
+    tmp.write_text(json.dumps(payload, indent=1), encoding="utf-8")  # keeps grid order
+    tmp.replace(path)
+    return path
+
+
+def read_spec_file(folder: str | Path) -> tuple[str, Any] | None:
+    """``(name, LeaderboardSpec)`` stored in a results folder, or None."""
+    from bench_core.errors import SpecError
+    from bench_core.spec import parse_spec
+
+    path = Path(folder) / SPEC_FILE
+    if not path.is_file():
+        return None
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        name, spec = parse_spec(payload["spec"], source=str(path), stem=payload["name"])
+    except (OSError, ValueError, KeyError, SpecError) as exc:
+        print(f"warning: ignoring {path}: {exc}", file=sys.stderr)
+        return None
+    return name, spec
