@@ -1,11 +1,18 @@
 """Aggregate run records into a leaderboard (polars) and render it (tabulate).
 
 Per profile, grid cell and entry: mean, sample standard deviation (ddof=1), standard error and
-n over the *counted* runs; the number of failed and diverged runs; the difference to the
+n over the *counted* runs; the number of failed and diverged runs; the comparison with the
 baseline entry's mean in the same cell and the relative gain over it in percent (positive =
 better); the rank within the cell (1 = best, by ``higher_is_better``); the reference (paper)
 value and our difference to it. :func:`summarise` averages the relative gains over some grid
 axes; :mod:`bench_core.verdicts` adds a verdict per reference value.
+
+The comparison with the baseline (a spec's ``compare``, :data:`COMPARISONS`) is the difference
+of the means (``delta_baseline``, always computed and the default), their ratio
+(``ratio_baseline`` = entry mean / baseline mean) or its decimal logarithm
+(``log10_ratio_baseline``: -2 = two orders of magnitude below the baseline). Ratios are meant
+for positive metrics such as errors; a zero or negative baseline mean gives an infinite or empty
+cell.
 
 Counted runs: every ``ok`` run and, by default, every ``diverged`` run that has a value - the
 metric of the last epoch it logged (:func:`bench_core.runner.last_logged_metrics`), typically
@@ -29,11 +36,28 @@ from bench_core.errors import UntiedError
 from bench_core.records import scan_records
 
 FORMATS = ("table", "markdown", "csv", "json", "parquet")
+COMPARISONS = {"difference": "delta_baseline", "ratio": "ratio_baseline",
+               "log10_ratio": "log10_ratio_baseline"}
+"""Ways to compare an entry with the baseline -> the aggregate's column holding it."""
+_COMPARISON_HEADERS = {"delta_baseline": "Δ baseline", "ratio_baseline": "÷ baseline",
+                       "log10_ratio_baseline": "log10(÷ baseline)"}
+
+
+def _comparison(mean: pl.Expr, base: pl.Expr, compare: str) -> pl.Expr:
+    if compare == "difference":
+        return mean - base
+    if compare == "ratio":
+        return mean / base
+    if compare == "log10_ratio":
+        return (mean / base).log10()
+    raise UntiedError(f"compare '{compare}': expected one of {', '.join(COMPARISONS)}")
 
 
 def aggregate(records: pl.LazyFrame, extra_metrics: list[str] | None = None,
-              include_diverged: bool = True) -> pl.DataFrame:
+              include_diverged: bool = True, compare: str = "difference") -> pl.DataFrame:
     """One row per (profile, cell, entry); see the module docstring for the columns."""
+    compared = COMPARISONS.get(compare)
+    comparison = _comparison(pl.col("mean"), pl.col("_base"), compare)
     cols = records.collect_schema().names()
     extras = [m for m in (extra_metrics or []) if f"m_{m}" in cols]
     diverged = pl.col("status") == "diverged"
@@ -81,6 +105,7 @@ def aggregate(records: pl.LazyFrame, extra_metrics: list[str] | None = None,
     table = table.with_columns(
         (pl.col("mean") - pl.col("_base")).alias("delta_baseline"),
         (100.0 * better / pl.col("_base").abs()).alias("gain_pct"),
+        *([comparison.alias(compared)] if compared != "delta_baseline" else []),
         signed.rank(method="min").over(["leaderboard", "profile", "cell_json"])
         .cast(pl.Int64).alias("rank"),
         (pl.col("mean") - pl.col("reference")).alias("delta_reference"),
@@ -88,7 +113,8 @@ def aggregate(records: pl.LazyFrame, extra_metrics: list[str] | None = None,
     out = table.sort(["leaderboard", "profile", "cell_index", "cell_json", "entry_index", "entry"]).collect()
     return out.select(["leaderboard", "profile", "cell_json", "entry", "mean", "std", "stderr",
                        "n", "failed", "diverged", "diverged_counted", "timeout",
-                       "delta_baseline", "gain_pct", "rank", "reference", "reference_std",
+                       "delta_baseline", *([compared] if compared != "delta_baseline" else []),
+                       "gain_pct", "rank", "reference", "reference_std",
                        "delta_reference", "is_baseline", "higher_is_better", "metric",
                        "wall_time_s", "total_wall_time_s", *extras])
 
@@ -203,10 +229,15 @@ def constant_axes(agg: pl.DataFrame) -> dict[str, Any]:
 
 
 def _fmt(x: Any, digits: int = 4, signed: bool = False) -> str:
+    """``digits`` decimals; a non-zero value below ``10^(1-digits)`` in magnitude (which would
+    keep fewer than two significant digits, e.g. a small error) in scientific notation with
+    ``digits - 1`` decimals instead."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return ""
     if isinstance(x, float):
-        return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+        kind = "e" if 0 < abs(x) < 10.0 ** (1 - digits) else "f"
+        places = digits - 1 if kind == "e" else digits
+        return f"{x:+.{places}{kind}}" if signed else f"{x:.{places}{kind}}"
     return str(x)
 
 
@@ -236,8 +267,10 @@ def display_rows(agg: pl.DataFrame, extras: list[str] | None = None, relative: b
     multi_profile = agg["profile"].n_unique() > 1
     has_ref = agg["reference"].is_not_null().any()
     extras = [e for e in (extras or []) if e in agg.columns]
+    compared = next((c for c in ("log10_ratio_baseline", "ratio_baseline") if c in agg.columns),
+                    "delta_baseline")
     header = (["profile"] if multi_profile else []) + cell_keys + [
-        "entry", f"{metric} {arrow}", "± std", "n", "Δ baseline"]
+        "entry", f"{metric} {arrow}", "± std", "n", _COMPARISON_HEADERS[compared]]
     if relative:
         header += ["gain %"]
     header += ["rank"]
@@ -258,7 +291,7 @@ def display_rows(agg: pl.DataFrame, extras: list[str] | None = None, relative: b
             _cell_text(cell[k]) if k in cell else "" for k in cell_keys]
         label = r["entry"] + (" (baseline)" if r["is_baseline"] else "")
         row += [label, _fmt(r["mean"]), _fmt(r["std"]), str(r["n"]),
-                "" if r["is_baseline"] else _fmt(r["delta_baseline"], signed=True)]
+                "" if r["is_baseline"] else _fmt(r[compared], signed=compared != "ratio_baseline")]
         if relative:
             row += ["" if r["is_baseline"] else _fmt(r["gain_pct"], 1, signed=True)]
         row += [_fmt(r["rank"])]

@@ -52,6 +52,8 @@ class Component:
         for pname, f in self.params.model_fields.items():
             tname = type_name(f.annotation)
             default = None if f.is_required() else f.get_default(call_default_factory=True)
+            if isinstance(default, BaseModel):  # a nested parameter table
+                default = default.model_dump(mode="json")
             rows.append(
                 {
                     "name": pname,

@@ -5,8 +5,9 @@ A run spec holds one table per component, each ``{name = "...", ...params}``:
 ``reparametrization`` (applied to the built model before its rule). A leaderboard spec
 holds ``defaults`` (a partial run spec), a ``grid`` (dotted keys -> lists; cartesian product),
 ``entries`` (the methods compared: a label and overrides), a ``baseline`` entry label, ``seeds``,
-optional ``profiles`` (overlays such as ``cpu`` = reduced scale) and optional ``reference`` values
-(a paper's numbers per entry and grid cell).
+optional ``profiles`` (overlays such as ``cpu`` = reduced scale), optional ``reference`` values
+(a paper's numbers per entry and grid cell) and ``compare``, how entries are set against the
+baseline in the table (difference, ratio or log10 ratio of the means).
 
 Overrides are merged into defaults key by key, except that giving a component a *different*
 ``name`` replaces its table: the old component's parameters do not leak into the new one.
@@ -22,7 +23,7 @@ import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -142,6 +143,10 @@ class LeaderboardSpec(_Strict):
                                    "of grid axes, metrics (stating any display `scale`) and `epoch` (the curves' x "
                                    "axis), e.g. "
                                    "{\"rule.lr\" = \"learning rate (step size)\"}")
+    compare: Literal["difference", "ratio", "log10_ratio"] = Field(
+        "difference", description="how an entry's mean is compared with the baseline's in the "
+        "same cell: entry - baseline, entry / baseline, or log10(entry / baseline) (orders of "
+        "magnitude; ratios suit positive metrics such as errors)")
 
     @model_validator(mode="after")
     def _check(self) -> "LeaderboardSpec":

@@ -50,7 +50,7 @@ def plan_aggregate(plan, records: pl.LazyFrame, include_diverged: bool = True
     aggs = []
     for metric in metrics:
         agg = aggregate(overlay_plan(records, plan.tasks, metric, spec), spec.columns,
-                        include_diverged)
+                        include_diverged, spec.compare)
         if spec.reference:
             tol = spec.tolerance
             agg = add_verdicts(agg, absolute=tol.absolute, stderr=tol.stderr,
@@ -94,9 +94,14 @@ def header_notes(plan, main: pl.DataFrame, include_diverged: bool) -> list[str]:
     arrow = "higher is better" if spec.higher_is_better else "lower is better"
     shown = ", ".join(f"`{m}`" for m in dict.fromkeys([spec.metric, *spec.metrics]))
     scaled = f", values x {spec.scale:g}" if spec.scale != 1 else ""
+    comparison = {
+        "difference": "Δ baseline = entry mean − `{}` mean",
+        "ratio": "÷ baseline = entry mean / `{}` mean",
+        "log10_ratio": "log10(÷ baseline) = log10(entry mean / `{}` mean), -1 = ten times lower,",
+    }[spec.compare].format(spec.baseline)
     notes = [f"Metric{'s' if spec.metrics else ''}: {shown} ({arrow}{scaled}); mean ± sample "
              f"std over seeds" + (
-        f"; Δ baseline = entry mean − `{spec.baseline}` mean in the same cell" if spec.baseline
+        f"; {comparison} in the same cell" if spec.baseline
         else "; no baseline entry") + ("; gain % = relative improvement over the baseline "
                                        "(positive = better)." if spec.relative else ".")]
     n_done = int(main["n"].sum() - main["diverged_counted"].sum() + main["failed"].sum()

@@ -82,7 +82,7 @@ def run_spec(host: Any, spec: dict[str, Any] | str, results: Path, name: str = "
     plan = expand(host, name, parsed, **expand_kw)
     run_plan(plan, results, host=host, progress=False)
     return aggregate(load_records(results / plan.name, {t.run_id for t in plan.tasks}),
-                     parsed.columns)
+                     parsed.columns, compare=parsed.compare)
 
 
 @pytest.fixture

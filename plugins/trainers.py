@@ -26,6 +26,11 @@ the test metrics; the only host syncs are these once-per-epoch logs.
 relative to the tied ones (``cos/<layer>``, ``sign/<layer>``, ``direction_cosine``,
 ``direction_sign_agreement``; see :mod:`untied_plugins.direction`, Troiano et al.
 Propositions 1-3) without changing training; the final metrics get the last epoch's finite means.
+
+``target_metric`` / ``target_value`` (:mod:`bench_core.stopping`): after each epoch's evaluation,
+check the metric against the target; stop when reached (unless ``target_stop = false``) and report
+``target_reached``, ``steps_to_target`` (weight updates) and ``seconds_to_target``. With
+``batch_size`` >= the training-set size an epoch is one step, so the target is timed per step.
 """
 
 from __future__ import annotations
@@ -41,10 +46,11 @@ from torch import Tensor, nn
 
 from bench_core.hookspecs import hookimpl
 from bench_core.interfaces import DataBundle, TrainingSession, constraint_hooks
+from bench_core.stopping import TargetStopParams, TargetWatcher
 from untied_plugins.direction import MEAN_KEYS, DirectionProbe
 
 
-class BackpropParams(BaseModel):
+class _BackpropOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -62,6 +68,11 @@ class BackpropParams(BaseModel):
                                        "and sign agreement per layer every epoch")
     compile: bool = Field(False, description="train through torch.compile(model) (runs are "
                           "then trained one by one, not grouped)")
+
+
+class BackpropParams(TargetStopParams, _BackpropOptions):
+    """Parameters of ``backprop``: its own, then the stop-at-target option
+    (:mod:`bench_core.stopping`; checked after every epoch's evaluation)."""
 
 
 def sample_losses(out: Tensor, y: Tensor, loss: str, task: str) -> Tensor:
@@ -114,11 +125,14 @@ def predictions(out: Tensor, loss: str) -> Tensor:
 @torch.no_grad()
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, loss: str, task: str, batch_size: int,
              ctx=None) -> dict[str, Tensor]:
-    """Loss and (for classification) accuracy over ``(x, y)``, as 0-d tensors (no sync)."""
+    """Loss, and accuracy (classification) or ``mse`` (plain mean squared error over samples
+    and outputs) and ``max_abs_error`` (largest ``|y_hat - y|``) (regression), over ``(x, y)``,
+    as 0-d tensors (no sync)."""
     was_training = model.training
     model.eval()
     total = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device)  # hits, or summed squared error
+    worst = torch.zeros((), device=x.device)
     for i in range(0, len(x), batch_size):
         xb, yb = x[i:i + batch_size], y[i:i + batch_size]
         out = model(xb)
@@ -127,12 +141,17 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, loss: str, task: str, batch
         total += batch_loss(out, yb, loss, task) * len(xb)
         if task == "classification":
             correct += (predictions(out, loss) == yb).sum()
-        else:  # plain mean squared error over samples and outputs
-            correct += (out - yb.reshape(out.shape)).square().mean(-1).sum()
+        else:
+            error = out - yb.reshape(out.shape)
+            correct += error.square().mean(-1).sum()
+            worst = torch.maximum(worst, error.abs().max())
     model.train(was_training)
     n = max(len(x), 1)
     result = {"loss": total / n}
-    result["accuracy" if task == "classification" else "mse"] = correct / n
+    if task == "classification":
+        result["accuracy"] = correct / n
+    else:
+        result.update(mse=correct / n, max_abs_error=worst)
     return result
 
 
@@ -204,8 +223,8 @@ class BackpropTrainer:
     max_group_size = 64
 
     def group_key(self, spec: dict) -> str | None:
-        if self.p.compile:
-            return None
+        if self.p.compile or self.p.target_metric is not None:
+            return None  # compiled or stop-at-target runs are trained one by one
         same = {k: spec.get(k) for k in ("dataset", "model", "activation", "surrogate")}
         return json.dumps({**same, "rule": spec.get("rule", {}).get("name")}, sort_keys=True,
                           default=str)
@@ -227,7 +246,9 @@ class BackpropTrainer:
         forward = torch.compile(model) if p.compile else model
         stream = SampleStream(n, p.epoch_size or n, p.shuffle, gen, ctx.device)
         final: dict[str, float] = {}
+        steps = 0
         model.train()
+        watcher = TargetWatcher(p)
         for epoch in range(1, p.epochs + 1):
             order = stream.next_epoch()
             loss_sum = torch.zeros((), device=ctx.device)  # summed per-sample losses
@@ -243,11 +264,14 @@ class BackpropTrainer:
                     hook()
                 ctx.counters.forward(len(idx))
                 ctx.counters.backward(len(idx))
+                steps += 1
                 summed = p.loss_reduction == "sum"
                 loss_sum += loss.detach() if summed else loss.detach() * len(idx)
             diagnostics = probe.measure(model) if probe is not None else {}
             final = self._log(session, model, epoch, loss_sum / len(order), diagnostics)
-        return final
+            if watcher.check(final, steps=steps):
+                break
+        return {**final, **watcher.metrics()}
 
     def _log(self, session: TrainingSession, model: nn.Module, epoch: int, train_loss: Tensor,
              diagnostics: dict[str, Tensor]) -> dict[str, float]:

@@ -132,3 +132,40 @@ def test_diverged_runs_count_in_the_mean_by_default(tmp_path):
     assert "2 (1 in mean)" in text
     assert "2 (not in mean)" in render(aggregate(load_records(tmp_path), include_diverged=False),
                                        "table")
+
+
+@pytest.mark.parametrize("compare, column, expected", [
+    ("ratio", "ratio_baseline", lambda m, b: m / b),
+    ("log10_ratio", "log10_ratio_baseline", lambda m, b: math.log10(m / b)),
+])
+def test_ratio_comparisons_with_the_baseline(tmp_path, compare, column, expected):
+    write_set(tmp_path)
+    agg = aggregate(load_records(tmp_path), compare=compare)
+    rows = {(r["entry"], json.loads(r["cell_json"])["rule.lr"]): r for r in agg.iter_rows(named=True)}
+    for (entry, lr), vals in VALUES.items():
+        base = statistics.fmean(VALUES[("base", lr)])
+        assert rows[(entry, lr)][column] == pytest.approx(expected(statistics.fmean(vals), base))
+    header = render(agg, "markdown").splitlines()[0]
+    assert {"ratio": "÷ baseline", "log10_ratio": "log10(÷ baseline)"}[compare] in header
+    assert "Δ baseline" not in header
+    with pytest.raises(Exception, match="compare 'percent': expected one of difference, ratio"):
+        aggregate(load_records(tmp_path), compare="percent")
+
+
+def test_spec_compare_field_defaults_to_difference_and_is_validated():
+    from bench_core.errors import SpecError
+    from bench_core.spec import parse_spec
+
+    raw = {"title": "t", "entries": [{"label": "a"}]}
+    assert parse_spec(raw)[1].compare == "difference"
+    assert parse_spec({**raw, "compare": "log10_ratio"})[1].compare == "log10_ratio"
+    with pytest.raises(SpecError, match="compare"):
+        parse_spec({**raw, "compare": "percent"})
+
+
+def test_small_values_print_in_scientific_notation():
+    from bench_core.leaderboard import _fmt
+
+    assert _fmt(0.8) == "0.8000" and _fmt(0.0012) == "0.0012" and _fmt(0.0) == "0.0000"
+    assert _fmt(0.0005) == "5.000e-04" and _fmt(1.234e-5) == "1.234e-05"
+    assert _fmt(-2e-7, signed=True) == "-2.000e-07"

@@ -25,8 +25,10 @@ def test_wheel_contains_leaderboards_and_entry_points(tmp_path):
     shipped = {p.name for p in (REPO / "leaderboards").glob("*.toml")}
     assert shipped <= specs
     assert "untied_plugins/surrogates.py" in names
+    assert {"untied_plugins/separated/__init__.py", "untied_plugins/separated/rule.py"} <= set(names)
     assert not any(n.startswith("plugins/") for n in names)
     ep = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(ep).decode()
     assert "[untied]" in text and "surrogates = untied_plugins.surrogates" in text
+    assert "separated = untied_plugins.separated" in text
     assert "untied = bench_core.cli:main" in text

@@ -165,3 +165,20 @@ def test_unknown_family_and_component_suggest():
         host.family("dataset")
     with pytest.raises(PluginError, match="did you mean 'digits'.*choices: "):
         host.get("datasets", "digit")
+
+
+def test_a_nested_parameter_table_default_is_listed_as_a_plain_table():
+    from pydantic import BaseModel, ConfigDict, Field
+
+    from bench_core.plugins import Component
+
+    class Inner(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        lr: float = 0.1
+
+    class Outer(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        inner: Inner = Field(default_factory=Inner)
+
+    comp = Component("update_rules", "nested", lambda p: None, Outer, "nested", "test")
+    assert comp.parameters()[0]["default"] == {"lr": 0.1}

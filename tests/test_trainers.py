@@ -89,3 +89,21 @@ def test_online_trainer_accepts_either_reduction_with_equal_results(untied_host)
     rows = run_entries(untied_host, trainer, {"name": "sgd", "lr": 0.05},
                        {r: {"trainer": {"loss_reduction": r}} for r in ("mean", "sum")})
     assert rows["mean"]["curves_json"] == rows["sum"]["curves_json"]  # batch size 1
+
+
+def test_regression_reports_mse_and_max_abs_error_over_all_batches():
+    """The backprop trainer's evaluation metrics, checked against a hand computation."""
+    from torch import nn
+
+    from untied_plugins.trainers import evaluate
+
+    model = nn.Linear(1, 2, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0], [2.0]]))
+    x = torch.tensor([[1.0], [2.0], [3.0]])
+    y = torch.tensor([[1.0, 2.5], [2.0, 4.0], [0.0, 6.0]])  # errors (0, -.5), (0, 0), (3, 0)
+    got = evaluate(model, x, y, "mse", "regression", batch_size=2)
+    assert got["mse"].item() == pytest.approx((0.25 / 2 + 0 + 9 / 2) / 3)
+    assert got["max_abs_error"].item() == pytest.approx(3.0)  # in the second batch
+    assert got["loss"].item() == pytest.approx(0.5 * (0.25 + 9) / 3)
+    assert "accuracy" not in got
