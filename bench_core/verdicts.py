@@ -7,7 +7,10 @@ Verdict of a row with a reference value (``verdict`` column; null without one):
     ``|mean - reference| <= tolerance``, ``tolerance = max(absolute, k sqrt(se_ours^2 +
     se_paper^2))`` (column ``tolerance``): ``se_ours = std / sqrt(n)`` of our counted runs (0
     with a single run), ``se_paper = reference_std / sqrt(reference_n)`` (0 when either is
-    unknown);
+    unknown). A source that reports *single runs* (``reference_n = 1``) without a std is one
+    draw from the run-to-run spread, which our runs of the same protocol measure: then
+    ``se_paper = std`` (our sample std), so a cell is not called different only because the
+    source's one run was a lucky or unlucky seed;
 ``differs``
     otherwise;
 ``not comparable``
@@ -38,8 +41,12 @@ def add_verdicts(agg: pl.DataFrame, *, absolute: float, stderr: float,
                  reference_n: int | None, comparable: bool) -> pl.DataFrame:
     """``agg`` with the columns ``tolerance`` and ``verdict`` (module docstring)."""
     se_ours = pl.col("stderr").fill_null(0.0).fill_nan(0.0)
-    se_paper = (pl.col("reference_std").fill_null(0.0) / math.sqrt(reference_n)
-                if reference_n else pl.lit(0.0))
+    if reference_n == 1:  # a single run: its spread is ours when the source gives none
+        se_paper = pl.coalesce(pl.col("reference_std"), pl.col("std")).fill_null(0.0).fill_nan(0.0)
+    elif reference_n:
+        se_paper = pl.col("reference_std").fill_null(0.0) / math.sqrt(reference_n)
+    else:
+        se_paper = pl.lit(0.0)
     tolerance = pl.max_horizontal(pl.lit(absolute), stderr * (se_ours ** 2 + se_paper ** 2).sqrt())
     has_ref = pl.col("reference").is_not_null()
     verdict = (pl.when(~has_ref).then(None)

@@ -189,3 +189,19 @@ def test_spec_fields_are_validated_and_comparability_resolves_per_profile():
     _, spec = parse_spec({**SPEC, "comparable": True})
     assert Plan(spec=spec, name="v", profile="default", seeds=[0], grid={}, tasks=[]).comparable
     assert not make_plan("default").comparable  # the spec's own default: false
+
+
+def test_a_single_run_source_without_std_is_one_draw_from_our_spread():
+    """reference_n = 1 and no reference std: the source's run varies as ours do, so its se is
+    our std; a reference std, where given, still wins."""
+    import polars as pl
+
+    from bench_core.verdicts import add_verdicts
+    agg = pl.DataFrame({"mean": [10.0, 10.0], "std": [3.0, 3.0], "stderr": [1.0, 1.0],
+                        "reference": [15.0, 15.0], "reference_std": [None, 0.5]})
+    single = add_verdicts(agg, absolute=1.0, stderr=2.0, reference_n=1, comparable=True)
+    assert single["tolerance"].to_list() == pytest.approx(
+        [2 * math.sqrt(1 + 9), 2 * math.sqrt(1 + 0.25)])
+    assert single["verdict"].to_list() == ["reproduced", "differs"]
+    many = add_verdicts(agg, absolute=1.0, stderr=2.0, reference_n=None, comparable=True)
+    assert many["verdict"].to_list() == ["differs", "differs"]  # |5| > 2 * se_ours = 2
