@@ -49,13 +49,25 @@ def flatten_spec(spec: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _process_umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it: once, at import
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _process_umask()
+
+
 def write_parquet_atomically(frame: pl.DataFrame, target: Path, prefix: str,
                              **options: Any) -> Path:
     """Write ``frame`` to a temporary file beside ``target``, then rename it into place: a
-    reader sees the old file or the new one, never a half-written one."""
+    reader sees the old file or the new one, never a half-written one. The file gets the
+    permissions of any new file (``mkstemp`` alone would leave it readable by its owner only,
+    which breaks a results folder shared by a group)."""
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)
         frame.write_parquet(tmp, **options)
         os.replace(tmp, target)
     except BaseException:

@@ -132,3 +132,12 @@ def test_aggregating_100k_records_stays_under_1_gib(tmp_path):
     seconds, peak = float(out[0]), int(out[1])
     print(f"100,000 records: aggregated in {seconds:.2f} s, peak {peak / 2**20:.0f} MiB")
     assert peak < 2**30
+
+
+def test_records_get_the_permissions_of_any_new_file(tmp_path):
+    import os
+    import stat
+
+    from bench_core.records import _UMASK, write_record
+    path = write_record(tmp_path, {"run_id": "p", "status": "ok"})
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~_UMASK
