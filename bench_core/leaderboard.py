@@ -231,11 +231,12 @@ def constant_axes(agg: pl.DataFrame) -> dict[str, Any]:
 def _fmt(x: Any, digits: int = 4, signed: bool = False) -> str:
     """``digits`` decimals; a non-zero value below ``10^(1-digits)`` in magnitude (which would
     keep fewer than two significant digits, e.g. a small error) in scientific notation with
-    ``digits - 1`` decimals instead."""
+    ``digits - 1`` decimals instead; one-decimal columns (percentages) never switch
+    (``-0.7``, not ``-7e-01``)."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return ""
     if isinstance(x, float):
-        kind = "e" if 0 < abs(x) < 10.0 ** (1 - digits) else "f"
+        kind = "e" if digits > 1 and 0 < abs(x) < 10.0 ** (1 - digits) else "f"
         places = digits - 1 if kind == "e" else digits
         return f"{x:+.{places}{kind}}" if signed else f"{x:.{places}{kind}}"
     return str(x)

@@ -92,8 +92,14 @@ def add_reversals(agg: pl.DataFrame, min_difference: float) -> pl.DataFrame:
 
 def tolerance_rule(absolute: float, stderr: float, reference_n: int | None) -> str:
     """The verdict rule in words, for a table's header."""
-    paper = (f"se_paper = paper std / sqrt({reference_n})" if reference_n
-             else "se_paper = 0 (the source's number of runs is not given)")
+    if reference_n == 1:
+        paper = ("se_paper = our std where the source gives no std (its value is a single run, "
+                 "one draw from the run-to-run spread our runs measure)")
+    elif reference_n:
+        paper = f"se_paper = paper std / sqrt({reference_n})"
+    else:
+        paper = "se_paper = 0 (the source's number of runs is not given)"
+
     return (f"Verdict per paper value: `reproduced` when |ours − paper| ≤ max({absolute:g}, "
             f"{stderr:g} × sqrt(se_ours² + se_paper²)), se_ours = std / sqrt(n) over our runs, "
             f"{paper}; otherwise `differs`; `not comparable` when the profile does not follow "

@@ -169,3 +169,4 @@ def test_small_values_print_in_scientific_notation():
     assert _fmt(0.8) == "0.8000" and _fmt(0.0012) == "0.0012" and _fmt(0.0) == "0.0000"
     assert _fmt(0.0005) == "5.000e-04" and _fmt(1.234e-5) == "1.234e-05"
     assert _fmt(-2e-7, signed=True) == "-2.000e-07"
+    assert _fmt(-0.7, 1, signed=True) == "-0.7"  # a gain in %: one decimal, never e-notation

@@ -205,3 +205,5 @@ def test_a_single_run_source_without_std_is_one_draw_from_our_spread():
     assert single["verdict"].to_list() == ["reproduced", "differs"]
     many = add_verdicts(agg, absolute=1.0, stderr=2.0, reference_n=None, comparable=True)
     assert many["verdict"].to_list() == ["differs", "differs"]  # |5| > 2 * se_ours = 2
+    from bench_core.verdicts import tolerance_rule
+    assert "single run" in tolerance_rule(1.0, 2.0, 1)
