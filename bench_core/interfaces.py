@@ -13,9 +13,30 @@ from typing import (Any, Callable, Collection, Hashable, Iterable, Iterator, Lit
                     runtime_checkable)
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from bench_core.errors import Diverged
+
+EXECUTION_ONLY = "untied_execution_only"
+
+
+def execution_option(default: Any, **field_kwargs: Any) -> Any:
+    """A pydantic ``Field`` for a parameter that changes how a run executes or what it logs,
+    never what it learns: ``torch.compile``, an evaluation batch size or interval, a diagnostic
+    that restores every random stream. Such a parameter still identifies the run (its run id,
+    so toggling it trains new records beside the old ones) but not its **seed**: the data split,
+    initial weights and batch order stay those of the run without it, so the two are paired
+    (and the same up to float reordering). Use it only where that holds."""
+    extra = dict(field_kwargs.pop("json_schema_extra", None) or {})
+    extra[EXECUTION_ONLY] = True
+    return Field(default, json_schema_extra=extra, **field_kwargs)
+
+
+def is_execution_option(field_info: Any) -> bool:
+    """Whether a pydantic field was declared with :func:`execution_option`."""
+    extra = getattr(field_info, "json_schema_extra", None)
+    return isinstance(extra, dict) and bool(extra.get(EXECUTION_ONLY))
 
 
 def derive_seed(*parts: Any) -> int:

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bench_core.errors import PluginError, SpecError
-from bench_core.interfaces import derive_seed
+from bench_core.interfaces import derive_seed, is_execution_option
 from bench_core.plugins import Component, PluginHost, did_you_mean
 
 if sys.version_info >= (3, 11):
@@ -405,11 +405,18 @@ def resolve_run(host: PluginHost, raw: dict[str, Any]) -> dict[str, dict[str, An
 
 
 # ---- expansion -----------------------------------------------------------------------------
-def identity(comp: Component, model: BaseModel) -> dict[str, Any]:
+def identity(comp: Component, model: BaseModel, *, for_seed: bool = False) -> dict[str, Any]:
     """A component table as it identifies a run: its name and the parameters that differ from
     their defaults. Writing a default out, or a plugin adding a parameter with a default, then
-    changes neither a run's seed nor its run id (the record still holds every parameter)."""
+    changes neither a run's seed nor its run id (the record still holds every parameter).
+    ``for_seed`` also leaves out the parameters declared with
+    :func:`bench_core.interfaces.execution_option` (they change how a run executes, not what
+    it learns)."""
     given = model.model_dump(mode="json")
+    if for_seed:
+        given = {k: v for k, v in given.items()
+                 if k not in comp.params.model_fields
+                 or not is_execution_option(comp.params.model_fields[k])}
     required = {k: given[k] for k, f in comp.params.model_fields.items() if f.is_required()}
     try:
         defaults = comp.params.model_validate(required).model_dump(mode="json")
@@ -425,13 +432,13 @@ def run_identity(host: PluginHost, spec: dict[str, dict[str, Any]]) -> dict[str,
 
 
 def _canonical_cell(host: PluginHost, raw: dict[str, Any]) -> str:
-    """The cell's run spec with each valid component reduced to its :func:`identity`, so
-    defaults written out or added later do not change the seed; tables that entries complete
-    stay as written."""
+    """The cell's run spec with each valid component reduced to its :func:`identity` (for the
+    seed: without execution options), so defaults written out or added later, ``compile`` or a
+    diagnostic do not change the seed; tables that entries complete stay as written."""
     out: dict[str, Any] = {}
     for key, table in raw.items():
         try:
-            out[key] = identity(*resolve_component(host, key, table))
+            out[key] = identity(*resolve_component(host, key, table), for_seed=True)
         except (SpecError, KeyError):
             out[key] = table
     return canonical_json(out)

@@ -45,7 +45,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from bench_core.hookspecs import hookimpl
-from bench_core.interfaces import DataBundle, TrainingSession, constraint_hooks
+from bench_core.interfaces import (DataBundle, TrainingSession, constraint_hooks,
+                                   execution_option)
 from bench_core.stopping import TargetStopParams, TargetWatcher
 from untied_plugins.direction import MEAN_KEYS, DirectionProbe
 
@@ -63,11 +64,14 @@ class _BackpropOptions(BaseModel):
         None, ge=1, description="samples per epoch (default: the training set); a smaller "
                                 "training set is cycled through in consecutive shuffled passes, "
                                 "so a run takes the SGD steps it would take on a larger one")
-    eval_batch_size: int = Field(2048, ge=1, description="batch size of test evaluation")
-    direction_diagnostic: bool = Field(False, description="log surrogate-vs-tied gradient cosine "
-                                       "and sign agreement per layer every epoch")
-    compile: bool = Field(False, description="train through torch.compile(model) (runs are "
-                          "then trained one by one, not grouped)")
+    # execution options: they change how a run executes or what it logs, not its seed
+    eval_batch_size: int = execution_option(2048, ge=1, description="batch size of test "
+                                            "evaluation")
+    direction_diagnostic: bool = execution_option(
+        False, description="log surrogate-vs-tied gradient cosine and sign agreement per layer "
+                           "every epoch (restores every random stream: training is unchanged)")
+    compile: bool = execution_option(False, description="train through torch.compile(model) "
+                                     "(runs are then trained one by one, not grouped)")
 
 
 class BackpropParams(TargetStopParams, _BackpropOptions):

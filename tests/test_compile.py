@@ -57,7 +57,12 @@ def test_compiled_training_matches_eager(untied_host, fast_spec, tmp_path):
     raw = copy.deepcopy(fast_spec)
     raw["defaults"]["surrogate"] = {"name": "rect"}
     raw["grid"] = {}
+    # The test loss, not the accuracy: after 2 epochs the logits are still nearly uniform, so
+    # float-reordering differences of ~1e-6 flip argmaxes (accuracy moved by 0.05 here), while
+    # the loss moves by about as much as the floats do.
+    raw["metric"], raw["higher_is_better"] = "test_loss", False
     eager = run_spec(untied_host, raw, tmp_path / "e", seeds=1)
     raw["defaults"]["trainer"]["compile"] = True
     compiled = run_spec(untied_host, raw, tmp_path / "c", seeds=1)
-    assert compiled["mean"].to_list() == pytest.approx(eager["mean"].to_list(), abs=0.02)
+    assert compiled["n"].to_list() == [1, 1]
+    assert compiled["mean"].to_list() == pytest.approx(eager["mean"].to_list(), rel=1e-3)

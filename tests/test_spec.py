@@ -180,3 +180,43 @@ def test_a_parameter_added_with_a_default_changes_no_seed_or_run_id():
     assert two[0].spec["rule"] == {"name": "growing", "lr": 0.3, "momentum": 0.0}
     raw["defaults"]["rule"]["momentum"] = 0.9                  # a real change: a new run
     assert expand(host_with(V2), *parse_spec(raw)).tasks[0].run_id != two[0].run_id
+
+
+def test_execution_options_identify_the_run_but_not_its_seed():
+    """A parameter declared with execution_option (compile, a diagnostic, an evaluation
+    interval) gives a new run id but the same seed: both runs see the same data, weights and
+    batches. A toy trainer: no built-in method involved."""
+    import types
+
+    from pydantic import BaseModel, ConfigDict
+
+    from bench_core.hookspecs import hookimpl
+    from bench_core.interfaces import execution_option
+    from bench_core.plugins import PluginHost
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        epochs: int = 1
+        log_every: int = execution_option(1, ge=1)
+
+    mod = types.ModuleType("toy_trainer")
+
+    @hookimpl
+    def register_trainers(register):
+        register("toy", lambda p: None, params=Params, description="a toy trainer")
+
+    mod.register_trainers = register_trainers
+    host = PluginHost()
+    host.load_entry_points()
+    host.add_plugin(mod, "toy_trainer")
+
+    def first(trainer):
+        raw = {"title": "x", "seeds": 1, "entries": [{"label": "a"}],
+               "defaults": {"dataset": {"name": "digits"}, "model": {"name": "mlp"},
+                            "activation": {"name": "relu"}, "rule": {"name": "sgd"},
+                            "trainer": {"name": "toy", **trainer}}}
+        return expand(host, *parse_spec(raw)).tasks[0]
+
+    plain, logged, longer = first({}), first({"log_every": 5}), first({"epochs": 2})
+    assert logged.seed == plain.seed and logged.run_id != plain.run_id
+    assert longer.seed != plain.seed and longer.run_id != plain.run_id

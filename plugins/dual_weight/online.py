@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from bench_core.interfaces import TrainingSession, constraint_hooks
+from bench_core.interfaces import TrainingSession, constraint_hooks, execution_option
 from bench_core.grouping import fit_in_stacks
 from untied_plugins.dual_weight.grouped import GroupedOnline, Member
 from untied_plugins.trainers import evaluate_all
@@ -49,14 +49,14 @@ class OnlineParams(BaseModel):
         "dataset": {"name": "kit_blobs", "task": "regression", "classes": 1}}
     iterations: int = Field(60_000, ge=1, description="samples drawn with replacement from the "
                             "pool, one per step (the paper: 60,000)")
-    eval_every: int = Field(10_000, ge=1, description="evaluate every this many iterations "
-                            "(and at the end)")
+    eval_every: int = execution_option(10_000, ge=1, description="evaluate every this many "
+                                       "iterations (and at the end)")
     loss: Literal["mse", "cross_entropy"] = Field(
         "mse", description="mse: mean over outputs of the squared error (nn.MSELoss); "
                            "cross_entropy: softmax cross-entropy")
     loss_reduction: Literal["mean", "sum"] = Field(
         "mean", description="over the batch; the same at batch size 1 (as for backprop)")
-    eval_batch_size: int = Field(4096, ge=1)
+    eval_batch_size: int = execution_option(4096, ge=1, description="batch size of evaluation")
 
 
 def sample_loss(out: Tensor, y: Tensor, loss: str) -> Tensor:
