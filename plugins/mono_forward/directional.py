@@ -132,17 +132,26 @@ def unit_losses(block, xin: Tensor, z: Tensor, a: Tensor, G: Tensor, Q: Tensor, 
     """Local losses ``(2, P, chunks)`` with the rows ``start .. start + len(v[0])`` of the
     block's ``[W | b]`` moved by ``+- eps v`` (one batched computation; module docstring)."""
     P, U = v.shape[:2]
+    N, K = G.shape
     stop = start + U
-    dz = perturbation(block.layer, xin, v)
-    sign = torch.tensor([1.0, -1.0], device=z.device, dtype=z.dtype).view(2, *[1] * dz.dim())
-    zs = z[:, start:stop].unsqueeze(0).unsqueeze(0) + (sign * eps) * dz.unsqueeze(0)
-    a_pm = block.post(zs.reshape(2 * P * zs.shape[2], *zs.shape[3:]))
-    delta = a_pm.view(2, P, zs.shape[2], U, -1) - a[:, start:stop].reshape(a.shape[0], U, -1)
-    C = U // c.per_chunk
-    delta = delta.reshape(2, P, delta.shape[2], C, -1)
-    q = Q.view(Q.shape[0], z.shape[1], -1)[:, start:stop].reshape(Q.shape[0], C, -1)
-    goodness = G[:, None, :] + torch.einsum("xpncj,kcj->xpnck", delta, q)
-    return reduce(sample_losses(goodness, y[:, None]), reduction)
+    step = perturbation(block.layer, xin, v).mul_(eps)                   # (P, N, U, ...)
+    z_s = z[:, start:stop]
+    zs = torch.stack((z_s + step, z_s - step))                           # shared V x, +- eps
+    a_pm = block.post(zs.view(2 * P * N, *zs.shape[3:]))
+    C, j = U // c.per_chunk, a_pm[0].numel() // (U // c.per_chunk)
+    delta = (a_pm.view(2 * P, N, U, -1) - a[:, start:stop].reshape(N, U, -1))
+    delta = delta.view(2 * P * N, C, j).transpose(0, 1)                  # (C, 2PN, j)
+    q = Q.view(K, z.shape[1], -1)[:, start:stop].reshape(K, C, j).permute(1, 2, 0)  # (C, j, K)
+    # goodness of every chunk's perturbed networks, G + delta q (only the chunk's units moved),
+    # shifted by the base goodness' row maximum m (exact; stable since G_pm is close to G)
+    m = G.amax(-1, keepdim=True)
+    shifted = torch.baddbmm((G - m).repeat(2 * P, 1).expand(C, -1, -1), delta, q)
+    lse = shifted.exp_().sum(-1).log_().view(C, 2 * P, N) + m.squeeze(1)
+    target = G.gather(1, y[:, None]).squeeze(1) + (
+        delta.view(C, 2 * P, N, j) * q[:, :, y].transpose(1, 2)[:, None]).sum(-1)
+    per_sample = lse - target
+    losses = per_sample.sum(-1) if reduction == "sum" else per_sample.mean(-1)
+    return losses.T.reshape(2, P, C)
 
 
 def readout_losses(h: Tensor, G: Tensor, y: Tensor, v: Tensor, c: Chunking, eps: float,
