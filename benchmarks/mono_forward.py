@@ -5,10 +5,11 @@ one process, ``torch.set_num_threads(N)`` pinned and printed (default 1). Times 
 ``--repeats`` steps (forward + estimate + update). The naive loop is the textbook evaluation of
 the same estimator: for every chunk, direction and sign, perturb the chunk in place and run the
 full block forward and read-out (2P forwards per chunk; :func:`naive_losses`), then the same
-update. Peak memory: how much the peak resident set size (``ru_maxrss``) grows during the first
-step in a fresh process, per method (parameters and batch exist before; includes allocator
-overhead, KiB resolution; torch's profiler does not record CPU frees reliably enough for a
-peak). BP is a full back-propagation step of the same block plus a dense
+update. Peak memory: the largest total size of the tensor storages allocated during one step and
+alive at the same time, traced with a torch dispatch mode (every op output with a new storage
+counts until the storage is freed; parameters and the batch exist before the step and are not
+counted; neither are allocations inside an op that never become a tensor). tracemalloc cannot
+see torch's allocator, and the torch profiler does not record CPU frees reliably. BP is a full back-propagation step of the same block plus a dense
 output layer (width -> classes) and cross-entropy.
 
 Usage: ``python benchmarks/mono_forward.py [--threads 1] [--batch 128] [--chunk-size 1024]``.
@@ -18,14 +19,15 @@ Last line: ``mono_forward: dd_p4_over_ad=R dd_p4_over_naive=N``.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
-import resource
 import statistics
 import time
+import weakref
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from bench_core.layered import Block
 from untied_plugins.mono_forward import directional as dd
@@ -102,24 +104,38 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _peak_child(args, name: str, queue) -> None:
-    torch.set_num_threads(args.threads)
-    ad, dd_step, naive, bp = steps(args)
-    fn = {"BP": bp, "MF+AD": ad, "MF+DD P=4": dd_step(4)}[name]
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+class PeakMemory(TorchDispatchMode):
+    """Bytes of CPU tensor storages created inside the mode and still alive, and their peak:
+    every op output with a new storage is counted until that storage is freed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = self.peak = 0
+        self.seen: set[int] = set()
+
+    def _free(self, key: int, n: int) -> None:
+        self.seen.discard(key)
+        self.live -= n
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.device.type == "cpu":
+                storage = t.untyped_storage()
+                key = storage.data_ptr()
+                if key and key not in self.seen:
+                    self.seen.add(key)
+                    self.live += storage.nbytes()
+                    self.peak = max(self.peak, self.live)
+                    weakref.finalize(storage, self._free, key, storage.nbytes())
+        return out
+
+
+def peak_bytes(fn) -> int:
     fn()
-    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
-
-
-def peak_kib(args, name: str) -> int:
-    """Growth of the peak resident set (ru_maxrss, KiB) over one step in a fresh process."""
-    mp = multiprocessing.get_context("spawn")
-    queue = mp.Queue()
-    proc = mp.Process(target=_peak_child, args=(args, name, queue))
-    proc.start()
-    value = queue.get()
-    proc.join()
-    return value
+    with PeakMemory() as mode:
+        fn()
+    return mode.peak
 
 
 def main() -> None:
@@ -155,10 +171,10 @@ def main() -> None:
     t_naive = median_time(naive(4), max(3, args.repeats // 10))
     print(f"naive loop P=4 (2P full forwards per chunk): {t_naive * 1e3:.1f} ms "
           f"(batched DD is {t_naive / t_dd[4]:.1f}x faster)")
-    print("peak memory of one step (growth of ru_maxrss over the first step in a fresh "
-          "process):")
-    for name in ("BP", "MF+AD", "MF+DD P=4"):
-        print(f"  {name}: {peak_kib(args, name) / 1024:.2f} MiB")
+    print("peak memory of one step (tensors allocated during the step, traced by a torch "
+          "dispatch mode):")
+    for name, fn in (("BP", bp), ("MF+AD", ad), ("MF+DD P=4", dd_step(4))):
+        print(f"  {name}: {peak_bytes(fn) / 2**20:.2f} MiB")
     print(f"mono_forward: dd_p4_over_ad={t_dd[4] / t_ad:.2f} "
           f"dd_p4_over_naive={t_dd[4] / t_naive:.3f}")
 
