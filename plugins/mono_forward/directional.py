@@ -145,7 +145,11 @@ def unit_losses(block, xin: Tensor, z: Tensor, a: Tensor, G: Tensor, Q: Tensor, 
     # goodness of every chunk's perturbed networks, G + delta q (only the chunk's units moved),
     # shifted by the base goodness' row maximum m (exact; stable since G_pm is close to G)
     m = G.amax(-1, keepdim=True)
-    shifted = torch.baddbmm((G - m).repeat(2 * P, 1).expand(C, -1, -1), delta, q)
+    base = (G - m).repeat(2 * P, 1)                                      # (2PN, K)
+    if j == 1:  # one entry per chunk (a dense unit): an outer product, not C tiny matmuls
+        shifted = torch.addcmul(base, delta, q)
+    else:
+        shifted = torch.baddbmm(base.expand(C, -1, -1), delta, q)
     lse = shifted.exp_().sum(-1).log_().view(C, 2 * P, N) + m.squeeze(1)
     target = G.gather(1, y[:, None]).squeeze(1) + (
         delta.view(C, 2 * P, N, j) * q[:, :, y].transpose(1, 2)[:, None]).sum(-1)
