@@ -47,6 +47,10 @@ class MonoForwardParams(BaseModel):
     loss_reduction: Literal["mean", "sum"] = Field(
         "mean", description="reduce the per-sample local losses of a batch by mean or sum")
     shuffle: bool = True
+    epoch_size: int | None = Field(
+        None, ge=1, description="samples per epoch (default: the training set); a smaller "
+                                "training set is cycled through in consecutive shuffled passes "
+                                "(as backprop's epoch_size)")
     eval_batch_size: int = Field(2048, ge=1)
     direction_diagnostic: Union[bool, PositiveInt] = Field(
         False, description="log the cosine between the DD estimate and the autograd gradient "
@@ -96,7 +100,8 @@ class MonoForwardTrainer:
         readouts = self._readouts(model, blocks, session)
         gen = ctx.generator("mono_forward.directions")
         n = len(data.x_train)
-        stream = SampleStream(n, n, p.shuffle, ctx.generator("batches"), ctx.device)
+        stream = SampleStream(n, p.epoch_size or n, p.shuffle, ctx.generator("batches"),
+                              ctx.device)
         counted = 1 + 2 * p.directions if directional else 1
         final: dict[str, float] = {}
         train_seconds = 0.0
