@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.untied-installed
 
-.PHONY: quickstart test test-slow benchmark env clean-env
+.PHONY: quickstart test test-slow benchmark benchmark-mono-forward env clean-env
 
 env: $(STAMP)
 
@@ -26,6 +26,9 @@ test-slow: $(STAMP)           ## the slow tests: real data at full size, compile
 
 benchmark: $(STAMP)           ## speed and memory ratios of the surrogates vs native activations
 	$(BIN)/python benchmarks/surrogates.py
+
+benchmark-mono-forward: $(STAMP)  ## MF+DD step (P = 1, 4, 8) vs MF+AD vs the naive loop; memory
+	$(BIN)/python benchmarks/mono_forward.py
 
 clean-env:
 	rm -rf $(VENV)

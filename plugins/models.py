@@ -19,6 +19,12 @@ Options shared by several models (METHODS.md section 1):
     width 1 rarely fire unless ``batchnorm = true`` rescales them, as Courbariaux et al. do.
     The step activation of a BNN comes from the spec (``activation = {name = "step"}``).
 
+Layer-local training (:mod:`bench_core.layered`): ``mlp`` and ``cnn`` are
+:class:`LayeredSequential` models whose ``blocks()`` are their hidden layers (``mlp``: each dense
+layer with its [BN and] activation; ``cnn``: each conv with its [BN,] activation and pooling, then
+the dense hidden layer); the output layer is not a block. The models compute exactly what the
+plain ``nn.Sequential`` did, with the same parameters in the same order.
+
 Image inputs: ``lenet5`` and ``cnn`` take a ``(C, H, W)`` input shape; a flat input whose size
 is a perfect square ``s*s`` (the 8x8 ``digits`` come as ``(64,)``) is read as one ``(1, s, s)``
 image, as in the paper's LeNet5-on-DIGITS experiment (Section 4.8). Any other shape is an error.
@@ -35,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import Tensor, nn
 
 from bench_core.hookspecs import hookimpl
+from bench_core.layered import Block
 from untied_plugins.binary_layers import BinaryConv2d, BinaryLinear
 
 
@@ -162,6 +169,28 @@ def image_input(input_shape: tuple[int, ...], chw: tuple[int, int, int]) -> list
     return [] if tuple(input_shape) == chw else [nn.Unflatten(1, chw)]
 
 
+class LayeredSequential(nn.Sequential):
+    """An ``nn.Sequential`` that also exposes its hidden layers as blocks
+    (:mod:`bench_core.layered`). ``spans`` holds, per block, plain indices into the sequence:
+    ``(name, pre, layer, post, width, spatial)`` with ``pre``/``post`` tuples of indices; no module
+    is registered twice, so ``state_dict`` and ``parameters()`` are the ``nn.Sequential``'s."""
+
+    def __init__(self, *layers: nn.Module, spans: list[tuple] = ()) -> None:
+        super().__init__(*layers)
+        self.spans = list(spans)
+
+    def blocks(self) -> list[Block]:
+        def seq(indices: tuple[int, ...]) -> nn.Module:
+            if not indices:
+                return nn.Identity()
+            return self[indices[0]] if len(indices) == 1 else nn.Sequential(
+                *(self[i] for i in indices))
+
+        return [Block(name=name, layer=self[layer], width=width, spatial=spatial,
+                      pre=seq(pre), post=seq(post))
+                for name, pre, layer, post, width, spatial in self.spans]
+
+
 # ---- models --------------------------------------------------------------------------------
 def suc(params: SUCParams, *, data, activation, ctx) -> nn.Module:
     """Single-unit classifier: y = f(w.x + b), one output (Troiano et al. Fig. 3)."""
@@ -174,17 +203,21 @@ def suc(params: SUCParams, *, data, activation, ctx) -> nn.Module:
 def mlp(params: MLPParams, *, data, activation, ctx) -> nn.Module:
     """Multi-layer perceptron: dense layers with the run's activation, linear outputs."""
     layers: list[nn.Module] = [nn.Flatten()]
+    spans: list[tuple] = []
     width = math.prod(data.input_shape)
-    for h in params.hidden:
+    for i, h in enumerate(params.hidden):
+        pre = (0,) if i == 0 else ()
+        at = len(layers)
         layers.append(dense(width, h, bias=params.bias, binary=params.binary_weights))
         if params.batchnorm:
             layers.append(nn.BatchNorm1d(h))
         layers.append(activation())
+        spans.append((str(at), pre, at, tuple(range(at + 1, len(layers))), h, False))
         width = h
     layers.append(dense(width, data.num_outputs, bias=params.bias, binary=params.binary_weights))
     if params.output_activation:
         layers.append(activation())
-    model = nn.Sequential(*layers)
+    model = LayeredSequential(*layers, spans=spans)
     return he_normal_(model) if params.init == "he_normal" else model
 
 
@@ -228,21 +261,29 @@ def cnn(params: CNNParams, *, data, activation, ctx) -> nn.Module:
     k = params.kernel
     pad = k // 2
     layers: list[nn.Module] = [*image_input(data.input_shape, (c, h, w))]
+    spans: list[tuple] = []
     for i, out_channels in enumerate(params.channels):
         h, w = (h + 2 * pad - k + 1) // 2, (w + 2 * pad - k + 1) // 2
         if min(h, w) < 1:
             raise ValueError(f"cnn: the input {tuple(data.input_shape)} is too small for "
                              f"{len(params.channels)} conv blocks (empty map after block {i + 1})")
+        pre = tuple(range(len(layers))) if i == 0 else ()
+        at = len(layers)
         layers.append(nn.Conv2d(c, out_channels, k, padding=pad))
         if params.batchnorm:
             layers.append(nn.BatchNorm2d(out_channels))
         layers += [activation(), pooling(params.pool)]
+        spans.append((str(at), pre, at, tuple(range(at + 1, len(layers))), out_channels, True))
         c = out_channels
-    layers += [nn.Flatten(), nn.Linear(c * h * w, params.hidden)]
+    layers.append(nn.Flatten())
+    at = len(layers)
+    layers.append(nn.Linear(c * h * w, params.hidden))
     if params.batchnorm:
         layers.append(nn.BatchNorm1d(params.hidden))
-    layers += [activation(), nn.Linear(params.hidden, data.num_outputs)]
-    return nn.Sequential(*layers)
+    layers.append(activation())
+    spans.append((str(at), (at - 1,), at, tuple(range(at + 1, len(layers))), params.hidden, False))
+    layers.append(nn.Linear(params.hidden, data.num_outputs))
+    return LayeredSequential(*layers, spans=spans)
 
 
 @hookimpl

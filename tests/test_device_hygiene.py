@@ -87,6 +87,16 @@ CASES = {
     "rule dual_weight": {"rule": {"name": "dual_weight"}},
     "rule dual_weight_stable": {"rule": {"name": "dual_weight_stable"}},
     "rule l2": {"rule": {"name": "l2", "penalty": 0.1}},
+    "trainer mono_forward autograd": {"trainer": {"name": "mono_forward", "epochs": 1,
+                                                  "batch_size": 16}},
+    "trainer mono_forward directional": {"trainer": {"name": "mono_forward", "epochs": 1,
+                                                     "batch_size": 16,
+                                                     "estimator": "directional",
+                                                     "direction_diagnostic": True}},
+    "trainer mono_forward directional cnn": {
+        "model": {"name": "cnn", "channels": [4], "hidden": 8},
+        "trainer": {"name": "mono_forward", "epochs": 1, "batch_size": 16,
+                    "estimator": "directional", "projection_dim": 8, "schedule": "greedy"}},
 }
 for name in ("tied", "constant", "rect", "triangular", "d_logistic", "full_jamming",
              "positive_jamming", "rect_jamming"):

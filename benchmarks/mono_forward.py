@@ -1,0 +1,183 @@
+"""Speed and memory of one Mono-Forward step: MF+DD (P = 1, 4, 8) vs MF+AD vs the naive loop.
+
+Same block (dense ``in_features -> width``, ReLU, with its ``M`` of ``classes x width``), same batch,
+one process, ``torch.set_num_threads(N)`` pinned and printed (default 1). Times are medians of
+``--repeats`` steps (forward + estimate + update). The naive loop is the textbook evaluation of
+the same estimator: for every chunk, direction and sign, perturb the chunk in place and run the
+full block forward and read-out (2P forwards per chunk; :func:`naive_losses`), then the same
+update. Peak memory: the largest total size of the tensor storages allocated during one step and
+alive at the same time, traced with a torch dispatch mode (every op output with a new storage
+counts until the storage is freed; parameters and the batch exist before the step and are not
+counted; neither are allocations inside an op that never become a tensor). tracemalloc cannot
+see torch's allocator, and the torch profiler does not record CPU frees reliably. BP is a full back-propagation step of the same block plus a dense
+output layer (width -> classes) and cross-entropy.
+
+Usage: ``python benchmarks/mono_forward.py [--threads 1] [--batch 128] [--chunk-size 1024]``.
+Last line: ``mono_forward: dd_p4_over_ad=R dd_p4_over_naive=N``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import weakref
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from bench_core.layered import Block
+from untied_plugins.mono_forward import directional as dd
+from untied_plugins.mono_forward.estimators import DDConfig, ad_gradient, apply, dd_estimate
+from untied_plugins.mono_forward.readout import Readout, local_loss
+
+
+def setup(args):
+    torch.manual_seed(0)
+    block = Block("0", nn.Linear(args.in_features, args.width), args.width, post=nn.ReLU())
+    x = torch.rand(args.batch, args.in_features)
+    y = torch.randint(0, args.classes, (args.batch,))
+    readout = Readout(args.classes, args.width, None, torch.Generator().manual_seed(1),
+                      torch.device("cpu"))
+    return block, readout, x, y
+
+
+def steps(args):
+    block, readout, x, y = setup(args)
+    gen = torch.Generator().manual_seed(2)
+    lr = 1e-4
+
+    def ad():
+        pairs, _, _ = ad_gradient(block, readout, x, y, "mean")
+        apply(pairs, lr)
+
+    def dd_step(P):
+        cfg = DDConfig(P, 1e-3, args.chunk_size)
+
+        def run():
+            with torch.inference_mode():
+                pairs, _, _ = dd_estimate(block, readout, x, y, cfg, gen)
+                apply(pairs, lr)
+        return run
+
+    def naive(P):
+        def run():
+            with torch.inference_mode():
+                layer, eps = block.layer, 1e-3
+                loss = lambda: local_loss(readout.goodness(block.forward(x)), y, "mean")  # noqa
+                rows = dd.rows_of(layer)
+                c = dd.chunking(rows.shape[0], rows.shape[1], args.chunk_size)
+                v = dd.directions(P, c.rows, c, gen, "cpu")
+                views = [layer.weight.detach(), layer.bias.detach().view(-1, 1)]
+                g = dd.combine(dd.naive_losses(views, v, c, eps, loss), v, c, eps)
+                K, D = readout.M.shape
+                cm = dd.chunking(K, D, args.chunk_size)
+                vm = dd.directions(P, K, cm, gen, "cpu")
+                gm = dd.combine(dd.naive_losses([readout.M], vm, cm, eps, loss), vm, cm, eps)
+                apply([*dd.split_rows(g, layer), (readout.M, gm)], lr)
+        return run
+
+    head = nn.Linear(args.width, args.classes)
+
+    def bp():
+        params = [*block.parameters(), *head.parameters()]
+        with torch.enable_grad():
+            for p in params:
+                p.requires_grad_(True)
+            loss = F.cross_entropy(head(block.forward(x)), y)
+            grads = torch.autograd.grad(loss, params)
+        apply(list(zip(params, grads)), lr)
+
+    return ad, dd_step, naive, bp
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+class PeakMemory(TorchDispatchMode):
+    """Bytes of CPU tensor storages created inside the mode and still alive, and their peak:
+    every op output with a new storage is counted until that storage is freed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = self.peak = 0
+        self.seen: set[int] = set()
+
+    def _free(self, key: int, n: int) -> None:
+        self.seen.discard(key)
+        self.live -= n
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.device.type == "cpu":
+                storage = t.untyped_storage()
+                key = storage.data_ptr()
+                if key and key not in self.seen:
+                    self.seen.add(key)
+                    self.live += storage.nbytes()
+                    self.peak = max(self.peak, self.live)
+                    weakref.finalize(storage, self._free, key, storage.nbytes())
+        return out
+
+
+def peak_bytes(fn) -> int:
+    fn()
+    with PeakMemory() as mode:
+        fn()
+    return mode.peak
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--in-features", type=int, default=784)
+    ap.add_argument("--width", type=int, default=256)
+    ap.add_argument("--classes", type=int, default=10)
+    ap.add_argument("--chunk-size", type=int, default=1024)
+    ap.add_argument("--repeats", type=int, default=30)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}; threads: {torch.get_num_threads()} (pinned)")
+    print(f"block: dense {args.in_features} -> {args.width} + ReLU, M {args.classes} x "
+          f"{args.width}; batch {args.batch}; chunk_size {args.chunk_size}")
+    ad, dd_step, naive, bp = steps(args)
+    t_ad = median_time(ad, args.repeats)
+    print(f"MF+AD step: {t_ad * 1e3:.2f} ms")
+    t_dd = {}
+    for P in (1, 4, 8):
+        t_dd[P] = median_time(dd_step(P), args.repeats)
+        print(f"MF+DD step P={P}: {t_dd[P] * 1e3:.2f} ms ({t_dd[P] / t_ad:.2f}x MF+AD)")
+    block, readout, x, y = setup(args)
+    gen = torch.Generator().manual_seed(3)
+    n_params = sum(p.numel() for p in block.parameters()) + readout.M.numel()
+    t_rng = median_time(lambda: torch.randn(4, n_params, generator=gen), args.repeats)
+    with torch.inference_mode():
+        t_fwd = median_time(lambda: readout.goodness(block.forward(x)), args.repeats)
+    print(f"  floor of DD P=4: drawing 4 x {n_params} Gaussian entries {t_rng * 1e3:.2f} ms "
+          f"({t_rng / t_ad:.2f}x MF+AD); 2P = 8 plain block forwards {8 * t_fwd * 1e3:.2f} ms "
+          f"(DD P=4 = {t_dd[4] / (8 * t_fwd):.2f}x that)")
+    t_naive = median_time(naive(4), max(3, args.repeats // 10))
+    print(f"naive loop P=4 (2P full forwards per chunk): {t_naive * 1e3:.1f} ms "
+          f"(batched DD is {t_naive / t_dd[4]:.1f}x faster)")
+    print("peak memory of one step (tensors allocated during the step, traced by a torch "
+          "dispatch mode):")
+    for name, fn in (("BP", bp), ("MF+AD", ad), ("MF+DD P=4", dd_step(4))):
+        print(f"  {name}: {peak_bytes(fn) / 2**20:.2f} MiB")
+    print(f"mono_forward: dd_p4_over_ad={t_dd[4] / t_ad:.2f} "
+          f"dd_p4_over_naive={t_dd[4] / t_naive:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""The mono_forward trainer through the host: both estimators learn, both prediction modes are
+recorded, MF+DD runs with no autograd at all, the diagnostic does not change training."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from bench_core.plugins import get_host
+from bench_core.runner import execute_task
+from bench_core.spec import expand, parse_spec
+from untied_plugins.mono_forward import estimators, trainer as mf_trainer
+
+
+def run(*variants: dict, **trainer) -> dict | list[dict]:
+    """One run; with ``variants`` (trainer overrides), one run per variant in the same cell
+    (entries), so all get the same seed."""
+    model = trainer.pop("model", {"name": "mlp", "hidden": [32, 32]})
+    defaults = {"dataset": {"name": "digits"}, "model": model, "activation": {"name": "relu"},
+                "trainer": {"name": "mono_forward", "epochs": 3, "batch_size": 32, "lr": 0.05,
+                            **trainer}}
+    entries = [{"label": str(i), "overrides": {"trainer": v}} for i, v in enumerate(variants)]
+    name, spec = parse_spec({"title": "mf", "entries": entries or [{"label": "x"}],
+                             "defaults": defaults})
+    host = get_host()
+    rows = [execute_task(task, host=host) for task in expand(host, name, spec).tasks]
+    for row in rows:
+        assert row["status"] == "ok", row["error"]
+    return rows if variants else rows[0]
+
+
+def metrics(row: dict) -> dict:
+    return {k[2:]: v for k, v in row.items() if k.startswith("m_")}
+
+
+@pytest.mark.parametrize("estimator", ["autograd", "directional"])
+def test_both_estimators_learn_and_record_both_prediction_modes(estimator):
+    row = run(estimator=estimator)
+    m = metrics(row)
+    assert m["test_accuracy"] > 0.45 and m["test_accuracy_final"] > 0.2  # chance: 0.1
+    assert m["train_seconds"] > 0
+    for key in ("test_accuracy", "test_accuracy_final", "test_loss", "test_loss_final",
+                "train_loss"):
+        curve = row[f"curve_{key}"]
+        assert len(curve) == 3 and all(math.isfinite(v) for v in curve)
+
+
+def test_cnn_and_greedy_schedule():
+    row = run(model={"name": "cnn", "channels": [4], "hidden": 16}, schedule="greedy",
+              estimator="directional", epochs=1, projection_dim=32)
+    assert len(row["curve_test_accuracy"]) == 2          # one epoch per block
+    assert metrics(row)["test_accuracy"] > 0.2
+
+
+def test_a_model_without_blocks_fails_with_a_named_reason():
+    defaults = {"dataset": {"name": "digits"}, "model": {"name": "lenet5"},
+                "activation": {"name": "relu"},
+                "trainer": {"name": "mono_forward", "epochs": 1}}
+    name, spec = parse_spec({"title": "mf", "entries": [{"label": "x"}], "defaults": defaults})
+    host = get_host()
+    row = execute_task(expand(host, name, spec).tasks[0], host=host)
+    assert row["status"] != "ok" and "no blocks() method" in row["error"]
+
+
+def test_directional_training_never_uses_autograd(monkeypatch):
+    """The whole DD step runs in inference mode, autograd is never called, and no parameter
+    (model weights or M_l) ever holds a .grad."""
+    seen: list = []
+    real_estimate, real_readouts = estimators.dd_estimate, mf_trainer.MonoForwardTrainer._readouts
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("autograd was called")
+
+    def estimate(*args, **kwargs):
+        assert torch.is_inference_mode_enabled()
+        return real_estimate(*args, **kwargs)
+
+    def readouts(self, model, blocks, session):
+        out = real_readouts(self, model, blocks, session)
+        seen.append((model, out))
+        return out
+
+    monkeypatch.setattr(torch.autograd, "grad", forbidden)
+    monkeypatch.setattr(torch.autograd, "backward", forbidden)
+    monkeypatch.setattr(torch.Tensor, "backward", forbidden)
+    monkeypatch.setattr(mf_trainer, "dd_estimate", estimate)
+    monkeypatch.setattr(mf_trainer.MonoForwardTrainer, "_readouts", readouts)
+    run(estimator="directional", epochs=1)
+    (model, outs), = seen
+    tensors = [*model.parameters(), *(r.M for r in outs)]
+    assert tensors and all(t.grad is None for t in tensors)
+    assert not any(t.requires_grad for t in model.parameters())
+
+
+def test_the_direction_diagnostic_is_recorded_and_changes_nothing():
+    plain, probed = run({}, {"direction_diagnostic": True}, estimator="directional", epochs=2)
+    for key in ("curve_test_accuracy", "curve_test_loss_final", "curve_train_loss"):
+        assert plain[key] == probed[key]
+    m = metrics(probed)
+    assert 0 < m["direction_cosine"] < 1
+    assert set(k for k in probed if k.startswith("curve_cos/")) == {"curve_cos/1", "curve_cos/3"}
+    plain, every2 = run({}, {"direction_diagnostic": 2}, estimator="autograd", epochs=2)
+    assert math.isnan(every2["curve_direction_cosine"][0])
+    assert math.isfinite(every2["curve_direction_cosine"][1])
+    assert json.dumps(every2["curve_test_accuracy"]) == json.dumps(plain["curve_test_accuracy"])
