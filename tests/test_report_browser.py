@@ -45,9 +45,7 @@ def browser(tmp_path_factory):
 def load(browser, page: Path) -> dict:
     """Open ``page``; return its console errors, images, tables and off-disk requests."""
     browser.get(page.resolve().as_uri())
-    errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
-    return {
-        "errors": errors,
+    seen = {
         "images": browser.execute_script(
             "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, "
             "i.naturalWidth])"),
@@ -59,6 +57,10 @@ def load(browser, page: Path) -> dict:
             ".filter(n => !n.startsWith('file:') && !n.startsWith('data:'))"),
         "screenshot": browser.get_screenshot_as_png(),
     }
+    # read the console last: on a loaded machine a script error can reach the log after get()
+    # returns (reading it straight away missed one)
+    seen["errors"] = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+    return seen
 
 
 def check_page(browser, page: Path, tmp_path: Path) -> dict:
