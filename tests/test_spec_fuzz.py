@@ -40,7 +40,9 @@ def set_path(spec: dict, path: str, value) -> None:
     node = spec
     parts = path.split(".")
     if parts[0] == "grid" and len(parts) > 1:          # dotted grid keys are one key
-        spec.setdefault("grid", {})[".".join(parts[1:])] = value
+        if not isinstance(spec.get("grid"), dict):    # an earlier mutation replaced the grid
+            spec["grid"] = {}
+        spec["grid"][".".join(parts[1:])] = value
         return
     for part in parts[:-1]:
         if isinstance(node, list):
@@ -87,7 +89,10 @@ def to_toml(spec) -> bytes:
         return repr(spec).encode()                     # not TOML at all: must be refused too
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
+# derandomize: the same 250 cases on every run, so CI cannot turn red on a new random draw;
+# a different seed explores others: pytest --hypothesis-seed=N (and keep derandomize off)
+@settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck),
+          derandomize=True)
 @given(mutations=st.lists(st.tuples(st.sampled_from(PATHS), values), min_size=1, max_size=3))
 def test_mutated_specs_are_accepted_or_refused_in_one_line(mutations, tmp_path_factory,
                                                            untied_host):
