@@ -147,7 +147,7 @@ def unit_losses(block, xin: Tensor, z: Tensor, a: Tensor, G: Tensor, Q: Tensor, 
     m = G.amax(-1, keepdim=True)
     base = (G - m).repeat(2 * P, 1)                                      # (2PN, K)
     if j == 1:  # one entry per chunk (a dense unit): an outer product, not C tiny matmuls
-        shifted = torch.addcmul(base, delta, q)
+        shifted = torch.addcmul(base, delta.contiguous(), q)
     else:
         shifted = torch.baddbmm(base.expand(C, -1, -1), delta, q)
     lse = shifted.exp_().sum(-1).log_().view(C, 2 * P, N) + m.squeeze(1)
