@@ -69,11 +69,13 @@ def test_grouped_equals_one_by_one_for_every_rule(untied_host, wine_root, tmp_pa
     grouped = run(untied_host, wang_spec(wine_root), tmp_path / "g")
     single = run(untied_host, wang_spec(wine_root), tmp_path / "s", group=False)
     assert grouped["group_size"].max() == 20 and single["group_size"].max() == 1
+    # float32 over 300 steps, batched kernels against per-model autograd: sums are reassociated,
+    # and the BLAS path may vary with memory alignment, so 1e-5 failed once in ~20 full runs
     for col in ("m_test_mse", "m_noisy_test_mse", "m_train_loss"):
-        assert grouped[col].to_list() == pytest.approx(single[col].to_list(), rel=1e-5), col
+        assert grouped[col].to_list() == pytest.approx(single[col].to_list(), rel=1e-4), col
     # the curves too, checkpoint by checkpoint
     for a, b in zip(grouped["curve_test_mse"].to_list(), single["curve_test_mse"].to_list()):
-        assert a == pytest.approx(b, rel=1e-5)
+        assert a == pytest.approx(b, rel=1e-4)
     assert grouped["curve_epoch"][0].to_list() == [100.0, 200.0, 300.0]
     assert set(grouped["backward_samples"]) == {300}
 
