@@ -397,7 +397,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         main = agg.filter(agg["metric"] == plan.spec.metric)
         n_done = int(main["n"].sum() + main["failed"].sum() + main["diverged"].sum())
         page_dir = out / plan.name
-        plots = plot_leaderboard(plan, records, agg, page_dir / "plots")
+        plots = plot_leaderboard(plan, records, agg, page_dir / "plots",
+                                 formats=("png",) if args.no_svg else ("png", "svg"))
         runs = overlay_plan(records, plan.tasks, spec=plan.spec).collect()
         html = leaderboard_page(plan, agg, summaries, runs, plots, _notes(plan, agg),
                                 reproduce_commands(plan, runs))
@@ -548,6 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "environment, commands), offline, with an index")
     p.add_argument("targets", nargs="+", metavar="SPEC|RESULTS_DIR")
     p.add_argument("--output", "-o", required=True, metavar="DIR", help="folder of the report")
+    p.add_argument("--no-svg", action="store_true", help="PNG plots only (no vector copies: "
+                   "a report to commit stays small)")
     _record_options(p)
     p.set_defaults(func=cmd_report)
 

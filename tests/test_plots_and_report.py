@@ -164,6 +164,17 @@ def test_report_pages_hold_tables_plots_environment_and_commands(board, tmp_path
     assert not [u for u in links if re.match(r"[a-z]+://", u)]  # nothing outside the folder
     assert "<script" not in page and "torch threads per run" in page
     assert f"untied run {spec_file}" in page and "Source: a made-up paper" in page
+    assert list((tmp_path / "plot-test" / "plots").glob("*.svg")) and ">SVG</a>" in page
+
+
+def test_report_without_svg_has_png_plots_only(board, tmp_path, capsys):
+    spec_file, results = board
+    code, _, err = cli(capsys, "report", spec_file, "--results", results, "-o", tmp_path,
+                       "--no-svg")
+    assert code == 0, err
+    plots = tmp_path / "plot-test" / "plots"
+    assert list(plots.glob("*.png")) and not list(plots.glob("*.svg"))
+    assert ">SVG</a>" not in (tmp_path / "plot-test" / "index.html").read_text()
 
 
 def test_report_of_a_spec_without_records_is_an_error(tmp_path, capsys):
