@@ -55,14 +55,15 @@ def dd_estimate(block, readout: Readout, x: Tensor, y: Tensor, cfg: DDConfig,
     """The directional estimate ``g_hat`` (:mod:`.directional`) of the same gradient, from
     forward evaluations only. Call under ``torch.inference_mode()``."""
     P, eps, red = cfg.directions, cfg.eps, cfg.reduction
-    xin = block.pre(x) if dd.fast_path(block) else x
-    z = block.layer(xin) if dd.fast_path(block) else None
-    a = block.post(z) if z is not None else block.forward(x)
+    fast = dd.fast_path(block)
+    xin = block.pre(x) if fast else x
+    z = block.layer(xin) if fast else None
+    a = block.post(z) if fast else block.forward(x)
     h = readout.project(a)
     G = h @ readout.M.T
     loss = local_loss(G, y, red)
     pairs: Pairs = []
-    if dd.fast_path(block):
+    if fast:
         rows = dd.rows_of(block.layer)
         c = dd.chunking(rows.shape[0], rows.shape[1], cfg.chunk_size)
         Q = readout.combined()

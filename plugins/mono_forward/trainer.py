@@ -128,6 +128,8 @@ class MonoForwardTrainer:
                 ctx.counters.forward(len(idx), passes=counted)
                 if not directional:
                     ctx.counters.backward(len(idx))
+            if ctx.device.type == "cuda":  # kernels run asynchronously: time them, not launches
+                torch.cuda.synchronize(ctx.device)
             train_seconds += time.perf_counter() - started
             diag = self._diagnose(model, blocks, readouts, session, epoch)
             metrics = {"train_loss": loss_sum[active].sum() / (len(active) * len(order)),
