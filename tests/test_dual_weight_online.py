@@ -117,8 +117,13 @@ def test_a_rule_without_online_form_is_trained_alone_in_a_group(untied_host, win
     rules = RULES[:2] + [("adam", {"name": "adam"})]
     grouped = run(untied_host, wang_spec(wine_root, rules=rules), tmp_path / "g")
     single = run(untied_host, wang_spec(wine_root, rules=rules), tmp_path / "s", group=False)
+    # rel 2e-3, not 1e-5: grouped and single runs do the same arithmetic, but float32 matrix
+    # kernels may round the last bit differently (buffer alignment, stacked vs lone shapes), and
+    # 300 steps at batch size 1 (Adam's g / sqrt(v) of tiny gradients in particular) amplify it:
+    # seen once in a full suite, 8e-4 in 1 of 12 runs. A run trained on other data or weights
+    # differs by far more.
     assert grouped["m_test_mse"].to_list() == pytest.approx(single["m_test_mse"].to_list(),
-                                                            rel=1e-5)
+                                                            rel=2e-3)
 
 
 def test_dual_weight_under_backprop_at_batch_size_one_is_the_online_rule(untied_host, wine_root):

@@ -10,7 +10,7 @@ import torch
 
 from bench_core.runner import execute_task
 from bench_core.spec import expand, parse_spec
-from untied_plugins.trainers import SampleStream, batch_loss
+from untied_plugins.trainers import SampleStream, batch_loss, sample_losses
 
 
 @pytest.mark.parametrize("loss,task,outputs", [("cross_entropy", "classification", 4),
@@ -28,6 +28,8 @@ def test_sum_is_the_batch_size_times_the_mean(loss, task, outputs):
     torch.testing.assert_close(total, 8 * mean)
     per_sample = torch.stack([batch_loss(out[i:i + 1], y[i:i + 1], loss, task) for i in range(8)])
     torch.testing.assert_close(total, per_sample.sum())
+    # the fused path (softmax cross-entropy) agrees with the per-sample losses it stands for
+    torch.testing.assert_close(mean, sample_losses(out, y, loss, task).mean())
 
 
 def run_entries(host, trainer: dict, rule: dict, entries: dict[str, dict]) -> dict[str, dict]:

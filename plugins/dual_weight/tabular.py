@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from bench_core.data import make_bundle, split_train_test, take_subset
+from bench_core.data import file_key, load_once, make_bundle, split_train_test, take_subset
 from bench_core.errors import DataError
 from bench_core.interfaces import DataInfo, RunContext
 from untied_plugins.datasets import SplitParams
@@ -136,8 +136,7 @@ def load_wine(params: WineParams) -> tuple[torch.Tensor, torch.Tensor]:
             raise DataError(f"wine_quality: {name} not found in "
                             f"{', '.join(str(f) for f in folders)}; set root or UNTIED_DATA, "
                             f"or download = true")
-        _, table = read_table(path, 12)
-        parts.append(table)
+        parts.append(load_once(("wine_quality", file_key(path)), lambda: read_table(path, 12)[1]))
     table = torch.cat(parts)
     return table[:, :11], table[:, 11:]
 
@@ -150,7 +149,8 @@ def load_housing(params: HousingParams) -> tuple[torch.Tensor, torch.Tensor, str
                              params.root)
     path = find_file(HOUSING_FILES, folders)
     if path is not None:
-        return (*_read_housing_file(path), str(path))
+        return (*load_once(("california_housing", file_key(path)),
+                           lambda: _read_housing_file(path)), str(path))
     try:
         from sklearn.datasets import fetch_california_housing
 
