@@ -36,6 +36,10 @@ from bench_core.grouping import fit_in_stacks
 from bench_core.interfaces import TrainingSession
 
 
+GATHER_BYTES = 32 * 2**20
+"""Inputs gathered ahead per stack (all runs): a few batches to a whole epoch of small data."""
+
+
 class StackedMember:
     """One run: its session, model, rule and the model's layers as a list of operations."""
 
@@ -195,13 +199,14 @@ class StackedBackprop:
     def manual_step(self, xb: Tensor, yb: Tensor, loss_name: str, weight: float) -> Tensor:
         """Forward, backward by hand and the optimizer's step; returns each run's batch loss.
         ``weight``: d(batch loss)/d(sample loss) (1/B for a mean, 1 for a sum)."""
-        from untied_plugins.trainers import sample_loss_gradient, sample_losses
+        from untied_plugins.trainers import sample_losses_and_gradient
 
         with torch.no_grad():
             saved: list[Tensor] = []
             out = self.forward(xb, saved)
-            losses = self.trainer.reduce(sample_losses(out, yb, loss_name, self.task))
-            delta = sample_loss_gradient(out, yb, loss_name, self.task) * weight
+            per_sample, delta = sample_losses_and_gradient(out, yb, loss_name, self.task)
+            losses = self.trainer.reduce(per_sample)
+            delta = delta * weight
             grads: dict[int, Tensor] = {}
             for (kind, op), h in zip(reversed(self.ops), reversed(saved)):
                 if kind == "act":
@@ -240,16 +245,23 @@ class StackedBackprop:
         rows = torch.arange(K, device=self.device).unsqueeze(1)
         manual = all(callable(getattr(op, "local_gradient", None))
                      for kind, op in self.ops if kind == "act")
+        # gathering many batches at once saves two indexing kernels per step; `span` (a multiple
+        # of the batch size) keeps the gathered inputs near GATHER_BYTES
+        row_bytes = K * self.x[0, 0].numel() * self.x.element_size()
+        span = p.batch_size * max(1, GATHER_BYTES // max(1, row_bytes * p.batch_size))
         for epoch in range(1, p.epochs + 1):
             order = torch.stack([s.next_epoch() for s in streams])
             size = order.shape[1]
             loss_sum = torch.zeros(K, device=self.device)     # summed per-sample losses
             for i in range(0, size, p.batch_size):
-                idx = order[:, i:i + p.batch_size]
-                xb, yb = self.x[rows, idx], self.y[rows, idx]
+                if i % span == 0:   # the next `span` samples of every run, gathered at once
+                    ahead = order[:, i:i + span]
+                    x_span, y_span = self.x[rows, ahead], self.y[rows, ahead]
+                j = i % span
+                xb, yb = x_span[:, j:j + p.batch_size], y_span[:, j:j + p.batch_size]
+                b = xb.shape[1]
                 if manual:
-                    losses = self.manual_step(xb, yb, p.loss,
-                                              self.trainer.sample_weight(idx.shape[1]))
+                    losses = self.manual_step(xb, yb, p.loss, self.trainer.sample_weight(b))
                 else:
                     per_sample = sample_losses(self.forward(xb), yb, p.loss, self.task)
                     losses = self.trainer.reduce(per_sample)          # (K,)
@@ -257,7 +269,7 @@ class StackedBackprop:
                         w.grad = None
                     losses.sum().backward()
                     self.optimizer.step()
-                loss_sum += losses.detach() if summed else losses.detach() * idx.shape[1]
+                loss_sum.add_(losses.detach(), alpha=1 if summed else b)
             self._write_back()
             batches = [min(p.batch_size, size - i) for i in range(0, size, p.batch_size)]
             for k, m in enumerate(self.members):

@@ -94,3 +94,17 @@ def test_summed_loss_and_epoch_size_grouped_equal_one_by_one(untied_host, tmp_pa
                trainer={"loss_reduction": "sum", "epoch_size": 300})
     grouped = assert_same(untied_host, raw, tmp_path)
     assert grouped["group_size"].max() == 4 and set(grouped["backward_samples"]) == {600}
+
+
+def test_inputs_gathered_a_few_batches_ahead_equal_one_by_one(untied_host, tmp_path,
+                                                                 monkeypatch):
+    """A stack gathers its runs' inputs ``span`` samples ahead (GATHER_BYTES); with a span of 3
+    batches that divides neither the epoch (300 samples) nor ends with it, runs still equal
+    one-by-one runs."""
+    from untied_plugins import grouped_backprop
+
+    rules = [{"name": "sgd", "lr": 0.05}, {"name": "sgd", "lr": 0.1, "momentum": 0.5}]
+    row_bytes = 4 * 64 * 4                      # 4 runs x 64 float32 inputs
+    monkeypatch.setattr(grouped_backprop, "GATHER_BYTES", row_bytes * 16 * 3)
+    grouped = assert_same(untied_host, spec(rules, trainer={"epoch_size": 300}), tmp_path)
+    assert grouped["group_size"].max() == 4 and set(grouped["backward_samples"]) == {600}
