@@ -11,8 +11,9 @@ torch's threads pinned and printed. The last line is machine-readable::
   SGD, batch 32, no direction diagnostic) trained one after another vs as one group
   (``execute_task`` per run vs one ``execute_group``), both warmed up. Target >= 5.
 * ``runner_overhead_pct``: ``run_plan`` of a one-run spec (plan, session, training, evaluation
-  every epoch, record written) vs a hand-written torch loop doing the same training (same data
-  split, initial weights, batch order and evaluation) in the same process, alternately, 40
+  every epoch, record written) vs a hand-written torch loop doing the same training and logging
+  (same data split, initial weights and batch order; per epoch the training loss and the test
+  loss and accuracy, as the run's curves hold) in the same process, alternately, 40
   epochs (a quickstart run's length, ~0.5 s), the fastest of 9 of each. Target <= 5. The
   fastest, not the median: on these shared machines single timings of a 0.15-0.5 s run scatter
   by +-30% even with the other jobs stopped, and that noise only ever adds time.
@@ -96,12 +97,15 @@ def hand_written_loop(task, epochs: int) -> float:
     n = len(data.x_train)
     for _ in range(epochs):
         order = torch.randperm(n, generator=gen)
+        loss_sum = torch.zeros(())              # the epoch's training loss, as the run logs it
         for i in range(0, n, 32):
             idx = order[i:i + 32]
             loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            loss_sum += loss.detach() * len(idx)
+        float(loss_sum / n)
         with torch.no_grad():
             out = model(data.x_test)
             acc = float((out.argmax(1) == data.y_test).float().mean())
