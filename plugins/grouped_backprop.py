@@ -36,6 +36,13 @@ from bench_core.grouping import fit_in_stacks
 from bench_core.interfaces import TrainingSession
 
 
+NEVER_STACKED_MODELS = frozenset({"lenet5", "cnn"})
+"""Built-in models that are never stacked (convolutional: see the module docstring).
+``group_key`` keeps their runs out of groups altogether: a group of them would only train its
+runs one after another and record them all at its end (hours of LeNet5 runs lost to an
+interruption, no spread over ``--jobs`` workers). A plugin's model that cannot be stacked is
+still grouped and then trained alone, as every run that :meth:`StackedMember.prepare` refuses."""
+
 GATHER_BYTES = 32 * 2**20
 """Inputs gathered ahead per stack (all runs): a few batches to a whole epoch of small data."""
 

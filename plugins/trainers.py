@@ -243,8 +243,12 @@ class BackpropTrainer:
     max_group_size = 64
 
     def group_key(self, spec: dict) -> str | None:
+        from untied_plugins.grouped_backprop import NEVER_STACKED_MODELS
+
         if self.p.compile or self.p.target_metric is not None:
             return None  # compiled or stop-at-target runs are trained one by one
+        if spec.get("model", {}).get("name") in NEVER_STACKED_MODELS:
+            return None  # each run its own unit: recorded as it finishes, spread over workers
         same = {k: spec.get(k) for k in ("dataset", "model", "activation", "surrogate")}
         return json.dumps({**same, "rule": spec.get("rule", {}).get("name")}, sort_keys=True,
                           default=str)

@@ -89,6 +89,15 @@ def test_group_key_keeps_models_and_rule_kinds_apart(untied_host):
     assert sorted(len(u) for u in units) == [2, 6]
 
 
+def test_convolutional_runs_are_their_own_units(untied_host):
+    """LeNet5 runs are never stacked, so they are not grouped at all: each is recorded as it
+    finishes and can go to its own worker."""
+    raw = spec(SGD_RULES, model={"name": "lenet5"})
+    name, parsed = parse_spec(raw, stem="g")
+    units = form_groups(expand(untied_host, name, parsed).tasks, untied_host)
+    assert [len(u) for u in units] == [1] * 6
+
+
 def test_summed_loss_and_epoch_size_grouped_equal_one_by_one(untied_host, tmp_path):
     raw = spec([{"name": "sgd", "lr": 0.005}, {"name": "sgd", "lr": 0.01, "momentum": 0.5}],
                trainer={"loss_reduction": "sum", "epoch_size": 300})
