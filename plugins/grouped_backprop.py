@@ -206,14 +206,13 @@ class StackedBackprop:
     def manual_step(self, xb: Tensor, yb: Tensor, loss_name: str, weight: float) -> Tensor:
         """Forward, backward by hand and the optimizer's step; returns each run's batch loss.
         ``weight``: d(batch loss)/d(sample loss) (1/B for a mean, 1 for a sum)."""
-        from untied_plugins.trainers import sample_losses_and_gradient
+        from untied_plugins.trainers import sample_loss_gradient, sample_losses
 
         with torch.no_grad():
             saved: list[Tensor] = []
             out = self.forward(xb, saved)
-            per_sample, delta = sample_losses_and_gradient(out, yb, loss_name, self.task)
-            losses = self.trainer.reduce(per_sample)
-            delta = delta * weight
+            losses = self.trainer.reduce(sample_losses(out, yb, loss_name, self.task))
+            delta = sample_loss_gradient(out, yb, loss_name, self.task) * weight
             grads: dict[int, Tensor] = {}
             for (kind, op), h in zip(reversed(self.ops), reversed(saved)):
                 if kind == "act":

@@ -111,18 +111,6 @@ def sample_loss_gradient(out: Tensor, y: Tensor, loss: str, task: str) -> Tensor
     return out - target
 
 
-def sample_losses_and_gradient(out: Tensor, y: Tensor, loss: str, task: str
-                               ) -> tuple[Tensor, Tensor]:
-    """:func:`sample_losses` and :func:`sample_loss_gradient` of the same outputs, sharing their
-    work: softmax cross-entropy takes one log-softmax for both (``-log p_y`` and ``p - onehot``,
-    with ``p = exp(log p)`` as torch's own cross-entropy backward forms it)."""
-    if task != "regression" and loss == "cross_entropy" and out.shape[-1] > 1:
-        logp = torch.log_softmax(out, -1)
-        losses = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
-        return losses, logp.exp_() - F.one_hot(y, out.shape[-1]).to(out.dtype)
-    return sample_losses(out, y, loss, task), sample_loss_gradient(out, y, loss, task)
-
-
 def batch_loss(out: Tensor, y: Tensor, loss: str, task: str,
                reduction: Literal["mean", "sum"] = "mean") -> Tensor:
     """The loss over the batch: the mean or the sum of the per-sample losses (module
