@@ -60,7 +60,10 @@ def resolve_device(device: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
-    """The commit of the untied-bench source tree, with ``+dirty`` if it has local changes."""
+    """The commit of the untied-bench source tree, with ``+dirty`` if it has local changes.
+    Read once per process; :func:`run_plan` and executor workers read it when they start, so a
+    grid that runs for hours while the checkout moves on records the commit it was started
+    from."""
     src = Path(bench_core.__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True,
@@ -533,6 +536,7 @@ def run_plan(plan: Plan, results_root: str | Path, *, executor: str = "local", j
     if host is not None:
         set_host(host)
     host = get_host()
+    git_commit()   # the commit of the code this process loaded, not of a later checkout
     console = console or Console(stderr=True, soft_wrap=True, highlight=False)
     results_dir = Path(results_root) / plan.name
     check_writable(results_dir)

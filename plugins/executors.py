@@ -37,8 +37,11 @@ class LocalExecutor:
 def _init_worker(threads: int) -> None:
     import torch
 
+    from bench_core.runner import git_commit
+
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
+    git_commit()    # the commit of the code this worker loaded (cached for its records)
 
 
 class ProcessExecutor:

@@ -42,6 +42,26 @@ def test_records_hold_the_design_fields(untied_host, fast_spec, tmp_path):
     assert row["threads"] == 1 and row["cpus"] >= 1 and row["cpu_model"]  # runs pin 1 thread
 
 
+def test_the_commit_is_read_before_the_first_run_starts(untied_host, fast_spec, tmp_path,
+                                                        monkeypatch):
+    """A grid that runs for hours records the commit of the code it loaded, not the one checked
+    out when its first record is written."""
+    from bench_core import runner
+
+    runner.git_commit.cache_clear()
+    cached_at_start = []
+    build = runner.build_session
+
+    def spy(*args, **kwargs):
+        cached_at_start.append(runner.git_commit.cache_info().currsize)
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "build_session", spy)
+    plan = plan_for(untied_host, fast_spec, tmp_path, seeds=1)
+    run_plan(plan, tmp_path, host=untied_host, progress=False, group=False)
+    assert cached_at_start and set(cached_at_start) == {1}
+
+
 def test_resume_reruns_nothing_and_force_reruns(untied_host, fast_spec, tmp_path):
     plan = plan_for(untied_host, fast_spec, tmp_path, seeds=1)
     run_plan(plan, tmp_path, host=untied_host, progress=False)
