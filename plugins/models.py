@@ -77,6 +77,10 @@ class LeNet5Params(BaseModel):
     conv2_padding: int | None = Field(
         None, ge=0, description="padding of the second conv; default 0, or the least padding "
                                 "that leaves a 2x2 map for small inputs (8x8 digits: 1)")
+    init: Literal["torch", "xavier_uniform"] = Field(
+        "torch", description="torch: the layers' default (Kaiming-uniform with a = sqrt(5)); "
+                             "xavier_uniform: W ~ U(+-sqrt(6 / (fan_in + fan_out))), b = 0 "
+                             "(Glorot & Bengio 2010, for logistic units)")
 
 
 class CNNParams(BaseModel):
@@ -147,6 +151,17 @@ def he_normal_(model: nn.Module) -> nn.Module:
         for layer in model.modules():
             if isinstance(layer, nn.Linear):
                 layer.weight.normal_(0.0, math.sqrt(2.0 / layer.in_features))
+                if layer.bias is not None:
+                    layer.bias.zero_()
+    return model
+
+
+def xavier_uniform_(model: nn.Module) -> nn.Module:
+    """Glorot-uniform initialisation of every conv and dense layer (gain 1), bias 0."""
+    with torch.no_grad():
+        for layer in model.modules():
+            if isinstance(layer, (nn.Linear, nn.Conv2d)):
+                nn.init.xavier_uniform_(layer.weight)
                 if layer.bias is not None:
                     layer.bias.zero_()
     return model
@@ -252,7 +267,8 @@ def lenet5(params: LeNet5Params, *, data, activation, ctx) -> nn.Module:
         dense(120, 84, binary=binary), *norm1d(84), activation(),
         dense(84, data.num_outputs, binary=binary),
     ]
-    return nn.Sequential(*layers)
+    model = nn.Sequential(*layers)
+    return xavier_uniform_(model) if params.init == "xavier_uniform" else model
 
 
 def cnn(params: CNNParams, *, data, activation, ctx) -> nn.Module:

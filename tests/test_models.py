@@ -213,6 +213,25 @@ def test_lenet5_pool_options(pool, cls):
     assert models.pooling(pool)(x).item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_lenet5_xavier_init_bounds_every_layer_and_zeroes_biases():
+    torch.manual_seed(0)
+    default = build(models.lenet5, LeNet5Params(), MNIST_LIKE)
+    torch.manual_seed(0)
+    xavier = build(models.lenet5, LeNet5Params(init="xavier_uniform"), MNIST_LIKE)
+    layers = [m for m in xavier.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert len(layers) == 5
+    for layer in layers:
+        w = layer.weight
+        fan_in, fan_out = w[0].numel(), w.shape[0] * w[0, 0].numel()
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        assert float(w.abs().max()) <= bound
+        assert float(w.abs().max()) > 0.9 * bound      # uniform over the whole range
+        assert float(layer.bias.abs().max()) == 0.0
+    # the default is untouched (torch's own init), so existing run identities keep their models
+    assert any(float(m.bias.abs().max()) > 0 for m in default.modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear)))
+
+
 # ---- batchnorm -------------------------------------------------------------------------------
 def test_batchnorm_after_each_hidden_layer_before_the_activation():
     lenet = build(models.lenet5, LeNet5Params(batchnorm=True, pool="max"), MNIST_LIKE)
