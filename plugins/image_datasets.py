@@ -34,7 +34,6 @@ Images are ``(1, 28, 28)`` float32: ``normalize="unit"`` (default) divides by 25
 
 from __future__ import annotations
 
-import functools
 import gzip
 import math
 import os
@@ -49,7 +48,8 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from bench_core.data import make_bundle, normalise, split_train_test, take_subset
+from bench_core.data import (file_key, load_once, make_bundle, normalise, split_train_test,
+                             take_subset)
 from bench_core.errors import DataError
 from bench_core.hookspecs import hookimpl
 from bench_core.interfaces import DataBundle, DataInfo, RunContext
@@ -182,9 +182,7 @@ def download(name: str) -> None:
     dataset_class(root=str(target), train=True, download=True)
 
 
-@functools.lru_cache(maxsize=16)
-def _decode_cached(path: str, size: int, mtime_ns: int, kind: Literal["images", "labels"]
-                   ) -> Tensor:
+def _decode(path: str, kind: Literal["images", "labels"]) -> Tensor:
     from torchvision.datasets.mnist import read_image_file, read_label_file
 
     reader = read_image_file if kind == "images" else read_label_file
@@ -201,10 +199,11 @@ def _decode_cached(path: str, size: int, mtime_ns: int, kind: Literal["images", 
 
 def read_idx(path: Path, kind: Literal["images", "labels"]) -> Tensor:
     """Decode one IDX file (``uint8`` images ``(n, 28, 28)`` or ``int64`` labels ``(n,)``),
-    cached per process on path, size and modification time. Do not modify the result."""
-    stat = path.stat()
+    read once per process (:func:`bench_core.data.load_once`, keyed on path, size and
+    modification time). Do not modify the result."""
+    key = ("idx", file_key(path), kind)
     try:
-        return _decode_cached(str(path), stat.st_size, stat.st_mtime_ns, kind)
+        return load_once(key, lambda: _decode(str(path), kind))
     except (AssertionError, TypeError, ValueError, OSError, EOFError, RuntimeError) as err:
         detail = str(err).splitlines()[0] if str(err) else type(err).__name__
         shape = re.search(r"shape '\[([\d, ]+)\]' is invalid for input of size (\d+)", detail)
