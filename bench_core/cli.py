@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -127,9 +128,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for prof in profiles:
         plan = expand(host, name, spec, profile=prof,
                       max_runs=None if args.yes else MAX_PLAN_RUNS)
-        cells = len(plan.tasks) // max(1, len(plan.seeds) * len({t.entry for t in plan.tasks}))
-        print(f"ok: {name} [{plan.profile}]: {len({t.entry for t in plan.tasks})} entries x "
-              f"{cells} grid cells x {len(plan.seeds)} seeds = {len(plan.tasks)} runs")
+        n_entries = len({t.entry for t in plan.tasks})
+        cells = math.prod(len(values) for values in plan.grid.values())
+        pairs = len(plan.tasks) // len(plan.seeds)
+        shape = (f"{n_entries} entries x {cells} grid cells" if pairs == n_entries * cells else
+                 f"{pairs} (entry, grid cell) pairs with a paper value")
+        print(f"ok: {name} [{plan.profile}]: {shape} x {len(plan.seeds)} seeds = "
+              f"{len(plan.tasks)} runs")
         if args.no_data_check:
             continue
         try:
@@ -373,7 +378,29 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_targets(args: argparse.Namespace) -> list[tuple[str, str | None, bool]]:
+    """``(target, profile, optional)`` for each page of ``untied report``: the profile asked
+    (or the spec's default) per target; with ``--all-profiles`` also every other profile of a
+    spec, ``optional``: a profile without records is left out with a note, not an error."""
+    from bench_core.spec import load_spec
+
+    pages = []
+    for target in args.targets:
+        pages.append((target, args.profile, False))
+        if not args.all_profiles or Path(target).is_dir():
+            continue
+        try:
+            _, spec = load_spec(target)
+        except UntiedError:
+            continue                      # reported by the page of the profile asked for
+        first = args.profile or spec.default_profile
+        pages += [(target, prof, True) for prof in spec.profiles if prof != first]
+    return pages
+
+
 def cmd_report(args: argparse.Namespace) -> int:
+    """One page per leaderboard (and per profile with ``--all-profiles``): ``DIR/NAME/`` for the
+    profile asked or the spec's default, ``DIR/NAME@PROFILE/`` for the others; and an index."""
     from bench_core.leaderboard import overlay_plan
     from bench_core.plotting import plot_leaderboard
     from bench_core.report import (index_page, leaderboard_page, reproduce_commands,
@@ -381,12 +408,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     out = Path(args.output)
     entries, skipped = [], 0
-    for target in args.targets:
-        args.target = target
+    for target, profile, optional in _report_targets(args):
+        args.target, args.profile = target, profile
         try:
             plan, records, folder = _target_plan(args)
+            if optional and records.select("run_id").head(1).collect().height == 0:
+                raise UntiedError("no records")
         except UntiedError as exc:
-            print(f"warning: {target}: {exc}; no report", file=sys.stderr)
+            if optional:
+                print(f"note: {target} [{profile}]: {exc}; no page", file=sys.stderr)
+                continue
+            print(f"warning: {target}{f' [{profile}]' if profile else ''}: {exc}; no report",
+                  file=sys.stderr)
             entries.append({"title": str(target), "runs": "no records"})
             skipped += 1
             continue
@@ -394,17 +427,19 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise UntiedError(f"{target}: a report needs the leaderboard's spec (give the spec "
                               f"file or name)")
         agg, summaries = plan_aggregate(plan, records, not args.exclude_diverged)
-        main = agg.filter(agg["metric"] == plan.spec.metric)
-        n_done = int(main["n"].sum() + main["failed"].sum() + main["diverged"].sum())
-        page_dir = out / plan.name
+        page = plan.name if not optional else f"{plan.name}@{plan.profile}"
+        page_dir = out / page
         plots = plot_leaderboard(plan, records, agg, page_dir / "plots",
                                  formats=("png",) if args.no_svg else ("png", "svg"))
         runs = overlay_plan(records, plan.tasks, spec=plan.spec).collect()
+        # every recorded run of the plan once, whatever its status (the aggregate's n already
+        # holds diverged runs unless --exclude-diverged, so n + diverged counted them twice)
+        n_done = runs["run_id"].n_unique()
         html = leaderboard_page(plan, agg, summaries, runs, plots, _notes(plan, agg),
                                 reproduce_commands(plan, runs))
         write_text(page_dir / "index.html", html)
         print(f"wrote {page_dir / 'index.html'} ({len(plots)} plots)", file=sys.stderr)
-        entries.append({"href": f"{plan.name}/index.html", "title": plan.spec.title,
+        entries.append({"href": f"{page}/index.html", "title": plan.spec.title,
                         "name": plan.name, "profile": plan.profile,
                         "runs": f"{n_done}/{len(plan.tasks)}", "verdict": verdict_summary(agg)})
     write_text(out / "index.html", index_page(entries))
@@ -551,6 +586,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", required=True, metavar="DIR", help="folder of the report")
     p.add_argument("--no-svg", action="store_true", help="PNG plots only (no vector copies: "
                    "a report to commit stays small)")
+    p.add_argument("--all-profiles", action="store_true", help="also a page for every other "
+                   "profile of each spec that has records (DIR/NAME@PROFILE/)")
     _record_options(p)
     p.set_defaults(func=cmd_report)
 

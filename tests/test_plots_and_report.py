@@ -233,3 +233,35 @@ def test_report_renders_a_verdict_column_when_the_aggregate_has_one(tmp_path):
     spec = SimpleNamespace(columns=[], relative=False, summary_by=[])
     html = "\n".join(metric_tables(agg, spec, {}))
     assert "<th>verdict</th>" in html and '<td class="verdict reproduced">reproduced</td>' in html
+
+
+def test_report_of_all_profiles_pages_each_recorded_profile_and_counts_each_run_once(
+        tmp_path, capsys):
+    """``--all-profiles``: a page per profile with records (``NAME@PROFILE``), a note for one
+    without; the index counts every recorded run once, a diverged one too."""
+    spec = copy.deepcopy(SPEC)
+    spec.update(name="profiled", profiles={"one-cell": {"grid": {"rule.lr": [0.2]}, "seeds": 1},
+                                           "never-run": {"grid": {"rule.lr": [0.3]}}})
+    spec_file = tmp_path / "profiled.toml"
+    spec_file.write_text(tomli_w.dumps(spec))
+    results = tmp_path / "results"
+    host = PluginHost()
+    host.load_entry_points()
+    try:
+        run_spec(host, spec, results, name="profiled")
+        run_spec(host, spec, results, name="profiled", profile="one-cell")
+    finally:
+        set_host(None)
+    record = sorted((results / "profiled").glob("*.parquet"))[0]
+    frame = pl.read_parquet(record)
+    frame.with_columns(pl.lit("diverged").alias("status")).write_parquet(record)
+
+    code, _, err = cli(capsys, "report", spec_file, "--results", results, "-o", tmp_path / "out",
+                       "--all-profiles", "--no-svg")
+    assert code == 0, err
+    index = (tmp_path / "out" / "index.html").read_text()
+    assert 'href="profiled/index.html"' in index and 'href="profiled@one-cell/index.html"' in index
+    assert "<td>8/8</td>" in index and "<td>2/2</td>" in index
+    assert "never-run" in err and "no page" in err and "never-run" not in index
+    page = (tmp_path / "out" / "profiled@one-cell" / "index.html").read_text()
+    assert "<code>one-cell</code>" in page
