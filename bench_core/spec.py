@@ -68,6 +68,10 @@ class Profile(_Strict):
     defaults: dict[str, Any] = Field(default_factory=dict, description="merged over defaults")
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="replaces grid keys")
     entries: list[str] | None = Field(default=None, description="restrict to these entry labels")
+    referenced_only: bool = Field(
+        False, description="run only the (entry, grid cell) pairs for which the spec gives a "
+                           "reference value of its metric: a reproduction profile that spends "
+                           "no compute on pairs the source does not report")
 
 
 class Tolerance(_Strict):
@@ -501,6 +505,8 @@ def expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str |
             except SpecError as exc:
                 raise SpecError(f"{exc} [{where}]") from None
             ref = find_reference(spec, entry.label, cell, spec.metric)
+            if prof.referenced_only and ref is None:
+                continue
             ident = run_identity(host, resolved)
             for base in seed_list:
                 seed = derive_seed(base, cell_canonical)
@@ -516,6 +522,9 @@ def expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str |
                     reference_std=ref.std if ref else None,
                     results_dir=results_dir, device=device,
                 ))
+    if not tasks and prof.referenced_only:
+        raise SpecError(f"profile '{profile}': referenced_only, but no entry has a reference "
+                        f"value of {spec.metric} in the profile's grid")
     return Plan(spec=spec, name=name, profile=profile or "default", seeds=seed_list, grid=grid,
                 tasks=tasks)
 

@@ -117,6 +117,23 @@ def test_reference_attached_to_its_cell(fast_spec):
     assert refs[("const", 0.2)] is None
 
 
+def test_referenced_only_profile_runs_the_pairs_with_a_reference(fast_spec):
+    fast_spec["reference"] = [
+        {"entry": "tied", "cell": {"rule.lr": 0.2}, "value": 0.9},
+        {"entry": "const", "value": 0.5},                      # every cell
+        {"entry": "tied", "cell": {"rule.lr": 0.5}, "value": 0.1, "metric": "test_loss"}]
+    fast_spec["metrics"] = ["test_loss"]
+    fast_spec["profiles"] = {"paper": {"referenced_only": True},
+                             "none": {"referenced_only": True, "entries": ["tied"],
+                                      "grid": {"rule.lr": [0.7]}}}
+    plan = plan_of(fast_spec, profile="paper")
+    pairs = {(t.entry, t.cell["rule.lr"]) for t in plan.tasks}
+    assert pairs == {("tied", 0.2), ("const", 0.2), ("const", 0.5)}   # not another metric's
+    assert len(plan.tasks) == 3 * 2 and all(t.reference is not None for t in plan.tasks)
+    assert {t.run_id for t in plan.tasks} <= {t.run_id for t in plan_of(fast_spec).tasks}
+    assert "referenced_only, but no entry has a reference" in error_of(fast_spec, profile="none")
+
+
 def test_toml_errors_and_builtin_names(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("title = \n")
