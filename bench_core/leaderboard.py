@@ -124,12 +124,15 @@ def overlay_plan(records: pl.LazyFrame, tasks: list[Any], metric: str | None = N
     """Take what a table shows about each run from the spec's plan rather than from the
     record: profile, entry and cell order, baseline flag, reference values and which metric is
     the value. A run shared by two profiles (same run_id) is then counted in the one asked for,
-    and editing a spec's references or metric needs no rerun. ``metric`` (default: the plan's)
+    in the cell of its grid there (a profile whose grid has other axes names the cell by
+    them, not by the axes of the profile that recorded the run), and editing a spec's references or metric needs no rerun. ``metric`` (default: the plan's)
     picks another reported metric, with the spec's references for it; values are multiplied
     by the spec's ``scale``. ``ok`` and ``diverged`` runs keep their values (a diverged run's
     last logged metrics); :func:`aggregate` decides whether diverged ones count."""
     if not tasks:
         return records
+    from bench_core.spec import canonical_json
+
     metric = metric or tasks[0].metric
     if spec is not None and metric != tasks[0].metric:
         from bench_core.spec import find_reference
@@ -144,6 +147,7 @@ def overlay_plan(records: pl.LazyFrame, tasks: list[Any], metric: str | None = N
     plan = pl.LazyFrame({
         "run_id": [t.run_id for t in tasks],
         "profile": [t.profile for t in tasks],
+        "cell_json": [canonical_json(t.cell) for t in tasks],
         "entry_index": [t.entry_index for t in tasks],
         "cell_index": [t.cell_index for t in tasks],
         "is_baseline": [t.is_baseline for t in tasks],

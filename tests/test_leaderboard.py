@@ -90,13 +90,16 @@ def test_plan_overlay_takes_profile_reference_and_metric_from_the_spec(tmp_path)
 
     write_set(tmp_path)
     lf = load_records(tmp_path).with_columns(pl.col("value").alias("m_acc"))
-    # a plan that asks for two runs only, under another profile, with a new reference
+    # a plan that asks for two runs only, under another profile whose grid names the cell by
+    # another axis (the runs were recorded in the cell {"rule.lr": 0.1}), with a new reference
     tasks = [SimpleNamespace(run_id=r, profile="check", entry_index=0, cell_index=0,
-                             is_baseline=True, reference=0.5, reference_std=None, metric="acc",
-                             higher_is_better=True) for r in ("r001", "r002")]
+                             cell={"model.pool": "avg"}, is_baseline=True, reference=0.5,
+                             reference_std=None, metric="acc", higher_is_better=True)
+             for r in ("r001", "r002")]
     agg = aggregate(overlay_plan(lf, tasks))
     row = agg.row(0, named=True)
     assert agg.height == 1 and row["profile"] == "check" and row["n"] == 2
+    assert json.loads(row["cell_json"]) == {"model.pool": "avg"}
     assert row["mean"] == pytest.approx(0.81) and row["delta_reference"] == pytest.approx(0.31)
 
 
