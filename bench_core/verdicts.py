@@ -27,6 +27,7 @@ metric.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from itertools import combinations
@@ -128,9 +129,38 @@ def summary_lines(agg: pl.DataFrame, min_difference: float, *, profile: str = ""
                     if counts[v]]
             lines = [f"Verdicts (`{metric}`): **{counts['reproduced']} of {n} paper values "
                      f"reproduced**" + (f" ({', '.join(rest)})" if rest else "") + "."]
+            lines += wide_tolerance_lines(part, WIDE_FACTOR * min_difference)
         lines += reversal_lines(part, min_difference)
         out[metric] = lines
     return out
+
+
+WIDE_FACTOR = 5.0
+"""A ``reproduced`` value further than this many absolute tolerances from the paper's is named
+in the summary: it passed only through a wide spread (few seeds split between outcomes, or a
+paper std of a cell where runs collapsed), not through agreement of the means."""
+WIDE_LISTED = 4
+"""At most this many of them are listed by name."""
+
+
+def wide_tolerance_lines(part: pl.DataFrame, limit: float) -> list[str]:
+    """A line naming the ``reproduced`` values with ``|mean - reference| > limit``."""
+    wide = part.filter((pl.col("verdict") == "reproduced")
+                       & ((pl.col("mean") - pl.col("reference")).abs() > limit))
+    if wide.is_empty():
+        return []
+    items = [f"{r['entry']} {_cell_text(r['cell_json'])}: {r['mean']:.4g} vs {r['reference']:.4g}"
+             f" (tolerance {r['tolerance']:.3g})"
+             for r in wide.head(WIDE_LISTED).iter_rows(named=True)]
+    more = f"; {wide.height - WIDE_LISTED} more" if wide.height > WIDE_LISTED else ""
+    return [f"Of the reproduced values, {wide.height} differ from the paper by more than {limit:g} "
+            f"and are within tolerance only through a wide spread (ours over few seeds, or the "
+            f"paper's std; column `tolerance` of the aggregate): {'; '.join(items)}{more}."]
+
+
+def _cell_text(cell_json: str) -> str:
+    cell = json.loads(cell_json) if cell_json else {}
+    return "(" + ", ".join(f"{k} = {v}" for k, v in cell.items()) + ")" if cell else "(all)"
 
 
 def reversal_lines(part: pl.DataFrame, min_difference: float) -> list[str]:

@@ -100,7 +100,12 @@ def test_reversed_order_is_flagged_per_row_and_counted(tmp_path):
     lines = report.metric_notes["acc"]
     assert lines[0] == ("Verdicts (`acc`): **2 of 6 paper values reproduced** (3 differ, "
                         "1 no result).")
-    assert "in **1 of 2 cells**" in lines[1] and "B above A in 1" in lines[1]
+    # A at x = 2 is reproduced only through its spread (|0.5 - 0.9| > 5 x 0.02): named; B at
+    # x = 1 (|0.80 - 0.81|) is not
+    assert lines[1].startswith("Of the reproduced values, 1 differ from the paper by more than "
+                               "0.1") and "A (x = 2): 0.5 vs 0.9 (tolerance 0.5" in lines[1]
+    assert "B (x = 1)" not in lines[1]
+    assert "in **1 of 2 cells**" in lines[2] and "B above A in 1" in lines[2]
 
 
 def test_a_reduced_profile_gets_no_verdicts(tmp_path):
