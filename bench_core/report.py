@@ -119,7 +119,8 @@ def environment_rows(records: pl.DataFrame) -> list[list[str]]:
         counts = Counter(str(v) for v in records[col].to_list() if v is not None)
         if counts:
             rows.append([label, "; ".join(f"{v} ({n} runs)" if len(counts) > 1 else v
-                                          for v, n in counts.most_common())])
+                                          for v, n in sorted(counts.items(),
+                                                             key=lambda kv: (-kv[1], kv[0])))])
     if "plugins_json" in records.columns:
         dists = sorted({d for text in records["plugins_json"].drop_nulls().to_list()
                         for d in json.loads(text).values()})
