@@ -80,7 +80,12 @@ def test_a_worker_killed_mid_grid_loses_and_duplicates_nothing(untied_host, fast
     files = record_files(tmp_path / "d")
     assert len(files) == len(plan.tasks) == 12
     assert set(records(tmp_path / "d")["status"]) == {"ok"}
-    assert not list((tmp_path / "d").glob(".*.tmp"))                  # no partial record
+    # No partial record: a SIGKILL can land between a record's temporary file and its rename
+    # (seen once in 5 full-suite runs); what it leaves is a hidden temporary file of a run that
+    # another worker then recorded whole, which no reader lists (record_files above: 12)
+    recorded = {p.stem for p in files}
+    for leftover in (tmp_path / "d").glob(".*.tmp"):
+        assert leftover.name.split(".")[1] in recorded
 
 
 def test_unknown_executor_option_is_a_one_line_error(untied_host, fast_spec, tmp_path):
