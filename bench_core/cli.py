@@ -413,7 +413,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         try:
             plan, records, folder = _target_plan(args)
             if optional and records.select("run_id").head(1).collect().height == 0:
-                raise UntiedError("no records")
+                raise UntiedError("no records")   # --records FILE: none of this profile's
         except UntiedError as exc:
             if optional:
                 print(f"note: {target} [{profile}]: {exc}; no page", file=sys.stderr)

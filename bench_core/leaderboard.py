@@ -124,11 +124,12 @@ def overlay_plan(records: pl.LazyFrame, tasks: list[Any], metric: str | None = N
     """Take what a table shows about each run from the spec's plan rather than from the
     record: profile, entry and cell order, baseline flag, reference values and which metric is
     the value. A run shared by two profiles (same run_id) is then counted in the one asked for,
-    in the cell of its grid there (a profile whose grid has other axes names the cell by
-    them, not by the axes of the profile that recorded the run), and editing a spec's references or metric needs no rerun. ``metric`` (default: the plan's)
-    picks another reported metric, with the spec's references for it; values are multiplied
-    by the spec's ``scale``. ``ok`` and ``diverged`` runs keep their values (a diverged run's
-    last logged metrics); :func:`aggregate` decides whether diverged ones count."""
+    in the cell of that profile's grid (named by its axes, not by those of the profile that
+    recorded the run), and editing a spec's references or metric needs no rerun. ``metric``
+    (default: the plan's) picks another reported metric, with the spec's references for it;
+    values are multiplied by the spec's ``scale``. ``ok`` and ``diverged`` runs keep their
+    values (a diverged run's last logged metrics); :func:`aggregate` decides whether diverged
+    ones count."""
     if not tasks:
         return records
     from bench_core.spec import canonical_json

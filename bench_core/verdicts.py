@@ -35,6 +35,8 @@ from typing import Any
 
 import polars as pl
 
+from bench_core.figures import as_text
+
 VERDICTS = ("reproduced", "differs", "not comparable", "no result")
 
 
@@ -149,7 +151,7 @@ def wide_tolerance_lines(part: pl.DataFrame, limit: float) -> list[str]:
                        & ((pl.col("mean") - pl.col("reference")).abs() > limit))
     if wide.is_empty():
         return []
-    items = [f"{r['entry']} {_cell_text(r['cell_json'])}: {r['mean']:.4g} vs {r['reference']:.4g}"
+    items = [f"{r['entry']} {_cell_label(r['cell_json'])}: {r['mean']:.4g} vs {r['reference']:.4g}"
              f" (tolerance {r['tolerance']:.3g})"
              for r in wide.head(WIDE_LISTED).iter_rows(named=True)]
     more = f"; {wide.height - WIDE_LISTED} more" if wide.height > WIDE_LISTED else ""
@@ -158,9 +160,12 @@ def wide_tolerance_lines(part: pl.DataFrame, limit: float) -> list[str]:
             f"paper's std; column `tolerance` of the aggregate): {'; '.join(items)}{more}."]
 
 
-def _cell_text(cell_json: str) -> str:
+def _cell_label(cell_json: str) -> str:
+    """``(rule.lr = 0.1, trainer.batch_size = 256)``, values written as the tables write them."""
     cell = json.loads(cell_json) if cell_json else {}
-    return "(" + ", ".join(f"{k} = {v}" for k, v in cell.items()) + ")" if cell else "(all)"
+    if not cell:
+        return "(all)"
+    return "(" + ", ".join(f"{k} = {as_text(v)}" for k, v in cell.items()) + ")"
 
 
 def reversal_lines(part: pl.DataFrame, min_difference: float) -> list[str]:

@@ -145,26 +145,26 @@ def conv(c_in: int, c_out: int, kernel: int, padding: int, *, binary: bool = Fal
     return nn.Conv2d(c_in, c_out, kernel, padding=padding)
 
 
-def he_normal_(model: nn.Module) -> nn.Module:
-    """He-normal initialisation of every dense layer: ``W ~ N(0, 2 / fan_in)``, bias 0."""
+def _initialise(model: nn.Module, layer_types: tuple[type, ...], init_weight) -> nn.Module:
+    """``init_weight(weight)`` on every layer of ``layer_types`` in ``model``, biases 0."""
     with torch.no_grad():
         for layer in model.modules():
-            if isinstance(layer, nn.Linear):
-                layer.weight.normal_(0.0, math.sqrt(2.0 / layer.in_features))
+            if isinstance(layer, layer_types):
+                init_weight(layer.weight)
                 if layer.bias is not None:
                     layer.bias.zero_()
     return model
+
+
+def he_normal_(model: nn.Module) -> nn.Module:
+    """He-normal initialisation of every dense layer: ``W ~ N(0, 2 / fan_in)``, bias 0."""
+    return _initialise(model, (nn.Linear,),
+                       lambda w: w.normal_(0.0, math.sqrt(2.0 / w.shape[1])))
 
 
 def xavier_uniform_(model: nn.Module) -> nn.Module:
     """Glorot-uniform initialisation of every conv and dense layer (gain 1), bias 0."""
-    with torch.no_grad():
-        for layer in model.modules():
-            if isinstance(layer, (nn.Linear, nn.Conv2d)):
-                nn.init.xavier_uniform_(layer.weight)
-                if layer.bias is not None:
-                    layer.bias.zero_()
-    return model
+    return _initialise(model, (nn.Linear, nn.Conv2d), nn.init.xavier_uniform_)
 
 
 def image_shape(input_shape: tuple[int, ...], model: str) -> tuple[int, int, int]:
