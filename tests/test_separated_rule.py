@@ -221,7 +221,9 @@ def test_fig3_relu_neuron_growing_against_the_target_dies_and_the_separated_one_
         layer.linear.bias.zero_()
     torch.testing.assert_close(layer(U), torch.relu(-U))  # the same starting function
     model = nn.Sequential(layer)
-    mse = fit(model, make_rule(model, lr=0.5, gamma_q=0.1, gamma_d=0.1))
+    # lr 0.2: at 0.5 the rule sits at its edge of stability, where the machine's rounding decides
+    # (it blew up at step 185 on an AVX-512 machine and trained on the CI machine)
+    mse = fit(model, make_rule(model, lr=0.2, gamma_q=0.1, gamma_d=0.1))
     assert math.isfinite(mse) and mse < dead_mse / 5
     with torch.no_grad():
         out = model(U).squeeze(1)
