@@ -46,7 +46,12 @@ def built(host: PluginHost, comp: Component, spec: dict[str, Any]) -> str:
         (grad,) = torch.autograd.grad(y.sum(), x)
         if grad.shape != x.shape or not torch.isfinite(grad).all():
             raise Nonconforming("its backward gives no finite gradient of the input's shape")
-        return "an nn.Module with the activation's forward and a finite backward"
+        if not grad.abs().gt(0).any():
+            raise Nonconforming("its backward is zero at every one of 25 inputs in [-3, 3]: no "
+                                "gradient reaches the layers below (a surrogate's backward must "
+                                "be non-zero somewhere on the inputs a layer sees)")
+        return ("an nn.Module with the activation's forward and a finite backward, non-zero on "
+                f"{int(grad.ne(0).sum())} of 25 inputs in [-3, 3]")
     if comp.family == "trainers":
         trainer = comp.factory(params)
         if not callable(getattr(trainer, "fit", None)):
@@ -74,6 +79,15 @@ def built(host: PluginHost, comp: Component, spec: dict[str, Any]) -> str:
         if not isinstance(raw, nn.Module):
             raise Nonconforming(f"the factory returned {type(raw).__name__}, not an nn.Module")
     model = session.build_model()
+    if comp.family == "reparametrizations":
+        out = model(session.data.x_train[:4])
+        if tuple(out.shape) != (4, session.data.info.num_outputs):
+            raise Nonconforming(f"the reparametrized model gives output of shape "
+                                f"{tuple(out.shape)} for a batch of 4; expected "
+                                f"(4, {session.data.info.num_outputs}): a reparametrization "
+                                f"changes how weights are computed, not the model's function")
+        return f"{type(model).__name__} reparametrized, output (batch, " \
+               f"{session.data.info.num_outputs})"
     if comp.family == "models":
         out = model(session.data.x_train[:4])
         if tuple(out.shape) != (4, session.data.info.num_outputs):

@@ -54,7 +54,8 @@ KIT_RUN: dict[str, Any] = {
 SAME = {"rel_tol": 1e-6, "abs_tol": 1e-9}
 GROUPED = {"rel_tol": 1e-4, "abs_tol": 1e-6}
 FIELD = {"activations": "activation", "surrogates": "surrogate", "update_rules": "rule",
-         "trainers": "trainer", "models": "model", "datasets": "dataset"}
+         "trainers": "trainer", "models": "model", "datasets": "dataset",
+         "reparametrizations": "reparametrization"}
 
 
 def kit_square(x: int) -> int:

@@ -100,6 +100,21 @@ class NoBlocks(nn.Sequential):
     def blocks(self):
         return []
 
+class ZeroGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(x):
+        return torch.tanh(x)
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * 0.0
+
+class SilentlyZero(nn.Module):
+    def forward(self, x):
+        return ZeroGrad.apply(x)
+
 class BadDefault(BaseModel):
     model_config = ConfigDict(extra="forbid")
     width: float = Field(-1.0, gt=0)
@@ -115,6 +130,8 @@ def register_surrogates(register):
              description="elementwise, it says")
     register("bad_default", lambda p, *, activation, ctx: ClaimsElementwise(),
              params=BadDefault, description="a default out of range")
+    register("silently_zero", lambda p, *, activation, ctx: SilentlyZero(),
+             description="a backward that is zero everywhere")
 
 @hookimpl
 def register_models(register):
@@ -157,8 +174,35 @@ def test_kit_rejects_false_capabilities_and_bad_factories(installed):
     assert seen[("model no_blocks", "layered model")] == ("fail", "blocks() returned no block")
     status, message = seen[("model returns_function", "builds")]
     assert status == "fail" and "not an nn.Module" in message
+    status, message = seen[("surrogate silently_zero", "builds")]
+    assert status == "fail" and "its backward is zero at every one of 25 inputs" in message
     with pytest.raises(pytest.fail.Exception, match="key_only"):
         assert_plugin_conforms("untied-fake-lies")
+
+
+def test_the_kit_passes_on_every_built_in_plugin(monkeypatch):
+    """The built-in distribution is checked exactly as a third party's: every component of
+    every built-in plugin (datasets whose files are missing are skipped; with the shared data
+    beside the repository they are checked too)."""
+    from conftest import SHARED_DATA
+
+    if SHARED_DATA.is_dir():
+        monkeypatch.setenv("UNTIED_DATA", str(SHARED_DATA))
+    report = check_plugin("untied-bench")
+    assert not report.failures, report.text(only_failures=True)
+    checked = {c.component for c in report.checks if c.check == "parameters"}
+    from bench_core.plugins import get_host
+
+    host = get_host()
+    from bench_core.hookspecs import FAMILIES
+
+    builtin = {f"{fam[:-1]} {name}" for fam in FAMILIES
+               for name, comp in host.family(fam).items()
+               if host.plugins[comp.plugin].builtin}
+    assert builtin <= checked, sorted(builtin - checked)
+    surrogates = [c for c in report.checks if c.component.startswith("surrogate ")
+                  and c.check == "builds"]
+    assert surrogates and all("non-zero on" in c.message for c in surrogates)
 
 
 def test_unknown_target_is_one_line_error():

@@ -46,7 +46,7 @@ any update rule trains the model by autograd; the ``separated`` rule instead upd
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +61,8 @@ _PROBE = torch.tensor([-4.0, -1.5, -0.3, 0.0, 0.3, 1.5, 4.0])
 
 class SeparatedMLPParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    conformance_run: ClassVar[dict] = {"activation": {"name": "relu"}}
+    """The conformance kit's tanh has no asymptotes 0 and v: run the kit with ReLU."""
     hidden: list[PositiveInt] = Field(default_factory=lambda: [32, 32],
                                       description="hidden layer widths (separated neurons)")
     bias: bool = True

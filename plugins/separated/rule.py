@@ -51,7 +51,7 @@ its gradient. Everything stays on the model's device; no host sync.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -85,6 +85,9 @@ class SeparatedRuleParams(BaseModel):
     development runs (leaderboards/podoprosvetov-approx/tuning.md; the paper gives none)."""
 
     model_config = ConfigDict(extra="forbid")
+    conformance_run: ClassVar[dict] = {"model": {"name": "separated_mlp", "hidden": [8]},
+                                       "activation": {"name": "relu"}}
+    """The rule needs separated neurons: the conformance kit runs it on a small separated MLP."""
     base: Annotated[Union[BaseSGD, BaseAdam], Field(discriminator="name")] = Field(
         default_factory=BaseAdam, description="rule for W, b and every parameter outside the "
         "separated neurons: {name = 'sgd' | 'adam', ...its options}")
