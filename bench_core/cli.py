@@ -318,20 +318,21 @@ def _write_plots(plan, records, folder: Path, out_dir: str, args_include=None) -
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from bench_core.divergence import judge_divergence
     from bench_core.leaderboard import aggregate, load_records, render
     from bench_core.records import is_records_file
 
     include = not args.exclude_diverged
     target = Path(args.target)
     if is_records_file(target):                       # a records file on its own
-        agg = aggregate(load_records(target), include_diverged=include)
+        agg = aggregate(judge_divergence(load_records(target)), include_diverged=include)
         _emit(render(agg, args.format, title=f"Leaderboard of {target}"), args.output)
         return 0
     if target.is_dir() and args.records:
         raise UntiedError("--records goes with a SPEC, not with a results folder")
     plan, records, folder = _target_plan(args)
     if plan is None:
-        agg = aggregate(records, include_diverged=include)
+        agg = aggregate(judge_divergence(records), include_diverged=include)
         _emit(render(agg, args.format, title=f"Leaderboard of {folder}"), args.output)
         return 0
     _print_leaderboard(plan, folder, args.format, args.output, records,
@@ -405,6 +406,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from bench_core.plotting import plot_leaderboard
     from bench_core.report import (index_page, leaderboard_page, reproduce_commands,
                                    verdict_summary, write_text)
+    from bench_core.tables import runs_recorded
 
     out = Path(args.output)
     entries, skipped = [], 0
@@ -432,9 +434,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         plots = plot_leaderboard(plan, records, agg, page_dir / "plots",
                                  formats=("png",) if args.no_svg else ("png", "svg"))
         runs = overlay_plan(records, plan.tasks, spec=plan.spec).collect()
-        # every recorded run of the plan once, whatever its status (the aggregate's n already
-        # holds diverged runs unless --exclude-diverged, so n + diverged counted them twice)
-        n_done = runs["run_id"].n_unique()
+        # every recorded run of the plan once, whatever its status, counted as the table's
+        # header counts them
+        n_done = runs_recorded(agg.filter(agg["metric"] == plan.spec.metric))
         html = leaderboard_page(plan, agg, summaries, runs, plots, _notes(plan, agg),
                                 reproduce_commands(plan, runs))
         write_text(page_dir / "index.html", html)
@@ -613,8 +615,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench_core.records import forget_named
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    forget_named()
     try:
         return int(args.func(args) or 0)
     except UntiedError as exc:

@@ -74,23 +74,40 @@ class Figures:
             return self.spec.labels[key]
         return f"{key} (× {self.spec.scale:g})" if scaled and self.spec.scale != 1 else key
 
-    def panels(self, n: int, title: str):
+    def panels(self, n: int, title: str, square: bool = False):
+        """A figure of ``n`` panels (``square``: one square panel, e.g. ours vs the paper)."""
         ncols = 2 if n in (2, 4) else min(3, n)
         nrows = math.ceil(n / ncols)
+        size = (7.5, 7.8) if square else (max(7.5, 4.6 * ncols), 3.3 * nrows + 1.6)
         fig, axes = self.plt.subplots(nrows, ncols, squeeze=False, layout="constrained",
-                                      figsize=(max(7.5, 4.6 * ncols), 3.3 * nrows + 1.6))
+                                      figsize=size)
         for ax in axes.flat[n:]:
             ax.set_visible(False)
         fig.suptitle(f"{title}\n{self.spec.title}\nleaderboard {self.plan.name}, profile "
                      f"{self.plan.profile}", fontsize=10)
         return fig, list(axes.flat[:n])
 
-    def line(self, ax, entry: str, x, mean, std=None) -> None:
+    def bounds(self, metric: str, scale: float = 1.0) -> tuple[float | None, float | None]:
+        """The range a metric's values cannot leave (:func:`bench_core.metrics.value_range`),
+        in displayed units: ± std bands are clipped to it (an accuracy band never passes 1)."""
+        from bench_core.metrics import value_range
+
+        low, high = value_range(metric)
+        return (None if low is None else low * scale, None if high is None else high * scale)
+
+    def line(self, ax, entry: str, x, mean, std=None,
+             bounds: tuple[float | None, float | None] = (None, None)) -> None:
+        """The mean as a line and ± std as a band, clipped to ``bounds``."""
         style = self.styles.get(entry, {"label": entry})
         ax.plot(x, mean, markersize=4, markevery=max(1, len(x) // 12), **style)
         if std is not None:
+            low, high = bounds
             lo = [m - s if not math.isnan(s) else m for m, s in zip(mean, std)]
             hi = [m + s if not math.isnan(s) else m for m, s in zip(mean, std)]
+            if low is not None:
+                lo = [max(v, low) for v in lo]
+            if high is not None:
+                hi = [min(v, high) for v in hi]
             ax.fill_between(x, lo, hi, color=style.get("color"), alpha=BAND_ALPHA, linewidth=0)
 
     def save(self, fig, name: str, caption: str, entries: list[str], *, band: bool = True,

@@ -32,8 +32,12 @@ from typing import Any
 import polars as pl
 from tabulate import tabulate
 
+from bench_core.divergence import judge_divergence
 from bench_core.errors import UntiedError
+from bench_core.metrics import (budget_metric, censored_median, default_direction,
+                                is_time_to_target)
 from bench_core.records import scan_records
+from bench_core.verdicts import verdict_text
 
 FORMATS = ("table", "markdown", "csv", "json", "parquet")
 COMPARISONS = {"difference": "delta_baseline", "ratio": "ratio_baseline",
@@ -60,18 +64,25 @@ def aggregate(records: pl.LazyFrame, extra_metrics: list[str] | None = None,
     comparison = _comparison(pl.col("mean"), pl.col("_base"), compare)
     cols = records.collect_schema().names()
     extras = [m for m in (extra_metrics or []) if f"m_{m}" in cols]
+    targets = [m for m in extras if is_time_to_target(m)]
+    extras_mean = [m for m in extras if m not in targets]
     diverged = pl.col("status") == "diverged"
     # columns that can be all-null (every run failed, no reference) must not stay dtype Null
     records = records.with_columns(
         *[pl.col(c).cast(pl.Float64) for c in ("value", "reference", "reference_std", "wall_time_s")
           if c in cols],
         *[pl.col(f"m_{m}").cast(pl.Float64) for m in extras],
+        *[pl.col(f"m_{budget_metric(m)}").cast(pl.Float64) for m in targets
+          if f"m_{budget_metric(m)}" in cols],
     )
     for col in ("entry_index", "cell_index"):
         if col not in cols:
             records = records.with_columns(pl.lit(0).alias(col))
     counted_diverged = diverged & pl.col("value").is_not_null() & pl.col("value").is_finite()
     ok = ((pl.col("status") == "ok") | counted_diverged) if include_diverged else (
+        pl.col("status") == "ok")
+    # a time to target counts every run that trained (a diverged one did not reach it)
+    ran = ((pl.col("status") == "ok") | diverged) if include_diverged else (
         pl.col("status") == "ok")
     aggs = [
         pl.col("value").filter(ok).mean().alias("mean"),
@@ -91,7 +102,11 @@ def aggregate(records: pl.LazyFrame, extra_metrics: list[str] | None = None,
         pl.col("cell_index").min().alias("cell_index"),
         pl.col("wall_time_s").filter(ok).mean().alias("wall_time_s"),
         pl.col("wall_time_s").sum().alias("total_wall_time_s"),
-        *[pl.col(f"m_{m}").filter(ok).mean().alias(m) for m in extras],
+        *[pl.col(f"m_{m}").filter(ok).mean().alias(m) for m in extras_mean],
+        *[pl.col(f"m_{m}").filter(ran).alias(f"_{m}_values") for m in targets],
+        *[(pl.col(f"m_{budget_metric(m)}") if f"m_{budget_metric(m)}" in cols
+           else pl.lit(None, dtype=pl.Float64)).filter(ran).alias(f"_{m}_budgets")
+          for m in targets],
     ]
     keys = ["leaderboard", "profile", "cell_json", "entry"]
     table = records.group_by(keys).agg(aggs)
@@ -111,12 +126,34 @@ def aggregate(records: pl.LazyFrame, extra_metrics: list[str] | None = None,
         (pl.col("mean") - pl.col("reference")).alias("delta_reference"),
     ).drop("_base")
     out = table.sort(["leaderboard", "profile", "cell_index", "cell_json", "entry_index", "entry"]).collect()
+    out = _censored_targets(out, targets)
+    target_cols = [c for m in targets for c in (m, f"{m}_censored", f"{m}_reached", f"{m}_runs")]
     return out.select(["leaderboard", "profile", "cell_json", "entry", "mean", "std", "stderr",
                        "n", "failed", "diverged", "diverged_counted", "timeout",
                        "delta_baseline", *([compared] if compared != "delta_baseline" else []),
                        "gain_pct", "rank", "reference", "reference_std",
                        "delta_reference", "is_baseline", "higher_is_better", "metric",
-                       "wall_time_s", "total_wall_time_s", *extras])
+                       "wall_time_s", "total_wall_time_s", *extras_mean, *target_cols])
+
+
+def _censored_targets(out: pl.DataFrame, targets: list[str]) -> pl.DataFrame:
+    """Per time-to-target metric ``m``: ``m`` (the censored median,
+    :func:`bench_core.metrics.censored_median`), ``m_censored`` (the median is a lower bound),
+    ``m_reached`` and ``m_runs`` (runs that reached the target, runs that trained)."""
+    for m in targets:
+        medians, censored, reached, runs = [], [], [], []
+        for values, budgets in zip(out[f"_{m}_values"].to_list(), out[f"_{m}_budgets"].to_list()):
+            values, budgets = list(values or []), list(budgets or [])
+            value, cens = censored_median(values, budgets)
+            medians.append(value)
+            censored.append(cens)
+            reached.append(sum(v is not None for v in values))
+            runs.append(len(values))
+        out = out.drop(f"_{m}_values", f"_{m}_budgets").with_columns(
+            pl.Series(m, medians, dtype=pl.Float64), pl.Series(f"{m}_censored", censored),
+            pl.Series(f"{m}_reached", reached, dtype=pl.Int64),
+            pl.Series(f"{m}_runs", runs, dtype=pl.Int64))
+    return out
 
 
 def overlay_plan(records: pl.LazyFrame, tasks: list[Any], metric: str | None = None,
@@ -127,9 +164,11 @@ def overlay_plan(records: pl.LazyFrame, tasks: list[Any], metric: str | None = N
     in the cell of that profile's grid (named by its axes, not by those of the profile that
     recorded the run), and editing a spec's references or metric needs no rerun. ``metric``
     (default: the plan's) picks another reported metric, with the spec's references for it;
-    values are multiplied by the spec's ``scale``. ``ok`` and ``diverged`` runs keep their
-    values (a diverged run's last logged metrics); :func:`aggregate` decides whether diverged
-    ones count."""
+    values are multiplied by the spec's ``scale``; the metric's direction is the spec's for it
+    (:meth:`bench_core.spec.LeaderboardSpec.direction_of`). Runs whose curves explode are
+    marked ``diverged`` by the spec's rule (:mod:`bench_core.divergence`). ``ok`` and
+    ``diverged`` runs keep their values (a diverged run's last logged metrics);
+    :func:`aggregate` decides whether diverged ones count."""
     if not tasks:
         return records
     from bench_core.spec import canonical_json
@@ -155,8 +194,13 @@ def overlay_plan(records: pl.LazyFrame, tasks: list[Any], metric: str | None = N
         "reference": values,
         "reference_std": stds,
         "metric": [metric] * len(tasks),
-        "higher_is_better": [t.higher_is_better for t in tasks],
+        "higher_is_better": ([spec.higher_is_better_for(metric)] * len(tasks)
+                             if hasattr(spec, "higher_is_better_for")
+                             else [t.higher_is_better for t in tasks]),
     }, schema_overrides={"reference": pl.Float64, "reference_std": pl.Float64})
+    rule = getattr(spec, "divergence", None)
+    records = (judge_divergence(records, rule.factor, rule.curve) if rule is not None
+               else judge_divergence(records))
     cols = records.collect_schema().names()
     has_value = pl.col("status").is_in(["ok", "diverged"])
     value = (pl.when(has_value).then(pl.col(f"m_{metric}").cast(pl.Float64) * scale)
@@ -199,12 +243,7 @@ def summarise(agg: pl.DataFrame, by: list[str], references: list[Any] = (),
 def load_records(results_dir: str | Path, run_ids: set[str] | None = None) -> pl.LazyFrame:
     """The records of a results folder; a file that is not a readable run record is named on
     stderr and skipped (the rest are aggregated)."""
-    import sys
-
-    problems: list[str] = []
-    lf = scan_records(results_dir, run_ids, problems)
-    for problem in problems:
-        print(f"warning: {problem}", file=sys.stderr)
+    lf = scan_records(results_dir, run_ids)
     if lf is None:
         what = "the runs of this spec" if run_ids is not None else "any run"
         raise UntiedError(f"no records of {what} in {results_dir}: run `untied run` first")
@@ -260,10 +299,39 @@ def diverged_text(diverged: int, counted: int) -> str:
     return f"{diverged} ({'not' if counted == 0 else counted} in mean)"
 
 
-def display_rows(agg: pl.DataFrame, extras: list[str] | None = None, relative: bool = False
+def extra_header(name: str, directions: dict[str, str] | None = None) -> str:
+    """A further column's header: its name and direction arrow; a time to target says it is
+    a median with the share of runs that reached it."""
+    direction = (directions or {}).get(name) or default_direction(name)
+    arrow = "↑" if direction == "higher" else "↓"
+    if is_time_to_target(name):
+        return f"{name} {arrow} (median, reached)"
+    return f"{name} {arrow}"
+
+
+def extra_text(row: dict[str, Any], name: str) -> str:
+    """A further column's cell: the mean; for a time to target the censored median (``≥ x``
+    when it falls on runs that did not reach the target) and ``k/n`` reached."""
+    if not is_time_to_target(name) or f"{name}_runs" not in row:
+        return _fmt(row.get(name))
+    runs = row[f"{name}_runs"]
+    if not runs:
+        return ""
+    value = row[name]
+    text = "" if value is None else f"{value:.4g}"
+    if row[f"{name}_censored"]:
+        median = f"≥ {text}" if value is not None else "≥ budget"
+    else:
+        median = text
+    return f"{median} ({row[f'{name}_reached']}/{runs})"
+
+
+def display_rows(agg: pl.DataFrame, extras: list[str] | None = None, relative: bool = False,
+                 directions: dict[str, str] | None = None
                  ) -> tuple[list[str], list[list[str]]]:
     """Header and string rows for a text/Markdown table (lm-eval ``make_table`` style). Grid
-    axes with one value in every cell are left out (:func:`constant_axes` names them)."""
+    axes with one value in every cell are left out (:func:`constant_axes` names them).
+    ``directions``: ``higher``/``lower`` per further column (its arrow), else by name."""
     if agg.is_empty():
         return [], []
     metric = agg["metric"][0]
@@ -285,7 +353,7 @@ def display_rows(agg: pl.DataFrame, extras: list[str] | None = None, relative: b
     show_verdict = "verdict" in agg.columns and agg["verdict"].is_not_null().any()
     show_order = "reversed_vs" in agg.columns and agg["reversed_vs"].is_not_null().any()
     header += (["verdict"] if show_verdict else []) + (["vs paper order"] if show_order else [])
-    header += extras
+    header += [extra_header(e, directions) for e in extras]
     show_diverged, show_failed = agg["diverged"].sum() > 0, agg["failed"].sum() > 0
     show_timeout = "timeout" in agg.columns and agg["timeout"].sum() > 0
     header += (["diverged"] if show_diverged else []) + (["failed"] if show_failed else []) + (
@@ -307,10 +375,10 @@ def display_rows(agg: pl.DataFrame, extras: list[str] | None = None, relative: b
                 ref += f" ({r['reference_std']:.3f})"
             row += [ref, _fmt(r["delta_reference"], signed=True)]
         if show_verdict:
-            row += [r["verdict"] or ""]
+            row += [verdict_text(r["verdict"], r.get("seeds_needed"))]
         if show_order:
             row += [f"reversed vs {r['reversed_vs']}" if r["reversed_vs"] else ""]
-        row += [_fmt(r[e]) for e in extras]
+        row += [extra_text(r, e) for e in extras]
         if show_diverged:
             row += [diverged_text(r["diverged"], r["diverged_counted"])]
         if show_failed:
@@ -342,6 +410,7 @@ def summary_rows(summary: pl.DataFrame, by: list[str]) -> tuple[list[str], list[
 
 def render(agg: pl.DataFrame, fmt: str, *, title: str = "", notes: list[str] | None = None,
            extras: list[str] | None = None, relative: bool = False,
+           directions: dict[str, str] | None = None,
            summaries: dict[str, pl.DataFrame] | None = None, summary_by: list[str] = (),
            metric_notes: dict[str, list[str]] | None = None) -> str | bytes:
     """Render the aggregate as ``table`` / ``markdown`` text or ``csv`` / ``json`` / ``parquet``.
@@ -383,7 +452,8 @@ def render(agg: pl.DataFrame, fmt: str, *, title: str = "", notes: list[str] | N
             lines.append(f"{note}  " if markdown else note)
         if (metric_notes or {}).get(metric):
             lines.append("")
-        header, rows = display_rows(agg.filter(pl.col("metric") == metric), extras, relative)
+        header, rows = display_rows(agg.filter(pl.col("metric") == metric), extras, relative,
+                                    directions)
         lines.append(tabulate(rows, headers=header, tablefmt=tablefmt, disable_numparse=True))
         if markdown:
             lines.append("")

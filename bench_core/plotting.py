@@ -5,11 +5,16 @@
 ``<metric>-vs-<axis>``
     the metric against each grid axis that takes several values, one line per entry: the mean
     over seeds and a band of ± one sample std; the baseline entry in black, dashed; the paper's
-    values (``[[reference]]``) as star markers in the entry's colour. Further varying axes split
+    values (``[[reference]]``) as star markers in the entry's colour. Bands are clipped to the
+    metric's range (:func:`bench_core.metrics.value_range`: an accuracy band stops at 1). Further varying axes split
     the figure into panels. With no varying axis, one panel shows every entry's mean ± std.
 ``curves-<metric>``
     per-epoch curves (the records' ``curve_epoch`` and ``curve_<metric>``), mean and band over
-    seeds, one panel per grid cell: the spec's metrics and ``train_loss``, where runs log them.
+    seeds, one panel per grid cell: the spec's metrics and ``train_loss``, where runs log them;
+    a panel whose means span two orders of magnitude or more is drawn on a log axis.
+``fidelity-<metric>``
+    ours against the paper's value, one point per reference value: the line y = x, the verdict
+    rule's tolerance as an error bar, the verdict as the colour (where the spec has references).
 ``slice-<name>``
     function approximation: the dataset's 1-D slice of the target (black) beside each entry's
     learned function, mean and band over seeds, one panel per cell (the records'
@@ -53,10 +58,14 @@ def axis_plots(figs: Figures, agg: pl.DataFrame, metric: str) -> list[Plot]:
     paper = any(r["reference"] is not None for r in rows)
     if not axes:
         fig, (ax,) = figs.panels(1, f"{ylabel} per entry")
+        low, high = figs.bounds(metric, figs.spec.scale)
         for i, r in enumerate(rows):
             style = figs.styles.get(r["entry"], {})
-            ax.errorbar([i], [as_number(r["mean"])], yerr=[0 if r["std"] is None else r["std"]],
-                        capsize=4, color=style.get("color"), marker=style.get("marker", "o"))
+            mean, std = as_number(r["mean"]), 0.0 if r["std"] is None else r["std"]
+            below = std if low is None else max(0.0, min(std, mean - low))
+            above = std if high is None else max(0.0, min(std, high - mean))
+            ax.errorbar([i], [mean], yerr=[[below], [above]], capsize=4,
+                        color=style.get("color"), marker=style.get("marker", "o"))
             if r["reference"] is not None:
                 ax.scatter([i], [r["reference"]], marker="*", s=120, color=style.get("color"),
                            zorder=5)
@@ -89,7 +98,7 @@ def axis_plots(figs: Figures, agg: pl.DataFrame, metric: str) -> list[Plot]:
                 for entry, pts in by_entry.items():
                     pts.sort(key=lambda p: p[0])
                     figs.line(ax, entry, [p[0] for p in pts], [p[1] for p in pts],
-                              [p[2] for p in pts])
+                              [p[2] for p in pts], bounds=figs.bounds(metric, figs.spec.scale))
                     refs = [(p[0], p[3]) for p in pts if p[3] is not None]
                     if refs:
                         ax.scatter(*zip(*refs), marker="*", s=120, zorder=5,
@@ -106,6 +115,72 @@ def axis_plots(figs: Figures, agg: pl.DataFrame, metric: str) -> list[Plot]:
             plots.append(figs.save(fig, f"{slug(metric)}-vs-{slug(axis)}{suffix}",
                                    f"{title}: mean and ± 1 std over seeds per entry", entries,
                                    paper=paper))
+    return plots
+
+
+LOG_SPAN = 100.0
+"""A panel of curves whose positive means span this factor or more is drawn on a log axis (a
+loss that explodes in one run would otherwise flatten every other curve)."""
+
+
+def spans_orders(values: list[float]) -> bool:
+    """Whether positive ``values`` span :data:`LOG_SPAN` or more (all must be positive)."""
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    return bool(finite) and min(finite) > 0 and max(finite) / min(finite) >= LOG_SPAN
+
+
+VERDICT_COLOURS = {"reproduced": "#1a7f37", "differs": "#c0392b", "inconclusive": "#d68910",
+                   "not comparable": "#7f8c8d"}
+
+
+def fidelity_plots(figs: Figures, agg: pl.DataFrame) -> list[Plot]:
+    """``fidelity-<metric>``: our mean against the paper's value, one point per paper value,
+    the line y = x, each point's tolerance (the verdict rule's) as its error bar and its
+    verdict as its colour. Log axes where the values span orders of magnitude (MSE)."""
+    from matplotlib.lines import Line2D
+
+    if "verdict" not in agg.columns:
+        return []
+    plots = []
+    for metric in agg["metric"].unique(maintain_order=True).to_list():
+        rows = agg.filter((pl.col("metric") == metric) & pl.col("reference").is_not_null()
+                          & pl.col("mean").is_not_null() & pl.col("mean").is_not_nan())
+        if rows.is_empty():
+            continue
+        label = figs.label(metric, scaled=True)
+        low, high = figs.bounds(metric, figs.spec.scale)
+        fig, (ax,) = figs.panels(1, f"ours against the paper: {label}", square=True)
+        handles = []
+        for verdict, colour in VERDICT_COLOURS.items():
+            part = rows.filter(pl.col("verdict") == verdict)
+            if part.is_empty():
+                continue
+            means, tols = part["mean"].to_list(), part["tolerance"].fill_null(0.0).to_list()
+            below = [t if low is None else max(0.0, min(t, m - low)) for m, t in zip(means, tols)]
+            above = [t if high is None else max(0.0, min(t, high - m)) for m, t in zip(means, tols)]
+            ax.errorbar(part["reference"].to_list(), means, yerr=[below, above], fmt="o",
+                        markersize=4, capsize=2, color=colour, alpha=0.85, linewidth=1)
+            handles.append(Line2D([], [], color=colour, marker="o", linestyle="none",
+                                  label=f"{verdict} ({part.height})"))
+        values = rows["reference"].to_list() + rows["mean"].to_list()
+        lo, hi = min(values), max(values)
+        pad = 0.05 * (hi - lo) or 0.05 * abs(hi) or 0.05
+        if spans_orders(values):
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            line = [lo / 1.5, hi * 1.5]
+        else:
+            line = [lo - pad, hi + pad]
+        ax.plot(line, line, color="black", linewidth=1, linestyle=":")
+        ax.set_xlim(*line)
+        ax.set_ylim(*line)
+        handles.append(Line2D([], [], color="black", linestyle=":", label="ours = paper"))
+        ax.set_xlabel(f"paper's value: {label}")
+        ax.set_ylabel(f"ours, mean over seeds: {label}")
+        plots.append(figs.save(fig, f"fidelity-{slug(metric)}",
+                               f"{label}: ours (mean over seeds) against the paper's value, one "
+                               f"point per paper value; bar: the verdict's tolerance; colour: "
+                               f"the verdict", [], band=False, extra=handles))
     return plots
 
 
@@ -140,6 +215,7 @@ def curve_plots(figs: Figures, runs: pl.LazyFrame) -> list[Plot]:
         cells, axes = _cells(points)
         ylabel = figs.label(metric, scaled=scale != 1)
         title = f"{ylabel} per {figs.label('epoch')}"
+        bounds = figs.bounds(metric, scale)
         for suffix, keys in figs.chunks(cells):
             fig, panels = figs.panels(len(keys), title)
             for ax, cell in zip(panels, keys):
@@ -147,7 +223,11 @@ def curve_plots(figs: Figures, runs: pl.LazyFrame) -> list[Plot]:
                 for entry in [e for e in figs.styles if e in set(part["entry"].to_list())]:
                     line = part.filter(pl.col("entry") == entry)
                     figs.line(ax, entry, line["x"].to_list(), line["mean"].to_list(),
-                              line["std"].fill_null(float("nan")).to_list())
+                              line["std"].fill_null(float("nan")).to_list(), bounds=bounds)
+                means = [v for v in part["mean"].to_list() if v is not None and v > 0]
+                if spans_orders(part["mean"].to_list()):
+                    ax.set_yscale("log")   # bands that reach 0 stop at the axis' bottom
+                    ax.set_ylim(min(means) / 3, max(means) * 3)
                 ax.set_xlabel(figs.label("epoch"))
                 ax.xaxis.get_major_locator().set_params(integer=True)
                 ax.set_ylabel(ylabel)
@@ -159,7 +239,10 @@ def curve_plots(figs: Figures, runs: pl.LazyFrame) -> list[Plot]:
 
 
 def slice_plots(figs: Figures, runs: pl.LazyFrame) -> list[Plot]:
-    """``slice-<name>``: the target along a 1-D slice beside each entry's learned function."""
+    """``fidelity-<metric>``
+    ours against the paper's value, one point per reference value: the line y = x, the verdict
+    rule's tolerance as an error bar, the verdict as the colour (where the spec has references).
+``slice-<name>``: the target along a 1-D slice beside each entry's learned function."""
     from matplotlib.lines import Line2D
 
     if "slices_json" not in runs.collect_schema().names():
@@ -208,7 +291,7 @@ def plot_leaderboard(plan: Any, records: pl.LazyFrame, agg: pl.DataFrame, out_di
     from bench_core.leaderboard import overlay_plan
 
     figs = Figures(plan, Path(out_dir), formats)
-    plots: list[Plot] = []
+    plots: list[Plot] = fidelity_plots(figs, agg)
     for metric in dict.fromkeys([plan.spec.metric, *plan.spec.metrics]):
         plots += axis_plots(figs, agg.filter(pl.col("metric") == metric), metric)
     runs = overlay_plan(records, plan.tasks, spec=plan.spec).filter(pl.col("status") == "ok")

@@ -199,14 +199,41 @@ def update_index(folder: str | Path, problems: list[str] | None = None) -> list[
     return parts
 
 
+_NAMED: set[str] = set()
+"""Problems already named on stderr by this command (:func:`name_problems`)."""
+
+
+def name_problems(problems: list[str]) -> None:
+    """Print each problem (``path: reason; skipped``) once per command on stderr: every command
+    that reads records names the files it skips, however often it scans a folder."""
+    import sys
+
+    for problem in problems:
+        if problem not in _NAMED:
+            _NAMED.add(problem)
+            print(f"warning: {problem}", file=sys.stderr)
+
+
+def forget_named() -> None:
+    """Start a new command: name every problem again (``untied`` calls it per command)."""
+    _NAMED.clear()
+
+
 def _scan(folder: Path, problems: list[str] | None = None) -> pl.LazyFrame | None:
-    """All records of ``folder``: from the index, or file by file where it cannot be written."""
+    """All records of ``folder``: from the index, or file by file where it cannot be written.
+    Files that are not readable run records are appended to ``problems``; without a list they
+    are named on stderr (:func:`name_problems`)."""
+    found: list[str] = [] if problems is None else problems
     try:
-        parts = update_index(folder, problems)
-    except OSError:
-        files = _stat_records(folder)
-        frame = _read_records(folder, sorted(files), files, problems)
-        return frame.lazy().drop(list(_STAMP)) if frame is not None else None
+        try:
+            parts = update_index(folder, found)
+        except OSError:
+            files = _stat_records(folder)
+            frame = _read_records(folder, sorted(files), files, found)
+            return frame.lazy().drop(list(_STAMP)) if frame is not None else None
+    finally:
+        if problems is None:
+            name_problems(found)
     if not parts:
         return None
     lf = pl.concat([pl.scan_parquet(p) for p in parts], how="diagonal_relaxed")
@@ -217,11 +244,13 @@ def is_records_file(path: str | Path) -> bool:
     return Path(path).is_file() and Path(path).suffix == RECORD_SUFFIX
 
 
-def recorded_run_ids(folder: str | Path, statuses: tuple[str, ...] | None = None) -> set[str]:
-    """Run ids recorded in ``folder`` (only those with one of ``statuses`` if given)."""
+def recorded_run_ids(folder: str | Path, statuses: tuple[str, ...] | None = None, *,
+                     quiet: bool = False) -> set[str]:
+    """Run ids recorded in ``folder`` (only those with one of ``statuses`` if given); files that
+    are not readable records are named on stderr unless ``quiet`` (a worker's check)."""
     if statuses is None:
         return {p.stem for p in record_files(folder)}
-    lf = _scan(Path(folder))
+    lf = _scan(Path(folder), [] if quiet else None)
     if lf is None:
         return set()
     done = lf.filter(pl.col("status").is_in(list(statuses))).select("run_id").collect()
@@ -233,13 +262,19 @@ def scan_records(source: str | Path, run_ids: set[str] | None = None,
     """A lazy frame over the records in ``source``, a results folder (read through its index,
     :func:`update_index`) or a records file (optionally only ``run_ids``); None if there are
     none. Records of different components carry different ``p_``/``m_`` columns; they are
-    aligned diagonally. Files that are not readable run records are skipped and named in
-    ``problems``."""
+    aligned diagonally. Files that are not readable run records are skipped and appended to
+    ``problems``, or, without a list, named on stderr (:func:`name_problems`)."""
     if is_records_file(source):
         lf = pl.scan_parquet(source)
         if run_ids is not None:
             lf = lf.filter(pl.col("run_id").is_in(sorted(run_ids)))
-        return lf if lf.select(pl.len()).collect().item() else None
+        try:
+            return lf if lf.select(pl.len()).collect().item() else None
+        except Exception as exc:  # noqa: BLE001 - truncated, foreign, not Parquet at all
+            from bench_core.errors import UntiedError
+
+            raise UntiedError(f"{source}: not a readable records file ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:120]})") from None
     lf = _scan(Path(source), problems)
     if lf is None:
         return None

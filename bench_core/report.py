@@ -1,11 +1,13 @@
 """Static HTML reports of leaderboards (``untied report``): fully offline pages.
 
 One page per leaderboard (``<out>/<name>/index.html``, its plots beside it in ``plots/``) and an
-index (``<out>/index.html``). A page holds the notes of the leaderboard (metric, profile,
-source), the verdict summary where the aggregate has a ``verdict`` column, every table of the
-terminal/Markdown view (ours beside the paper's values), the plots, the environment of the runs
-(versions, threads, device, commit) and the commands that reproduce them. No script, no
-external stylesheet, font or image: the pages open from disk with no network.
+index (``<out>/index.html``). A page opens with what a reader wants first: the verdicts (counts,
+the sign test of the offsets, the inconclusive values) and the fidelity plot (ours against the
+paper's value per cell); then, folded, the notes of the leaderboard (protocol, source, verdict
+rule, settings); then every table of the terminal/Markdown view (ours beside the paper's
+values), the plots, the environment of the runs (versions, threads, device, commit) and the
+commands that reproduce them. No script, no external stylesheet, font or image: the pages open
+from disk with no network.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
 th { background: #f3f3f5; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.baseline td { background: #f7f7f0; font-weight: 600; }
-.reproduced { color: #0a6b2d; } .differs { color: #a4161a; } .note { color: #555; }
+.reproduced { color: #0a6b2d; } .differs { color: #a4161a; } .inconclusive { color: #9a5b00; }
+.note { color: #555; } details { margin: 1em 0; } summary { cursor: pointer; font-weight: 600; }
+.verdict-lines li { margin: 0.3em 0; }
 figure { margin: 1.2em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 pre { background: #f5f5f7; padding: 0.8em; overflow-x: auto; }
 """
@@ -62,7 +66,8 @@ def html_table(header: list[str], rows: list[list[str]], *, name: str,
         cls = ' class="baseline"' if baseline_rows and baseline_rows[i] else ""
         cells = []
         for h, cell in zip(header, row):
-            kind = "num" if _numeric(cell) else ("verdict " + cell if h == "verdict" else "")
+            kind = "num" if _numeric(cell) else (
+                "verdict " + cell.split(" (")[0].replace(" ", "-") if h == "verdict" else "")
             cells.append(f'<td class="{escape(kind.strip())}">{escape(cell)}</td>'
                          if kind else f"<td>{escape(cell)}</td>")
         out.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
@@ -71,14 +76,17 @@ def html_table(header: list[str], rows: list[list[str]], *, name: str,
 
 
 def verdict_summary(agg: pl.DataFrame) -> str | None:
-    """``k of n cells reproduced`` over the rows with a verdict (None without the column)."""
+    """``R reproduced, D differ, I inconclusive of n paper values`` over the rows with a
+    verdict, every metric (None without the column)."""
     if "verdict" not in agg.columns:
         return None
     verdicts = [v for v in agg["verdict"].to_list() if v not in (None, "", "not comparable")]
     if not verdicts:
-        return "no cell has a comparable paper value"
+        return "no comparable paper value"
     counts = Counter(verdicts)
-    return f"{counts.get('reproduced', 0)} of {len(verdicts)} cells reproduced"
+    text = (f"{counts.get('reproduced', 0)} reproduced, {counts.get('differs', 0)} differ, "
+            f"{counts.get('inconclusive', 0)} inconclusive of {len(verdicts)} paper values")
+    return text + (f" ({counts['no result']} without result)" if counts.get("no result") else "")
 
 
 def metric_tables(agg: pl.DataFrame, spec: Any, summaries: dict[str, pl.DataFrame]) -> list[str]:
@@ -93,10 +101,9 @@ def metric_tables(agg: pl.DataFrame, spec: Any, summaries: dict[str, pl.DataFram
             + ".</p>")
     for metric in agg["metric"].unique(maintain_order=True).to_list():
         part = agg.filter(pl.col("metric") == metric)
-        header, rows = display_rows(part, spec.columns, spec.relative)
-        if "verdict" in part.columns and "verdict" not in header:
-            header = [*header, "verdict"]
-            rows = [[*row, v or ""] for row, v in zip(rows, part["verdict"].to_list())]
+        direction = getattr(spec, "direction_of", None)
+        header, rows = display_rows(part, spec.columns, spec.relative,
+                                    {c: direction(c) for c in spec.columns} if direction else None)
         out.append(f"<h3>{escape(metric)}</h3>")
         out.append(html_table(header, rows, name=metric,
                               baseline_rows=part["is_baseline"].to_list()))
@@ -152,31 +159,59 @@ def reproduce_commands(plan: Any, records: pl.DataFrame) -> list[str]:
                     f"untied report {ref}{prof}{seeds} --output report"]
 
 
+def verdict_lines(plan: Any, agg: pl.DataFrame) -> dict[str, list[str]]:
+    """The summary lines of each metric's verdicts (counts, sign test, inconclusive values,
+    reversed orders), as the Markdown tables give them."""
+    from bench_core.verdicts import summary_lines
+
+    spec = plan.spec
+    if not spec.reference:
+        return {}
+    return summary_lines(agg, spec.tolerance.absolute, profile=plan.profile,
+                         comparable=getattr(plan, "comparable", True))
+
+
+def _figure(plot: Any, plot_dir: str) -> str | None:
+    png = next((f for f in plot.files if f.suffix == ".png"), None)
+    svg = next((f for f in plot.files if f.suffix == ".svg"), None)
+    if png is None:
+        return None
+    link = f' (<a href="{plot_dir}/{escape(svg.name)}">SVG</a>)' if svg else ""
+    return (f'<figure><img src="{plot_dir}/{escape(png.name)}" alt="{escape(plot.caption)}">'
+            f"<figcaption>{escape(plot.caption)}{link}</figcaption></figure>")
+
+
 def leaderboard_page(plan: Any, agg: pl.DataFrame, summaries: dict[str, pl.DataFrame],
                      records: pl.DataFrame, plots: list[Any], notes: list[str],
                      commands: list[str], plot_dir: str = "plots") -> str:
+    """A leaderboard's page. What a reader sees first: the verdicts (counts, sign test,
+    inconclusive values) and the fidelity plot (ours against the paper's values); then the
+    protocol, source and settings, folded; then the tables, the plots, the environment of the
+    runs and the commands that reproduce them."""
     spec = plan.spec
     body = [f"<h1>{escape(spec.title)}</h1>",
             f'<p class="note">Leaderboard <code>{escape(plan.name)}</code>, profile '
             f'<code>{escape(plan.profile)}</code>. <a href="../index.html">All reports</a></p>']
-    if spec.description.strip():
-        body.append(f"<p>{escape(spec.description.strip())}</p>")
-    body += ["<ul>"] + [f"<li>{inline_code(n)}</li>" for n in notes] + ["</ul>"]
     verdict = verdict_summary(agg)
     if verdict:
         body.append(f'<p class="verdict-summary"><strong>{escape(verdict)}</strong></p>')
+    lines = verdict_lines(plan, agg)
+    if lines:
+        body.append('<ul class="verdict-lines">')
+        for metric, items in lines.items():
+            body += [f"<li>{inline_code(item.replace('**', ''))}</li>" for item in items]
+        body.append("</ul>")
+    fidelity = [p for p in plots if p.name.startswith("fidelity-")]
+    body += [html for html in (_figure(p, plot_dir) for p in fidelity) if html]
+    body.append("<details><summary>Protocol, source, verdict rule and run settings</summary>")
+    if spec.description.strip():
+        body.append(f"<p>{escape(spec.description.strip())}</p>")
+    body += ["<ul>"] + [f"<li>{inline_code(n)}</li>" for n in notes] + ["</ul>", "</details>"]
     body += ["<h2>Tables</h2>", *metric_tables(agg, spec, summaries)]
-    if plots:
+    others = [p for p in plots if not p.name.startswith("fidelity-")]
+    if others:
         body.append("<h2>Plots</h2>")
-    for plot in plots:
-        png = next((f for f in plot.files if f.suffix == ".png"), None)
-        svg = next((f for f in plot.files if f.suffix == ".svg"), None)
-        if png is None:
-            continue
-        link = f' (<a href="{plot_dir}/{escape(svg.name)}">SVG</a>)' if svg else ""
-        body.append(f'<figure><img src="{plot_dir}/{escape(png.name)}" '
-                    f'alt="{escape(plot.caption)}"><figcaption>{escape(plot.caption)}{link}'
-                    f"</figcaption></figure>")
+    body += [html for html in (_figure(p, plot_dir) for p in others) if html]
     body += ["<h2>Environment of the runs</h2>",
              html_table(["", "value"], environment_rows(records), name="environment"),
              "<h2>Reproduce</h2>",

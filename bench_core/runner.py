@@ -427,7 +427,8 @@ def execute_and_record(unit: RunTask | list[RunTask]) -> list[RunOutcome]:
     ``claimed``)."""
     tasks = unit if isinstance(unit, list) else [unit]
     folder = Path(tasks[0].results_dir)
-    done = recorded_run_ids(folder, RESUMED_STATUSES) if not tasks[0].force else set()
+    done = (recorded_run_ids(folder, RESUMED_STATUSES, quiet=True) if not tasks[0].force
+            else set())
     mine, claims, outcomes = [], [], []
     for task in tasks:
         path = claim(folder, task.run_id) if task.run_id not in done else None

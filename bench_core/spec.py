@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from bench_core.errors import PluginError, SpecError
 from bench_core.interfaces import derive_seed, is_execution_option
+from bench_core.metrics import default_direction, is_time_to_target
 from bench_core.plugins import Component, PluginHost, did_you_mean
 
 if sys.version_info >= (3, 11):
@@ -75,13 +76,59 @@ class Profile(_Strict):
 
 
 class Tolerance(_Strict):
-    """When a value reproduces its reference: ``|ours - paper| <= max(absolute, stderr *
-    sqrt(se_ours^2 + se_paper^2))``, ``se_ours = std / sqrt(n)`` over our counted runs and
-    ``se_paper = reference std / sqrt(reference_n)`` (0 when the spec gives no ``reference_n``
-    or the reference no std). Both in displayed units (after ``scale``)."""
+    """When a value reproduces its reference (:mod:`bench_core.verdicts`), in displayed units
+    (after ``scale``). The rule's tolerance is ``max(floor, stderr * sqrt(se_ours^2 +
+    se_paper^2))`` with ``floor = max(absolute, relative * |paper|)``; a value further from the
+    paper than that ``differs``. A value within it is ``reproduced`` only when the tolerance
+    itself is at most ``limit = max(max, relative_max * |paper|)``; a wider one (few seeds that
+    split between outcomes, a paper std of a collapsed cell) makes it ``inconclusive``: more
+    seeds would decide. ``relative`` and ``relative_max`` are for metrics whose scale varies by
+    cell (MSE); both default to 0, so the limit of an accuracy is ``max``, by default three
+    times ``absolute``."""
 
     absolute: float = Field(0.02, ge=0, description="the smallest difference that counts")
     stderr: float = Field(2.0, ge=0, description="how many combined standard errors count")
+    max: float | None = Field(None, ge=0, description="the widest tolerance that still decides "
+                              "(default 3 x absolute); beyond it a value within tolerance is "
+                              "inconclusive")
+    relative: float = Field(0.0, ge=0, description="floor as a fraction of |paper| (for metrics "
+                            "whose scale varies by cell)")
+    relative_max: float | None = Field(None, ge=0, description="the widest tolerance that still "
+                                       "decides, as a fraction of |paper| (default 3 x relative)")
+
+    @model_validator(mode="after")
+    def _limits(self) -> "Tolerance":
+        if self.max is not None and self.max < self.absolute:
+            raise ValueError(f"tolerance.max ({self.max:g}) is below tolerance.absolute "
+                             f"({self.absolute:g}): no value could be reproduced")
+        if self.relative_max is not None and self.relative_max < self.relative:
+            raise ValueError(f"tolerance.relative_max ({self.relative_max:g}) is below "
+                             f"tolerance.relative ({self.relative:g})")
+        return self
+
+    @property
+    def limit_absolute(self) -> float:
+        return 3 * self.absolute if self.max is None else self.max
+
+    @property
+    def limit_relative(self) -> float:
+        return 3 * self.relative if self.relative_max is None else self.relative_max
+
+
+class Divergence(_Strict):
+    """When a run counts as ``diverged`` although it finished (judged when records are
+    aggregated, from its curves, so recorded runs are judged without rerunning): its
+    ``curve`` (a per-epoch training loss) holds a non-finite value, or a value above ``factor``
+    times its first logged value. The default factor, 100, was chosen from the committed
+    records: the largest growth of a run that trained and recovered is 73x (a transient Adam
+    spike of podoprosvetov-approx), the smallest of a run that visibly blew up 183x (an MF+DD
+    run of mf-zo-rq2 that ended there), the next 1.4e11 (linear networks of
+    troiano-linear-fashion whose loss reached 1e23-1e32 but were recorded ``ok``)."""
+
+    factor: float | None = Field(100.0, gt=1, description="a loss above factor x the first "
+                                 "logged loss is a divergence; null: only non-finite losses")
+    curve: str = Field("train_loss", min_length=1, description="the per-epoch curve judged "
+                       "(records' curve_<name>)")
 
 
 class Reference(_Strict):
@@ -113,7 +160,15 @@ class LeaderboardSpec(_Strict):
     description: str = ""
     source: str = Field(default="", description="the paper or report the leaderboard follows")
     metric: str = "test_accuracy"
-    higher_is_better: bool = True
+    higher_is_better: bool | None = Field(
+        None, description="direction of `metric` (default: by its name, "
+        "bench_core.metrics.default_direction); `direction` sets any metric's")
+    direction: dict[str, Literal["higher", "lower"]] = Field(
+        default_factory=dict, description="per metric name, whether higher or lower values are "
+        "better (ranks, arrows, gains); a metric not named here follows its name's convention "
+        "(loss, error, mse, seconds, time, ... lower; others higher)")
+    divergence: Divergence = Field(default_factory=Divergence,
+                                   description="when a finished run counts as diverged")
     defaults: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     entries: list[Entry] = Field(min_length=1)
@@ -176,6 +231,15 @@ class LeaderboardSpec(_Strict):
         if self.summary_by and not self.baseline:
             raise ValueError("summary_by needs a baseline entry (gains are relative to it)")
         known = {self.metric, *self.metrics}
+        if self.higher_is_better is not None and self.metric in self.direction and \
+                (self.direction[self.metric] == "higher") != self.higher_is_better:
+            raise ValueError(f"higher_is_better = {str(self.higher_is_better).lower()} and "
+                             f"direction.{self.metric} = '{self.direction[self.metric]}' disagree")
+        for metric in (self.metric, *self.metrics):
+            if is_time_to_target(metric):
+                raise ValueError(f"'{metric}' is a time to a target: unreached runs have no "
+                                 f"value, so it goes in `columns` (shown as the share reached "
+                                 f"and a censored median), not in `metric` or `metrics`")
         for i, ref in enumerate(self.reference):
             if ref.metric is not None and ref.metric not in known:
                 raise ValueError(f"reference[{i}].metric '{ref.metric}' is not one of the "
@@ -186,6 +250,18 @@ class LeaderboardSpec(_Strict):
                     f"{did_you_mean(ref.entry, labels)}"
                 )
         return self
+
+    def direction_of(self, metric: str) -> str:
+        """``higher`` or ``lower``: the spec's word for ``metric``, else its name's convention
+        (:func:`bench_core.metrics.default_direction`)."""
+        if metric in self.direction:
+            return self.direction[metric]
+        if metric == self.metric and self.higher_is_better is not None:
+            return "higher" if self.higher_is_better else "lower"
+        return default_direction(metric)
+
+    def higher_is_better_for(self, metric: str) -> bool:
+        return self.direction_of(metric) == "higher"
 
 
 def check_axis(where: str, values: list[Any]) -> None:
@@ -504,6 +580,7 @@ def expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str |
                 resolved = resolve_run(host, raw)
             except SpecError as exc:
                 raise SpecError(f"{exc} [{where}]") from None
+            check_reach(cell, prof.defaults, entry, resolved, profile)
             ref = find_reference(spec, entry.label, cell, spec.metric)
             if prof.referenced_only and ref is None:
                 continue
@@ -517,7 +594,7 @@ def expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str |
                     is_baseline=entry.label == spec.baseline, cell=cell, cell_index=cell_index,
                     seed_index=base,
                     seed=seed, spec=resolved, run_id=run_id, metric=spec.metric,
-                    higher_is_better=spec.higher_is_better,
+                    higher_is_better=spec.higher_is_better_for(spec.metric),
                     reference=ref.value if ref else None,
                     reference_std=ref.std if ref else None,
                     results_dir=results_dir, device=device,
@@ -527,6 +604,68 @@ def expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str |
                         f"value of {spec.metric} in the profile's grid")
     return Plan(spec=spec, name=name, profile=profile or "default", seeds=seed_list, grid=grid,
                 tasks=tasks)
+
+
+def _leaves(table: dict[str, Any]) -> dict[tuple[str, str], Any]:
+    """``{(component, parameter): value}`` of a partial run spec (dotted or nested keys); a
+    component given as a string names it."""
+    out: dict[tuple[str, str], Any] = {}
+    for comp, value in unflatten(table).items():
+        if isinstance(value, str):
+            value = {"name": value}
+        if isinstance(value, dict):
+            for key, leaf in value.items():
+                out[(comp, key)] = leaf
+    return out
+
+
+def _same(given: Any, used: Any) -> bool:
+    """Whether the value a run used is the value given (numbers by value, tables by the keys
+    given)."""
+    if isinstance(given, dict) and isinstance(used, dict):
+        return all(k in used and _same(v, used[k]) for k, v in given.items())
+    if isinstance(given, (list, tuple)) and isinstance(used, (list, tuple)):
+        return len(given) == len(used) and all(_same(a, b) for a, b in zip(given, used))
+    numbers = (int, float)
+    if isinstance(given, numbers) and isinstance(used, numbers) and \
+            not isinstance(given, bool) and not isinstance(used, bool):
+        return float(given) == float(used)
+    return given == used
+
+
+def check_reach(cell: dict[str, Any], profile_defaults: dict[str, Any], entry: Entry,
+                resolved: dict[str, dict[str, Any]], profile: str | None) -> None:
+    """Refuse a grid value or profile default that an entry's overrides keep from its runs.
+
+    Overrides are merged after the grid and the profile, and an override that gives a
+    component another ``name`` replaces its whole table: a grid axis ``trainer.lr`` then never
+    reaches an entry that overrides ``trainer``, and its runs would sit in cells labelled with
+    learning rates they did not use. That is an error naming the axis and the entry; so is an
+    entry that sets the same parameter itself."""
+    overrides = _leaves(entry.overrides)
+    replaced = {comp for (comp, key) in overrides if key == "name"}
+    given = [("grid axis", k, v) for k, v in _leaves(cell).items()]
+    given += [(f"profile '{profile}' default", k, v) for k, v in _leaves(profile_defaults).items()
+              if k not in _leaves(cell)]
+    for what, (comp, key), value in given:
+        used = resolved.get(comp, {}).get(key, None)
+        if comp in resolved and key in resolved[comp] and _same(value, used):
+            continue
+        if (comp, key) in overrides:
+            how = f"set {comp}.{key} = {canonical_json(overrides[(comp, key)])} themselves"
+        elif comp in replaced:
+            how = (f"replace the {comp} table (name = '{resolved.get(comp, {}).get('name')}'), "
+                   f"which the {what.split(' ')[0]} set")
+        else:
+            continue      # no override touches it: the component's own coercion of the value
+        shown = "" if key == "name" else f".{key}"
+        label = (f"in a cell labelled {canonical_json(value)}" if what == "grid axis"
+                 else f"not the profile's {canonical_json(value)}")
+        raise SpecError(
+            f"{what} {comp}{shown} = {canonical_json(value)} does not reach entry "
+            f"'{entry.label}': its overrides {how}, so its runs would use "
+            f"{comp}{shown} = {canonical_json(used)}, {label}; drop {comp}.{key} from the "
+            f"entry's overrides, or restrict the profile's entries")
 
 
 def find_reference(spec: LeaderboardSpec, entry: str, cell: dict[str, Any], metric: str

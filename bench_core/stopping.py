@@ -24,8 +24,12 @@ no target keeps its meaning):
     the trainer's step count at the first evaluation that met the target, and the wall-clock
     seconds from the watcher's creation to that evaluation (evaluations included). A run that
     never reaches the target reports neither: the runner marks a run with a non-finite metric
-    ``diverged``, and a NaN here would also poison means. Means over seeds of these two are
-    therefore over the runs that reached the target; show ``target_reached`` beside them.
+    ``diverged``, and a NaN here would also poison means.
+``steps_trained``, ``seconds_trained``
+    the steps and seconds of the run at its last evaluation: the budget at which a run that
+    never reached the target is *censored*. Tables report a time to target as the share of
+    runs that reached it and a median in which the others count at this budget
+    (:mod:`bench_core.metrics`), never as a mean over the runs that reached it.
 
 "Reached" is ``value <= target_value`` with ``target_mode = "min"`` (losses, errors; the
 default) and ``value >= target_value`` with ``"max"`` (accuracies). With ``target_stop = false``
@@ -75,6 +79,8 @@ class TargetWatcher:
         self._start = clock()
         self.steps_to_target: int | None = None
         self.seconds_to_target: float | None = None
+        self.steps_trained = 0
+        self.seconds_trained = 0.0
 
     @property
     def active(self) -> bool:
@@ -90,6 +96,8 @@ class TargetWatcher:
         ``steps`` the trainer's weight updates so far."""
         if not self.active:
             return False
+        self.steps_trained = int(steps)
+        self.seconds_trained = self._clock() - self._start
         if not self.reached:
             name = self.p.target_metric
             if name not in values:
@@ -100,15 +108,17 @@ class TargetWatcher:
                    else value >= self.p.target_value)
             if met:
                 self.steps_to_target = int(steps)
-                self.seconds_to_target = self._clock() - self._start
+                self.seconds_to_target = self.seconds_trained
         return self.reached and self.p.target_stop
 
     def metrics(self) -> dict[str, float]:
-        """``target_reached`` and, if reached, ``steps_to_target`` and ``seconds_to_target``;
-        nothing when no target is set."""
+        """``target_reached``, ``steps_trained``, ``seconds_trained`` and, if reached,
+        ``steps_to_target`` and ``seconds_to_target``; nothing when no target is set."""
         if not self.active:
             return {}
+        budget = {"steps_trained": float(self.steps_trained),
+                  "seconds_trained": float(self.seconds_trained)}
         if not self.reached:
-            return {"target_reached": 0.0}
+            return {"target_reached": 0.0, **budget}
         return {"target_reached": 1.0, "steps_to_target": float(self.steps_to_target),
-                "seconds_to_target": float(self.seconds_to_target)}
+                "seconds_to_target": float(self.seconds_to_target), **budget}

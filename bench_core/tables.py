@@ -18,6 +18,7 @@ import polars as pl
 
 from bench_core import __version__
 from bench_core.leaderboard import aggregate, load_records, overlay_plan, render, summarise
+from bench_core.metrics import is_time_to_target
 from bench_core.verdicts import add_reversals, add_verdicts, summary_lines, tolerance_rule
 
 
@@ -33,10 +34,12 @@ class Report:
     summary_by: list[str] = field(default_factory=list)
     extras: list[str] = field(default_factory=list)
     relative: bool = False
+    directions: dict[str, str] = field(default_factory=dict)
 
     def render(self, fmt: str) -> str | bytes:
         return render(self.agg, fmt, title=self.title, notes=self.notes, extras=self.extras,
-                      relative=self.relative, summaries=self.summaries,
+                      relative=self.relative, directions=self.directions,
+                      summaries=self.summaries,
                       summary_by=self.summary_by, metric_notes=self.metric_notes)
 
 
@@ -53,8 +56,8 @@ def plan_aggregate(plan, records: pl.LazyFrame, include_diverged: bool = True
                         include_diverged, spec.compare)
         if spec.reference:
             tol = spec.tolerance
-            agg = add_verdicts(agg, absolute=tol.absolute, stderr=tol.stderr,
-                               reference_n=spec.reference_n, comparable=plan.comparable)
+            agg = add_verdicts(agg, tol, reference_n=spec.reference_n,
+                               comparable=plan.comparable)
             agg = add_reversals(agg, tol.absolute)
         aggs.append(agg)
     summaries = ({m: summarise(a, spec.summary_by, spec.reference, spec.metric)
@@ -84,28 +87,28 @@ def plan_report(plan, source: str | Path | pl.LazyFrame, *, include_diverged: bo
                                   comparable=plan.comparable) if spec.reference else {})
     return Report(title=spec.title, agg=agg, notes=notes, metric_notes=metric_notes,
                   summaries=summaries, summary_by=list(spec.summary_by),
-                  extras=list(spec.columns), relative=spec.relative)
+                  extras=list(spec.columns), relative=spec.relative,
+                  directions={c: spec.direction_of(c) for c in spec.columns})
 
 
 def header_notes(plan, main: pl.DataFrame, include_diverged: bool) -> list[str]:
     """Metric, profile, source, verdict rule, the source's inconsistencies, protocol choices
     and how diverged runs count."""
     spec = plan.spec
-    arrow = "higher is better" if spec.higher_is_better else "lower is better"
-    shown = ", ".join(f"`{m}`" for m in dict.fromkeys([spec.metric, *spec.metrics]))
-    scaled = f", values x {spec.scale:g}" if spec.scale != 1 else ""
+    shown = ", ".join(f"`{m}` ({spec.direction_of(m)} is better)"
+                      for m in dict.fromkeys([spec.metric, *spec.metrics]))
+    scaled = f"; values x {spec.scale:g}" if spec.scale != 1 else ""
     comparison = {
         "difference": "Δ baseline = entry mean − `{}` mean",
         "ratio": "÷ baseline = entry mean / `{}` mean",
         "log10_ratio": "log10(÷ baseline) = log10(entry mean / `{}` mean), -1 = ten times lower,",
     }[spec.compare].format(spec.baseline)
-    notes = [f"Metric{'s' if spec.metrics else ''}: {shown} ({arrow}{scaled}); mean ± sample "
+    notes = [f"Metric{'s' if spec.metrics else ''}: {shown}{scaled}; mean ± sample "
              f"std over seeds" + (
         f"; {comparison} in the same cell" if spec.baseline
         else "; no baseline entry") + ("; gain % = relative improvement over the baseline "
                                        "(positive = better)." if spec.relative else ".")]
-    n_done = int(main["n"].sum() - main["diverged_counted"].sum() + main["failed"].sum()
-                 + main["diverged"].sum())
+    n_done = runs_recorded(main)
     prof = spec.profiles.get(plan.profile)
     label = f"Profile: `{plan.profile}`"
     if prof is not None and prof.description:
@@ -122,17 +125,54 @@ def header_notes(plan, main: pl.DataFrame, include_diverged: bool) -> list[str]:
         notes.append("paper = value reported in the source" +
                      (f" ({spec.reference_note})" if spec.reference_note else "") + ".")
         tol = spec.tolerance
-        notes.append(tolerance_rule(tol.absolute, tol.stderr, spec.reference_n))
+        notes.append(tolerance_rule(tol, spec.reference_n))
     if spec.source_notes:
         notes.append(f"Inconsistencies of the source: {_one_line(spec.source_notes)}")
     if spec.protocol:
         notes.append(f"Protocol choices where the source is silent: {_one_line(spec.protocol)}")
-    if main["diverged"].sum() > 0:
-        notes.append(f"Diverged runs ({int(main['diverged'].sum())}) " + (
-            "count in mean, std and n with the metrics of the last epoch they logged (the "
-            "source's means include collapsed runs); column `diverged`." if include_diverged
-            else "are left out of mean, std and n (--exclude-diverged); column `diverged`."))
+    notes.append(divergence_note(spec, main, include_diverged))
+    targets = [c for c in spec.columns if is_time_to_target(c)]
+    if targets:
+        notes.append(f"Time to target ({', '.join(f'`{t}`' for t in targets)}): the median over "
+                     f"every run that trained (ok and diverged), a run that never reached the "
+                     f"target counted as censored at its budget, so `≥ x` marks a median that "
+                     f"falls on such runs (x: the budget, or the midpoint with it); `k/n`: runs "
+                     f"that reached the target of those that trained. Never a mean over the runs "
+                     f"that reached it.")
     return notes
+
+
+def runs_recorded(main: pl.DataFrame) -> int:
+    """Recorded runs of an aggregate of one metric, whatever their status (ok, diverged,
+    failed, timeout): what a table's header and the report's index both count."""
+    if main.is_empty():
+        return 0
+    ok = main["n"].sum() - main["diverged_counted"].sum()
+    return int(ok + main["diverged"].sum() + main["failed"].sum() + main["timeout"].sum())
+
+
+def divergence_note(spec, main: pl.DataFrame, include_diverged: bool) -> str:
+    """The divergence rule, and how the table's diverged runs count."""
+    rule = spec.divergence
+    what = (f"a run is `diverged` when it raised or produced a non-finite metric, or when its "
+            f"`{rule.curve}` curve is not finite or exceeds {rule.factor:g} x its first logged "
+            f"value (judged from the recorded curve)" if rule.factor is not None else
+            f"a run is `diverged` when it raised or produced a non-finite metric, or its "
+            f"`{rule.curve}` curve is not finite")
+    diverged = int(main["diverged"].sum()) if not main.is_empty() else 0
+    if not diverged:
+        return f"Divergence: {what}; no run diverged."
+    counted = int(main["diverged_counted"].sum())
+    if not include_diverged:
+        how = "all are left out of mean, std and n (--exclude-diverged)"
+    elif counted == diverged:
+        how = ("all count in mean, std and n with the metrics of the last epoch they logged "
+               "(the source's means include collapsed runs)")
+    else:
+        how = (f"{counted} count in mean, std and n with the metrics of the last epoch they "
+               f"logged (the source's means include collapsed runs); {diverged - counted} logged "
+               f"no finite value of the metric and are left out")
+    return f"Divergence: {what}. Diverged runs ({diverged}): {how}; column `diverged`."
 
 
 def _one_line(text: str) -> str:

@@ -131,7 +131,7 @@ def test_leaderboard_of_a_results_folder_shows_what_the_spec_shows(board, capsys
     assert code == 0 and from_dir == from_spec
     assert from_dir.startswith("# Plot test board") and "Source: a made-up paper" in from_dir
     header = next(line for line in from_dir.splitlines() if line.startswith("| rule.lr"))
-    assert header.rstrip(" |").endswith("train_loss")  # the extra column
+    assert header.rstrip(" |").endswith("train_loss ↓")  # the extra column, its direction
 
 
 def test_committed_records_stand_in_for_missing_results(board, tmp_path, capsys):
@@ -229,7 +229,7 @@ def test_report_renders_a_verdict_column_when_the_aggregate_has_one(tmp_path):
     assert verdict_summary(agg) is None
     verdicts = ["reproduced", "differs"] + ["not comparable"] * (agg.height - 2)
     agg = agg.with_columns(pl.Series("verdict", verdicts))
-    assert verdict_summary(agg) == "1 of 2 cells reproduced"
+    assert verdict_summary(agg) == "1 reproduced, 1 differ, 0 inconclusive of 2 paper values"
     spec = SimpleNamespace(columns=[], relative=False, summary_by=[])
     html = "\n".join(metric_tables(agg, spec, {}))
     assert "<th>verdict</th>" in html and '<td class="verdict reproduced">reproduced</td>' in html

@@ -96,6 +96,9 @@ def test_raising_plugin_is_recorded_failed_and_grid_goes_on(untied_host, fast_sp
 
 
 def test_nan_loss_is_recorded_diverged(untied_host, fast_spec, tmp_path):
+    # a grid over the batch, not the rule: the poison rule replaces the rule table, so a
+    # rule.lr axis would never reach it (an error since grid axes must reach every entry)
+    fast_spec["grid"] = {"trainer.batch_size": [32, 64]}
     plan, summary = run_with_chaos_entry(untied_host, fast_spec, tmp_path, "nan",
                                       {"rule": {"name": "poison"}})
     assert (summary.ok, summary.diverged) == (4, 2)

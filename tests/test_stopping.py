@@ -54,9 +54,10 @@ def test_incomplete_or_bad_targets_are_rejected(options):
 def test_min_target_stops_at_the_first_crossing_with_its_steps_and_seconds():
     watcher, decisions = watch([0.5, 0.3, 0.2, 0.05], target_metric="err", target_value=0.2)
     assert decisions == [False, False, True, True]  # 0.2 <= 0.2 at the third evaluation
-    # clock: created at 10.5, third check reads 10.5 + 0.5 (only crossing checks read it)
+    # clock: created at 10.5, each check reads it once: the third at 10.5 + 3 x 0.5
     assert watcher.metrics() == {"target_reached": 1.0, "steps_to_target": 9.0,
-                                 "seconds_to_target": 0.5}
+                                 "seconds_to_target": 1.5, "steps_trained": 12.0,
+                                 "seconds_trained": 2.0}
 
 
 def test_without_target_stop_training_goes_on_and_the_first_crossing_is_kept():
@@ -70,7 +71,9 @@ def test_max_mode_and_not_reached():
     watcher, decisions = watch([0.5, 0.7, 0.89], target_metric="err", target_value=0.9,
                                target_mode="max")
     assert not any(decisions)
-    assert watcher.metrics() == {"target_reached": 0.0}  # no NaN/inf: the run stays `ok`
+    # no NaN/inf (the run stays `ok`), and the budget at which it is censored in tables
+    assert watcher.metrics() == {"target_reached": 0.0, "steps_trained": 9.0,
+                                 "seconds_trained": 1.5}
     watcher, decisions = watch([0.5, 0.95], target_metric="err", target_value=0.9,
                                target_mode="max")
     assert decisions == [False, True] and watcher.metrics()["steps_to_target"] == 6.0
@@ -158,6 +161,7 @@ def test_runs_that_miss_the_target_stay_ok_and_report_reached_zero(untied_host, 
     missed = rows[("stop", 0.001)]
     assert missed["status"] == "ok" and missed["m_target_reached"] == 0.0
     assert missed["m_steps_to_target"] is None and missed["m_seconds_to_target"] is None
+    assert missed["m_steps_trained"] == 12.0 and missed["m_seconds_trained"] >= 0
 
 
 # ---- the built-in backprop trainer offers it ------------------------------------------------

@@ -37,7 +37,8 @@ SPEC = {
 OURS = {  # (entry, x) -> per-seed values (None: a failed run)
     ("A", 1): [0.89, 0.90, 0.91],      # |Δ| 0.05 > max(0.02, ~0.02): differs
     ("B", 1): [0.79, 0.80, 0.81],      # |Δ| 0.01: reproduced
-    ("A", 2): [0.1, 0.5, 0.9],         # |Δ| 0.4 <= 2 sqrt(se^2 + (0.2/2)^2) = 0.50: reproduced
+    ("A", 2): [0.1, 0.5, 0.9],         # |Δ| 0.4 <= 2 sqrt(se^2 + (0.2/2)^2) = 0.50, but the
+                                       # tolerance exceeds its limit 3 x 0.02: inconclusive
     ("B", 2): [None, None, None],      # every run failed: no result
     ("A", 3): [0.60, 0.60, 0.60],      # A below B here, above it in the source: reversed
     ("B", 3): [0.70, 0.70, 0.70],
@@ -86,8 +87,79 @@ def test_verdicts_follow_the_tolerance_rule(tmp_path):
     assert rows[("A", 2)]["tolerance"] == pytest.approx(2 * math.sqrt(se ** 2 + 0.1 ** 2))
     assert rows[("B", 1)]["tolerance"] == pytest.approx(0.02)  # the absolute floor
     assert {k: r["verdict"] for k, r in rows.items()} == {
-        ("A", 1): "differs", ("B", 1): "reproduced", ("A", 2): "reproduced",
+        ("A", 1): "differs", ("B", 1): "reproduced", ("A", 2): "inconclusive",
         ("B", 2): "no result", ("A", 3): "differs", ("B", 3): "differs"}
+    assert rows[("A", 2)]["limit"] == pytest.approx(0.06)     # default: 3 x absolute
+    # k^2 s^2 / (limit^2 - k^2 se_paper^2) = 4 * 0.16 / (0.0036 - 4 * 0.01) < 0: no number of
+    # our seeds decides it, the paper's own se (0.1) already exceeds limit / k
+    assert rows[("A", 2)]["seeds_needed"] is None
+    assert rows[("B", 1)]["seeds_needed"] is None       # decided
+
+
+def test_inconclusive_says_how_many_seeds_would_decide():
+    """Three seeds split between a trained network and chance: the mean is near the paper's
+    but the tolerance is wide. Today's rule called this reproduced."""
+    import polars as pl
+
+    from bench_core.spec import Tolerance
+    from bench_core.verdicts import add_verdicts, verdict_text
+    values = [0.97, 0.96, 0.10]
+    mean, std = statistics.mean(values), statistics.stdev(values)
+    agg = pl.DataFrame({"mean": [mean], "std": [std], "stderr": [std / math.sqrt(3)],
+                        "reference": [0.70], "reference_std": [0.001]})
+    out = add_verdicts(agg, Tolerance(absolute=0.02, stderr=2.0), reference_n=20,
+                       comparable=True).row(0, named=True)
+    assert out["verdict"] == "inconclusive"
+    se_paper = 0.001 / math.sqrt(20)
+    expected = math.ceil(4 * std ** 2 / (0.06 ** 2 - 4 * se_paper ** 2))
+    assert out["seeds_needed"] == expected and expected > 100
+    assert verdict_text(out["verdict"], out["seeds_needed"]) == f"inconclusive (~{expected} seeds)"
+    # an explicit wider limit decides the same value
+    wide = add_verdicts(agg, Tolerance(absolute=0.02, stderr=2.0, max=1.0), reference_n=20,
+                        comparable=True)
+    assert wide["verdict"].to_list() == ["reproduced"]
+    # a value far outside even the wide tolerance differs, whatever the width
+    far = agg.with_columns(pl.lit(0.05).alias("reference"))  # 0.63 away, tolerance 0.58
+    assert add_verdicts(far, Tolerance(), reference_n=20, comparable=True)["verdict"].to_list() \
+        == ["differs"]
+
+
+def test_a_relative_tolerance_scales_floor_and_limit_with_the_paper_value():
+    import polars as pl
+
+    from bench_core.spec import Tolerance
+    from bench_core.verdicts import add_verdicts
+    agg = pl.DataFrame({"mean": [105.0, 1.05, 1.05], "std": [1.0, 0.01, 0.6],
+                        "stderr": [0.5, 0.005, 0.3], "reference": [100.0, 1.0, 1.0],
+                        "reference_std": [None, None, None]})
+    tol = Tolerance(absolute=0.0, relative=0.1)          # limit: 3 x 10% of the paper value
+    out = add_verdicts(agg, tol, reference_n=None, comparable=True)
+    assert out["floor"].to_list() == pytest.approx([10.0, 0.1, 0.1])
+    assert out["limit"].to_list() == pytest.approx([30.0, 0.3, 0.3])
+    assert out["verdict"].to_list() == ["reproduced", "reproduced", "inconclusive"]
+    with pytest.raises(ValueError, match="relative_max"):
+        Tolerance(relative=0.1, relative_max=0.05)
+    with pytest.raises(ValueError, match="tolerance.max"):
+        Tolerance(absolute=0.1, max=0.05)
+
+
+def test_sign_test_states_a_systematic_offset_hidden_among_per_cell_passes():
+    """28 of 30 values above the paper, each within its tolerance: every cell passes, the
+    sign test names the offset, and the grid value where it lies."""
+    import polars as pl
+
+    from bench_core.verdicts import sign_lines, sign_test
+    assert sign_test(28, 2) == pytest.approx(2 * sum(math.comb(30, i) for i in range(3)) / 2 ** 30)
+    assert sign_test(5, 5) == 1.0 and sign_test(0, 0) == 1.0
+    cells = [json.dumps({"data": "a" if i < 30 else "b", "i": i}) for i in range(60)]
+    means = [0.91 if i < 28 else (0.89 if i < 30 else (0.91 if i % 2 else 0.89))
+             for i in range(60)]
+    part = pl.DataFrame({"cell_json": cells, "mean": means, "reference": [0.90] * 60,
+                         "higher_is_better": [True] * 60})
+    lines = sign_lines(part)
+    assert lines[0].startswith("Sign test: ours above the paper in 43, below in 17 of 60 values "
+                               "(ours better in 43)") and "systematic offset" in lines[0]
+    assert "data = a: 28 above / 2 below" in lines[1] and "data = b" not in lines[1]
 
 
 def test_reversed_order_is_flagged_per_row_and_counted(tmp_path):
@@ -98,14 +170,13 @@ def test_reversed_order_is_flagged_per_row_and_counted(tmp_path):
     assert rows[("A", 3)]["reversed_vs"] == "B" and rows[("B", 3)]["reversed_vs"] == "A"
     assert rows[("A", 1)]["reversed_vs"] is None and rows[("A", 2)]["reversed_vs"] is None
     lines = report.metric_notes["acc"]
-    assert lines[0] == ("Verdicts (`acc`): **2 of 6 paper values reproduced** (3 differ, "
-                        "1 no result).")
-    # A at x = 2 is reproduced only through its spread (|0.5 - 0.9| > 5 x 0.02): named; B at
-    # x = 1 (|0.80 - 0.81|) is not
-    assert lines[1].startswith("Of the reproduced values, 1 differ from the paper by more than "
-                               "0.1") and "A (x = 2): 0.5 vs 0.9 (tolerance 0.5" in lines[1]
+    assert lines[0] == ("Verdicts (`acc`): **1 reproduced, 3 differ, 1 inconclusive of 6 paper "
+                        "values** (1 no result); within the fixed tolerance 0.02 alone: 1 of 6.")
+    # A at x = 2 is within tolerance only through its spread: named, with its tolerance
+    assert lines[1].startswith("Inconclusive (1): ") and "A (x = 2): 0.5 ± 0.4 vs 0.9" in lines[1]
     assert "B (x = 1)" not in lines[1]
-    assert "in **1 of 2 cells**" in lines[2] and "B above A in 1" in lines[2]
+    assert lines[2].startswith("Sign test: ours above the paper in 1, below in 4 of 5 values")
+    assert "in **1 of 2 cells**" in lines[3] and "B above A in 1" in lines[3]
 
 
 def test_a_reduced_profile_gets_no_verdicts(tmp_path):
@@ -122,11 +193,12 @@ def test_markdown_header_makes_the_table_auditable(tmp_path):
     write_records(tmp_path, plan)
     text = plan_report(plan, tmp_path, command="untied leaderboard v").render("markdown")
     for part in ["Comparable to the source: yes", "max(0.02, 2 × sqrt(se_ours² + se_paper²))",
+                 "`reproduced` when the tolerance is at most 0.06", "inconclusive (spread)",
                  "paper std / sqrt(4)", "Inconsistencies of the source: its text and Table 9",
                  "Protocol choices where the source is silent: epochs = 3 (not stated)",
                  "trainer = toy(epochs=3, x=*)", "model = m | n (by entry)",
                  "Machine: Toy CPU 9000 (2 CPUs); torch threads per run: 1; device cpu",
-                 "commit aaaaaaaaaaaa", "**2 of 6 paper values reproduced**",
+                 "commit aaaaaaaaaaaa", "**1 reproduced, 3 differ, 1 inconclusive of 6",
                  "| verdict", "vs paper order", "reversed vs B", "Generated by `untied leaderboard v`",
                  "total training time 27 s"]:
         assert part in text, part
@@ -201,14 +273,22 @@ def test_a_single_run_source_without_std_is_one_draw_from_our_spread():
     our std; a reference std, where given, still wins."""
     import polars as pl
 
+    from bench_core.spec import Tolerance
     from bench_core.verdicts import add_verdicts
     agg = pl.DataFrame({"mean": [10.0, 10.0], "std": [3.0, 3.0], "stderr": [1.0, 1.0],
                         "reference": [15.0, 15.0], "reference_std": [None, 0.5]})
-    single = add_verdicts(agg, absolute=1.0, stderr=2.0, reference_n=1, comparable=True)
+    tol = Tolerance(absolute=1.0, stderr=2.0, max=10.0)
+    single = add_verdicts(agg, tol, reference_n=1, comparable=True)
     assert single["tolerance"].to_list() == pytest.approx(
         [2 * math.sqrt(1 + 9), 2 * math.sqrt(1 + 0.25)])
     assert single["verdict"].to_list() == ["reproduced", "differs"]
-    many = add_verdicts(agg, absolute=1.0, stderr=2.0, reference_n=None, comparable=True)
+    # with the default limit (3 x 1.0) the single run's spread is too wide to decide, and
+    # no number of our seeds would narrow it: the source's one run varies as ours do
+    narrow = add_verdicts(agg, Tolerance(absolute=1.0, stderr=2.0), reference_n=1,
+                          comparable=True)
+    assert narrow["verdict"].to_list() == ["inconclusive", "differs"]
+    assert narrow["seeds_needed"].to_list() == [None, None]
+    many = add_verdicts(agg, tol, reference_n=None, comparable=True)
     assert many["verdict"].to_list() == ["differs", "differs"]  # |5| > 2 * se_ours = 2
     from bench_core.verdicts import tolerance_rule
-    assert "single run" in tolerance_rule(1.0, 2.0, 1)
+    assert "single run" in tolerance_rule(tol, 1)
