@@ -168,6 +168,8 @@ def divergence_note(spec, main: pl.DataFrame, include_diverged: bool) -> str:
     elif counted == diverged:
         how = ("all count in mean, std and n with the metrics of the last epoch they logged "
                "(the source's means include collapsed runs)")
+    elif counted == 0:
+        how = "none counts in mean, std and n: none logged a finite value of the metric"
     else:
         how = (f"{counted} count in mean, std and n with the metrics of the last epoch they "
                f"logged (the source's means include collapsed runs); {diverged - counted} logged "

@@ -140,7 +140,7 @@ def sign_lines(part: pl.DataFrame) -> list[str]:
              f"values (ours better in {better}); two-sided binomial p = {_p_text(p)}{flag}."]
     cells = [json.loads(c) if c else {} for c in part["cell_json"].to_list()]
     keys = list(dict.fromkeys(k for c in cells for k in c))
-    groups = []
+    groups, tested = [], 0
     for key in keys:
         values = list(dict.fromkeys(json.dumps(c.get(key), sort_keys=True) for c in cells))
         if len(values) < 2:
@@ -148,11 +148,13 @@ def sign_lines(part: pl.DataFrame) -> list[str]:
         for value in values:
             mask = [json.dumps(c.get(key), sort_keys=True) == value for c in cells]
             a, b = sign_counts(part.filter(pl.Series(mask)))
+            tested += bool(a + b)
             if a + b and sign_test(a, b) < SIGNIFICANT:
                 groups.append(f"{key} = {as_text(json.loads(value))}: {a} above / {b} below "
                               f"(p = {_p_text(sign_test(a, b))})")
     if groups:
-        lines.append("Offsets by grid value (p < 0.05): " + "; ".join(groups) + ".")
+        lines.append(f"Offsets by grid value (p < 0.05, of {tested} values tested, not corrected "
+                     f"for their number): " + "; ".join(groups) + ".")
     return lines
 
 
@@ -247,10 +249,11 @@ def verdict_count_line(metric: str, part: pl.DataFrame, counts: Counter, n: int)
     within = int(((judged["mean"] - judged["reference"]).abs() <= judged["floor"] + 1e-12).sum()) \
         if not judged.is_empty() else 0
     floors = sorted(set(judged["floor"].round(12).to_list())) if not judged.is_empty() else []
-    floor = f"{floors[0]:g}" if len(floors) == 1 else "its floor"
+    floor = (f"the fixed tolerance {floors[0]:g}" if len(floors) == 1
+             else "each value's fixed floor")
     return (f"Verdicts (`{metric}`): **{', '.join(shown)} of {n} paper values**"
             + (f" ({', '.join(rest)})" if rest else "")
-            + f"; within the fixed tolerance {floor} alone: {within} of {n}.")
+            + f"; within {floor} alone (no spread): {within} of {n}.")
 
 
 INCONCLUSIVE_LISTED = 4
@@ -266,7 +269,8 @@ def inconclusive_lines(part: pl.DataFrame) -> list[str]:
     items = [f"{r['entry']} {_cell_label(r['cell_json'])}: {r['mean']:.4g} ± {r['std'] or 0:.2g} "
              f"vs {r['reference']:.4g} (tolerance {r['tolerance']:.3g} > {r['limit']:.3g}; "
              + (f"~{r['seeds_needed']} seeds would decide)" if r["seeds_needed"] is not None
-                else "no number of seeds would: the paper's spread alone is too wide)")
+                else "no number of our seeds would: the paper value's own uncertainty, its std "
+                     "or, for a single run, our spread, already exceeds the limit)")
              for r in wide.head(INCONCLUSIVE_LISTED).iter_rows(named=True)]
     more = (f"; {wide.height - INCONCLUSIVE_LISTED} more"
             if wide.height > INCONCLUSIVE_LISTED else "")

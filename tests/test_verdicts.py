@@ -171,7 +171,7 @@ def test_reversed_order_is_flagged_per_row_and_counted(tmp_path):
     assert rows[("A", 1)]["reversed_vs"] is None and rows[("A", 2)]["reversed_vs"] is None
     lines = report.metric_notes["acc"]
     assert lines[0] == ("Verdicts (`acc`): **1 reproduced, 3 differ, 1 inconclusive of 6 paper "
-                        "values** (1 no result); within the fixed tolerance 0.02 alone: 1 of 6.")
+                        "values** (1 no result); within the fixed tolerance 0.02 alone (no spread): 1 of 6.")
     # A at x = 2 is within tolerance only through its spread: named, with its tolerance
     assert lines[1].startswith("Inconclusive (1): ") and "A (x = 2): 0.5 ± 0.4 vs 0.9" in lines[1]
     assert "B (x = 1)" not in lines[1]
