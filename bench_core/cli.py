@@ -228,18 +228,28 @@ def _print_leaderboard(plan, folder: Path, fmt: str, output: str | None, records
         prof = f" --profile {plan.profile}" if plan.profile != "default" else ""
         extra = (f" --records {records_file}" if records_file else "") + (
             " --exclude-diverged" if not include_diverged else "")
-        command = f"untied leaderboard {plan.name}{prof}{extra} --format markdown"
+        spec = getattr(plan, "spec_ref", None) or plan.name   # the spec as the user named it
+        command = f"untied leaderboard {spec}{prof}{extra} --format markdown"
     if records is None:
         records = plan_records(plan, folder, getattr(plan, "spec_ref", None))
-    report = plan_report(plan, records, include_diverged=include_diverged, command=command)
+    report = plan_report(plan, records, include_diverged=include_diverged, command=command,
+                         perturbed=_perturbed(plan, folder))
     _emit(report.render(fmt), output)
 
 
-def plan_aggregate(plan, records, include_diverged: bool = True):
-    """The aggregate (every metric, verdicts) and summary tables of a plan's records."""
+def _perturbed(plan, folder: Path):
+    """The plan's ``untied stability`` records, if any (:func:`bench_core.export.plan_perturbed`)."""
+    from bench_core.export import plan_perturbed
+
+    return plan_perturbed(plan, folder, getattr(plan, "spec_ref", None))
+
+
+def plan_aggregate(plan, records, include_diverged: bool = True, folder: Path | None = None):
+    """The aggregate (every metric, verdicts, chaos) and summary tables of a plan's records."""
     from bench_core.tables import plan_aggregate as aggregate_plan
 
-    return aggregate_plan(plan, records, include_diverged)
+    perturbed = _perturbed(plan, folder) if folder is not None else None
+    return aggregate_plan(plan, records, include_diverged, perturbed)
 
 
 def _notes(plan, agg) -> list[str]:
@@ -428,7 +438,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         if plan is None:
             raise UntiedError(f"{target}: a report needs the leaderboard's spec (give the spec "
                               f"file or name)")
-        agg, summaries = plan_aggregate(plan, records, not args.exclude_diverged)
+        agg, summaries = plan_aggregate(plan, records, not args.exclude_diverged, folder)
         page = plan.name if not optional else f"{plan.name}@{plan.profile}"
         page_dir = out / page
         plots = plot_leaderboard(plan, records, agg, page_dir / "plots",
@@ -449,6 +459,80 @@ def cmd_report(args: argparse.Namespace) -> int:
     if skipped == len(args.targets):
         raise UntiedError("no leaderboard had records to report")
     return 1 if skipped else 0
+
+
+def cmd_stability(args: argparse.Namespace) -> int:
+    """Re-train every recorded run of a plan with its initial weights moved by one ulp and
+    flag the cells whose outcome moves by more than the tolerance floor
+    (:mod:`bench_core.stability`)."""
+    import polars as pl
+
+    from bench_core.records import scan_records, write_records_file
+    from bench_core.runner import resolve_device, run_plan
+    from bench_core.stability import PERTURBATION, PERTURBED_DIR
+    from bench_core.tables import plan_report
+
+    device = resolve_device(args.device)
+    host, plan = _plan(args, device=device)
+    folder = Path(args.results) / plan.name
+    records = _records(args, plan, folder)
+    kept = records.filter(pl.col("status").is_in(["ok", "diverged"])).select("run_id").collect()
+    recorded = set(kept["run_id"].to_list())
+    plan.tasks = [t for t in plan.tasks if t.run_id in recorded]
+    if not plan.tasks:
+        raise UntiedError(f"no recorded run of {plan.name} [{plan.profile}] to perturb: run "
+                          f"`untied run` first")
+    for t in plan.tasks:
+        t.extra = {**t.extra, "perturbation": PERTURBATION}
+    summary = run_plan(plan, args.results, executor=args.executor, jobs=args.jobs, host=host,
+                       progress=not args.quiet, group=not args.no_group, threads=args.threads,
+                       subfolder=PERTURBED_DIR)
+    if summary.interrupted:
+        print(f"interrupted: {summary.ran} perturbed runs recorded in {folder / PERTURBED_DIR}; "
+              f"rerun the same command to resume", file=sys.stderr)
+        return 130
+    ids = {t.run_id for t in plan.tasks}
+    perturbed = scan_records(folder / PERTURBED_DIR, ids)
+    if perturbed is None:
+        raise UntiedError(f"no perturbed record in {folder / PERTURBED_DIR}")
+    _emit(plan_report(plan, records, perturbed=perturbed).render("table"), None)
+    if args.export:
+        rows = write_records_file(perturbed, args.export, [t.run_id for t in plan.tasks])
+        print(f"wrote {args.export}: {rows} perturbed runs (commit it as "
+              f"leaderboards/{plan.name}/{plan.profile}.{PERTURBED_DIR}.parquet)", file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
+def _records_of(target: str):
+    """Every record of a results folder or a records file, as one frame."""
+    import polars as pl
+
+    from bench_core.export import read_records
+    from bench_core.records import is_records_file
+
+    path = Path(target)
+    if is_records_file(path):
+        try:
+            return pl.read_parquet(path)
+        except Exception as exc:  # noqa: BLE001 - one line for the user
+            raise UntiedError(f"{path}: not a readable records file ({type(exc).__name__})") \
+                from None
+    if path.is_dir():
+        return read_records(path)
+    raise UntiedError(f"{target}: neither a results folder nor a records file (.parquet)")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Two sets of records of one leaderboard, run by run (:mod:`bench_core.replay`)."""
+    from bench_core.replay import compare_records
+
+    a, b = _records_of(args.a), _records_of(args.b)
+    result = compare_records(a, b, metrics=args.metric or None, tolerance=args.tolerance)
+    if result.common == 0:
+        raise UntiedError(f"{args.a} and {args.b} have no run in common (no equal run id): "
+                          f"are they records of the same spec and profile?")
+    sys.stdout.write(result.text(limit=args.limit))
+    return 1 if result.differences or result.status_changes else 0
 
 
 def cmd_check_plugin(args: argparse.Namespace) -> int:
@@ -600,6 +684,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: from the --output suffix, else parquet")
     p.add_argument("--output", "-o", help="write to this file (needed for parquet)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("stability", help="re-train a plan's recorded runs with every initial "
+                       "weight moved by one ulp; flag the cells whose outcome rounding decides")
+    p.add_argument("spec", help="a spec file or the name of a built-in leaderboard")
+    p.add_argument("--profile", help="a profile of the spec")
+    p.add_argument("--seeds", type=int, help="number of seeds, if the runs overrode the spec's")
+    p.add_argument("--results", default=DEFAULT_RESULTS, help="results root (default ./results); "
+                   "the originals come from there or from the committed records, the perturbed "
+                   "runs go to RESULTS/NAME/perturbed/")
+    p.add_argument("--records", metavar="FILE", help="the original runs from a records file")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--executor", default="local")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--threads", type=int, metavar="N", default=DEFAULT_THREADS)
+    p.add_argument("--no-group", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--export", metavar="FILE", help="also write the perturbed runs as one "
+                   "records file (to commit beside the table as PROFILE.perturbed.parquet)")
+    p.set_defaults(func=cmd_stability, yes=False)
+
+    p = sub.add_parser("compare", help="two sets of records of one leaderboard (two machines, "
+                       "commits or executors), run by run: the runs and metrics that differ")
+    p.add_argument("a", metavar="A", help="a results folder or records file")
+    p.add_argument("b", metavar="B", help="another one")
+    p.add_argument("--metric", action="append", help="compare only this metric (repeatable; "
+                   "default every metric both recorded, but wall-clock ones)")
+    p.add_argument("--tolerance", type=float, default=0.0,
+                   help="absolute difference allowed (default 0: exact)")
+    p.add_argument("--limit", type=int, default=20, help="differences listed (largest first)")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("check-plugin", help="conformance kit: check every component a plugin "
                        "registers (parameters, build, a training step, determinism, records, "

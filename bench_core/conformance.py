@@ -148,6 +148,11 @@ def parameter_check(comp: Component) -> Check:
         if accepted == len(WRONG_TYPES):
             problems.append(f"parameter '{name}' accepts values of any type (a table, a text, "
                             f"a nested list): annotate it, e.g. `{name}: float = ...`")
+    from bench_core.plugins import MISSING_DESCRIPTION
+
+    if comp.description == MISSING_DESCRIPTION:
+        problems.append("registered without a description: pass register(..., description="
+                        "\"one line\") or give the factory a docstring (`untied list` shows it)")
     n = len(params.model_fields)
     return Check(label, "parameters", "fail" if problems else "pass",
                  "; ".join(problems) or f"{n} parameter(s): defaults valid, unknown names and "

@@ -1,5 +1,6 @@
 """Capability checks of the conformance kit: grouped runs, elementwise surrogates, layered
-models (declared truthfully), and executors (see :mod:`bench_core.conformance`)."""
+models, reparametrizations' tied twins (declared truthfully), and executors (see
+:mod:`bench_core.conformance`)."""
 
 from __future__ import annotations
 
@@ -117,6 +118,54 @@ def layered(host: PluginHost, spec: dict[str, Any]) -> str:
     return f"blocks() returns {len(parts)} block(s) of the model's own parameters"
 
 
+def _gradients(model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The gradient of a fixed scalar of the model's output w.r.t. each named parameter."""
+    params = dict(model.named_parameters())
+    out = model(x)
+    weights = torch.linspace(-1, 1, out.numel()).view_as(out)
+    grads = torch.autograd.grad((out * weights).sum(), list(params.values()), allow_unused=True)
+    return {n: torch.zeros_like(p) if g is None else g
+            for (n, p), g in zip(params.items(), grads)}
+
+
+def tied_twin(host: PluginHost, comp: Component, spec: dict[str, Any]) -> str:
+    """A reparametrization that leaves the model's function unchanged but changes its
+    gradients changes the backward pass only: it must declare ``tied`` and leave the twin
+    alone, whose gradient is then the plain model's (the true back-propagation gradient)."""
+    from bench_core.runner import accepts_keyword
+
+    task = task_of(spec)
+    plain_spec = {k: v for k, v in spec.items() if k != "reparametrization"}
+    ctx = RunContext(seed=task.seed, device=torch.device("cpu"))
+    session = build_session(host, task, ctx)
+    plain = build_session(host, task_of(plain_spec), ctx).build_model()
+    x = session.data.x_train[:8]
+    model = session.build_model()
+    with torch.no_grad():
+        same_forward = (model(x).shape == plain(x).shape
+                        and torch.allclose(model(x), plain(x), atol=1e-6))
+    if not same_forward:
+        return "changes the model's function (the forward): applied to the tied twin too"
+    ours, true = _gradients(model, x), _gradients(plain, x)
+    if ours.keys() != true.keys():
+        return "renames the model's parameters: gradients not compared"
+    changed = any(not torch.allclose(ours[n], true[n], atol=1e-6) for n in true)
+    declared = accepts_keyword(comp.factory, "tied")
+    if not changed:
+        return "changes neither the forward nor the gradients on the kit's batch"
+    if not declared:
+        raise Nonconforming("leaves the model's function unchanged but changes its gradients "
+                            "(a backward-only change): declare the keyword `tied` in the "
+                            "factory and return the model unchanged when it is True, so the "
+                            "direction diagnostic's twin gives the true gradient")
+    twin = _gradients(session.build_model(tied=True), x)
+    if twin.keys() != true.keys() or any(not torch.allclose(twin[n], true[n], atol=1e-6)
+                                         for n in true):
+        raise Nonconforming("declares `tied` but the tied twin's gradients are not the plain "
+                            "model's: with tied=True return the model unchanged")
+    return "changes the backward only, and the tied twin gives the true gradient"
+
+
 def capability_checks(host: PluginHost, comp: Component, label: str,
                       spec: dict[str, Any]) -> list[Check]:
     if comp.family == "trainers":
@@ -125,6 +174,8 @@ def capability_checks(host: PluginHost, comp: Component, label: str,
         return [_outcome(label, "elementwise", lambda: elementwise(host, comp, spec))]
     if comp.family == "models":
         return [_outcome(label, "layered model", lambda: layered(host, spec))]
+    if comp.family == "reparametrizations":
+        return [_outcome(label, "tied twin", lambda: tied_twin(host, comp, spec))]
     return []
 
 

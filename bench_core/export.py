@@ -5,6 +5,10 @@ columns, so ``polars.read_parquet("results/NAME/*.parquet")`` fails with a ``Sch
 :func:`read_records` aligns them (a column missing from a record is null there; numeric
 columns take their common supertype) and is what ``untied export`` writes.
 
+The records of ``untied stability`` (perturbed twins of a plan's runs) are found the same way
+by :func:`plan_perturbed`: ``<results>/<name>/perturbed/``, else the committed
+``leaderboards/<name>/<profile>.perturbed.parquet``.
+
 Where a spec's records are read from (:func:`plan_records`):
 
 1. ``<results>/<name>/`` (what ``untied run`` writes), if it holds any run of the plan;
@@ -83,6 +87,28 @@ def plan_records(plan: Any, results_dir: str | Path, spec_ref: str | Path | None
     where = f"{results_dir}" + (f" or {committed}" if committed is not None else "")
     raise UntiedError(f"no records of the runs of {plan.name} [{plan.profile}] in {where}: "
                       f"run `untied run` first")
+
+
+def plan_perturbed(plan: Any, results_dir: str | Path, spec_ref: str | Path | None = None
+                   ) -> pl.LazyFrame | None:
+    """The records of ``untied stability`` for ``plan``'s runs (:mod:`bench_core.stability`):
+    ``<results_dir>/perturbed/``, else the committed ``leaderboards/<name>/<profile>.perturbed.
+    parquet`` beside the spec; None when neither has any."""
+    from bench_core.stability import PERTURBED_DIR
+
+    ids = {t.run_id for t in plan.tasks}
+    lf = scan_records(Path(results_dir) / PERTURBED_DIR, ids)
+    if lf is not None:
+        return lf
+    folder = spec_folder(spec_ref)
+    if folder is None:
+        return None
+    path = folder / plan.name / f"{plan.profile}.{PERTURBED_DIR}.parquet"
+    if not path.is_file():
+        return None
+    with resources.as_file(path) as real:
+        frame = pl.read_parquet(real).filter(pl.col("run_id").is_in(list(ids)))
+    return frame.lazy() if frame.height else None
 
 
 def export_table(records: pl.DataFrame, fmt: str) -> bytes:

@@ -1,4 +1,6 @@
-"""A skeleton for ``fit_group`` (grouped runs, :class:`bench_core.interfaces.GroupTrainer`).
+"""A skeleton for ``fit_group`` (grouped runs, :class:`bench_core.interfaces.GroupTrainer`),
+and :func:`plain_module`, the proof a grouped path needs before it replaces a layer by its own
+stacked computation.
 
 Most trainers that batch runs can batch only some of them (a model of the right structure, a
 rule of the right kind) and must train the others alone. :func:`fit_in_stacks` does that
@@ -11,10 +13,45 @@ from __future__ import annotations
 
 from typing import Any, Callable, Hashable, Sequence, TypeVar
 
+from torch import nn
+
 from bench_core.interfaces import TrainingSession
 
 Member = TypeVar("Member")
 Result = "dict[str, float] | BaseException"
+
+
+_MODULE_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
+                 "_backward_pre_hooks")
+_TENSOR_HOOKS = ("_backward_hooks", "_post_accumulate_grad_hooks")
+_GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                 "_global_backward_pre_hooks")
+
+
+def plain_module(module: nn.Module, *types: type) -> bool:
+    """Whether a grouped path may replace ``module`` by its own stacked computation, because it
+    can prove that computation is the module's: the type is exactly one of ``types`` (a
+    subclass may override ``forward``; no ``types``: any type), ``forward`` is not replaced on
+    the instance, no forward or backward hook is registered on it, and none of its own
+    parameters carries a gradient hook or is parametrized. A method that changes a layer's
+    backward pass (feedback alignment written as a reparametrization, a backward hook) then
+    never runs as plain back-propagation in a group: the run is trained alone instead."""
+    if types and type(module) not in types:
+        return False
+    if "forward" in vars(module) or any(getattr(module, h, None) for h in _MODULE_HOOKS):
+        return False
+    if getattr(module, "parametrizations", None):
+        return False
+    return not any(getattr(p, h, None) for p in module.parameters(recurse=False)
+                   for h in _TENSOR_HOOKS)
+
+
+def global_module_hooks() -> bool:
+    """Whether hooks for every module are installed (``torch.nn.modules.module.register_module_
+    forward_hook`` and kin): no layer can then be proved plain."""
+    from torch.nn.modules import module as torch_module
+
+    return any(getattr(torch_module, h, None) for h in _GLOBAL_HOOKS)
 
 
 def fit_in_stacks(sessions: Sequence[TrainingSession],
@@ -29,6 +66,8 @@ def fit_in_stacks(sessions: Sequence[TrainingSession],
     pairs in any order. ``fit_alone(session)``: the trainer's ``fit``."""
 
     def alone(session: TrainingSession) -> Any:
+        if isinstance(session, TrainingSession):
+            session.trained_model = None   # prepare's model, if any, is not the one fit trains
         try:
             return fit_alone(session)
         except Exception as exc:  # noqa: BLE001 - this run's own failure, recorded as such

@@ -96,12 +96,22 @@ def register_reparametrizations(register):
     """Register weight re-parametrisations: transforms of a built model's parameters that any
     model and any update rule compose with (weight normalisation, standardisation, ...).
 
-    ``factory(params, *, model, ctx) -> torch.nn.Module``: called on every model a run builds
-    (the tied twin of a diagnostic too), right after the model factory, under the same seeded
-    ``init`` stream, and before the update rule is built, so the rule updates the parameters
-    the re-parametrisation exposes. Return the model, changed in place (for example with
-    ``torch.nn.utils.parametrize``), or a module wrapping it. A run names one in its
-    ``reparametrization`` table; runs without it are unchanged.
+    ``factory(params, *, model, ctx[, tied]) -> torch.nn.Module``: called on every model a run
+    builds, right after the model factory, under the same seeded ``init`` stream (random
+    streams from ``ctx.generator`` restart for every build), and before the update rule is
+    built, so the rule updates the parameters the re-parametrisation exposes. Return the model,
+    changed in place (for example with ``torch.nn.utils.parametrize``), or a module wrapping
+    it. A run names one in its ``reparametrization`` table, or several in a list of tables
+    (applied in order); runs without it are unchanged.
+
+    ``tied``: a factory that declares this keyword is told whether the model is the run's own
+    (``False``) or its *tied twin* (``True``), the model whose gradient is the true
+    back-propagation gradient of the same weights (the direction diagnostic's reference). A
+    re-parametrisation that changes the backward pass only (feedback alignment, a gradient
+    hook) must declare it and return the model unchanged when ``tied`` is True; one that
+    changes the forward computation (weight standardisation) applies itself either way. One
+    that does not declare it is applied to the twin too, and the conformance kit fails it when
+    its forward leaves the model's function unchanged but its gradients differ.
     """
 
 

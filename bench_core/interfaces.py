@@ -191,6 +191,10 @@ class RunContext:
     counters: PassCounters = field(default_factory=PassCounters)
     curves: dict[str, list[float]] = field(default_factory=dict)
     _generators: dict[tuple[str, str], torch.Generator] = field(default_factory=dict, repr=False)
+    _build: dict[tuple[str, str], torch.Generator] | None = field(default=None, repr=False)
+    perturbation: str | None = None
+    """``"init-ulp"``: every model this run builds has each initial parameter moved by one
+    unit in the last place, up or down at random (:mod:`bench_core.stability`)."""
 
     def stream_seed(self, stream: str) -> int:
         """The seed of a named random stream of this run (``"data"``, ``"init"``, ...)."""
@@ -198,14 +202,30 @@ class RunContext:
 
     def generator(self, stream: str, device: torch.device | str | None = None) -> torch.Generator:
         """A ``torch.Generator`` for ``stream``, seeded from the run seed, on ``device`` (default
-        the run's). The same stream name returns the same generator within a run."""
+        the run's). The same stream name returns the same generator within a run, except while
+        a model is being built (:meth:`model_build`): there every stream starts afresh for each
+        build, so a model built twice (a grouped run trained alone after all, the direction
+        diagnostic's twin) draws the same numbers both times."""
         dev = torch.device(device) if device is not None else self.device
         key = (stream, str(dev))
-        if key not in self._generators:
+        streams = self._generators if self._build is None else self._build
+        if key not in streams:
             gen = torch.Generator(device=dev)
             gen.manual_seed(self.stream_seed(stream))
-            self._generators[key] = gen
-        return self._generators[key]
+            streams[key] = gen
+        return streams[key]
+
+    @contextlib.contextmanager
+    def model_build(self) -> Iterator[None]:
+        """While a model (and what is built with it: activations, surrogates,
+        reparametrizations) is built, :meth:`generator` gives streams that restart at their
+        seed for this build alone; a component keeps the generator it got for later draws."""
+        outer = self._build
+        self._build = {}
+        try:
+            yield
+        finally:
+            self._build = outer
 
     @contextlib.contextmanager
     def preserve_random_state(self) -> Iterator[None]:

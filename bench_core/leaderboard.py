@@ -353,6 +353,8 @@ def display_rows(agg: pl.DataFrame, extras: list[str] | None = None, relative: b
     show_verdict = "verdict" in agg.columns and agg["verdict"].is_not_null().any()
     show_order = "reversed_vs" in agg.columns and agg["reversed_vs"].is_not_null().any()
     header += (["verdict"] if show_verdict else []) + (["vs paper order"] if show_order else [])
+    show_chaos = "chaos" in agg.columns and agg["chaos"].is_not_null().any()
+    header += ["Δ 1-ulp init"] if show_chaos else []
     header += [extra_header(e, directions) for e in extras]
     show_diverged, show_failed = agg["diverged"].sum() > 0, agg["failed"].sum() > 0
     show_timeout = "timeout" in agg.columns and agg["timeout"].sum() > 0
@@ -375,9 +377,12 @@ def display_rows(agg: pl.DataFrame, extras: list[str] | None = None, relative: b
                 ref += f" ({r['reference_std']:.3f})"
             row += [ref, _fmt(r["delta_reference"], signed=True)]
         if show_verdict:
-            row += [verdict_text(r["verdict"], r.get("seeds_needed"))]
+            row += [verdict_text(r["verdict"], r.get("seeds_needed"), r.get("verdict_reason"))]
         if show_order:
             row += [f"reversed vs {r['reversed_vs']}" if r["reversed_vs"] else ""]
+        if show_chaos:
+            row += ["" if r["chaos"] is None else
+                    _fmt(r["chaos"]) + (" chaotic" if r["chaotic"] else "")]
         row += [extra_text(r, e) for e in extras]
         if show_diverged:
             row += [diverged_text(r["diverged"], r["diverged_counted"])]

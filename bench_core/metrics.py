@@ -56,6 +56,13 @@ def value_range(metric: str) -> tuple[float | None, float | None]:
     return None, None
 
 
+def is_timing(metric: str) -> bool:
+    """A wall-clock measurement (``train_seconds``, ``seconds_to_target``): never expected to
+    replay, so comparisons of records leave it out unless asked."""
+    name = metric.lower()
+    return "seconds" in name or name.endswith("_time") or "wall_time" in name
+
+
 def is_time_to_target(metric: str) -> bool:
     """A metric that counts how long a run took to reach a target (``steps_to_target``)."""
     return metric.endswith(TARGET_SUFFIX)

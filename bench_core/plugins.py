@@ -45,6 +45,10 @@ class Component:
     params: type[BaseModel]
     description: str
     plugin: str
+    version: str = "1"
+    """Bumped by its plugin when the component's numerics change (same parameters, other
+    results): part of the run id when not ``"1"``, so records of another version are never
+    mixed into a table (:func:`bench_core.spec.identity`)."""
 
     def parameters(self) -> list[dict[str, Any]]:
         """Name, type, default and description of each parameter (for listings)."""
@@ -207,7 +211,7 @@ class PluginHost:
 
     def _make_register(self, family: str, plugin: str, staged: list[Component]):
         def register(name: str, factory: Callable[..., Any], *, params: type[BaseModel] | None = None,
-                     description: str | None = None) -> None:
+                     description: str | None = None, version: str | int = "1") -> None:
             if not isinstance(name, str) or not NAME_RE.match(name):
                 raise ValueError(f"invalid {family} name {name!r} (use lower case, digits, _)")
             if not callable(factory):
@@ -221,9 +225,12 @@ class PluginHost:
             desc = description or (inspect.getdoc(factory) or "").strip().splitlines()[:1]
             if isinstance(desc, list):
                 desc = desc[0] if desc else ""
-            if not desc:
-                raise ValueError(f"{family} '{name}': no description and no factory docstring")
-            staged.append(Component(family, name, factory, params, desc, plugin))
+            version = str(version).strip()
+            if not version or not re.fullmatch(r"[A-Za-z0-9._+-]+", version):
+                raise ValueError(f"{family} '{name}': version {version!r} (use e.g. \"2\" or "
+                                 f"\"1.1\")")
+            staged.append(Component(family, name, factory, params, desc or MISSING_DESCRIPTION,
+                                    plugin, version))
 
         return register
 
@@ -258,8 +265,8 @@ class PluginHost:
         reg = self.family(family)
         if name not in reg:
             singular = family[:-1] if family.endswith("s") else family
-            failed = [p.name for p in self.plugins.values() if p.error]
-            note = f" (plugins that failed to load: {', '.join(failed)})" if failed else ""
+            failed = [f"'{p.name}' ({p.error})" for p in self.plugins.values() if p.error]
+            note = (f"; plugins that failed to load: {'; '.join(failed)}" if failed else "")
             raise PluginError(
                 f"unknown {singular} '{name}'; {did_you_mean(name, reg)}"
                 f"choices: {', '.join(sorted(reg))}{note}"
@@ -278,6 +285,12 @@ class PluginHost:
             for p in self.plugins.values()
             if not p.error
         }
+
+
+MISSING_DESCRIPTION = "(no description)"
+"""Shown for a component registered without a description or factory docstring: it loads (one
+missing line of text must not take a plugin's every component away), and the conformance kit
+fails it until it has one."""
 
 
 def _normalise(dist: str) -> str:

@@ -39,9 +39,13 @@ RECORD_SUFFIX = ".parquet"
 
 def flatten_spec(spec: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """``{"rule": {"name": "sgd", "lr": 0.1}}`` -> ``{"p_rule.name": "sgd", "p_rule.lr": 0.1}``.
-    Lists become JSON strings so every ``p_`` column is a scalar."""
+    Lists become JSON strings so every ``p_`` column is a scalar; a field holding several
+    components (a list of tables) becomes one column ``p_<field>`` of JSON."""
     out: dict[str, Any] = {}
     for comp, table in spec.items():
+        if isinstance(table, list):          # several components of one field, in order
+            out[f"p_{comp}"] = json.dumps(table, sort_keys=True)
+            continue
         for key, value in table.items():
             if isinstance(value, (list, dict)):
                 value = json.dumps(value, sort_keys=True)

@@ -24,6 +24,8 @@ import polars as pl
 ENVIRONMENT = [("untied_version", "untied-bench"), ("git_commit", "commit"),
                ("torch_version", "torch"), ("python_version", "Python"),
                ("platform", "platform"), ("device", "device"), ("cuda_device", "CUDA device"),
+               ("cpu_capability", "CPU kernels (float rounding)"), ("blas", "BLAS"),
+               ("cuda_version", "CUDA"), ("cudnn_version", "cuDNN"),
                ("threads", "torch threads per run"), ("group_size", "runs per group")]
 
 STYLE = """
@@ -162,13 +164,16 @@ def reproduce_commands(plan: Any, records: pl.DataFrame) -> list[str]:
 def verdict_lines(plan: Any, agg: pl.DataFrame) -> dict[str, list[str]]:
     """The summary lines of each metric's verdicts (counts, sign test, inconclusive values,
     reversed orders), as the Markdown tables give them."""
+    from bench_core.stability import chaos_lines
     from bench_core.verdicts import summary_lines
 
     spec = plan.spec
-    if not spec.reference:
-        return {}
-    return summary_lines(agg, spec.tolerance.absolute, profile=plan.profile,
-                         comparable=getattr(plan, "comparable", True))
+    lines = (summary_lines(agg, spec.tolerance.absolute, profile=plan.profile,
+                           comparable=getattr(plan, "comparable", True))
+             if spec.reference else {})
+    for metric in agg["metric"].unique(maintain_order=True).to_list():
+        lines.setdefault(metric, []).extend(chaos_lines(agg, metric))
+    return {m: ls for m, ls in lines.items() if ls}
 
 
 def _figure(plot: Any, plot_dir: str) -> str | None:

@@ -8,6 +8,7 @@ NaN loss) becomes a record with status ``failed`` or ``diverged``; the grid goes
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import math
 import os
@@ -31,11 +32,11 @@ from bench_core.errors import Diverged, PluginError, SpecError, UntiedError
 from bench_core.interfaces import (Activation, DataBundle, GroupTrainer, NativeActivation,
                                    RunContext, TrainingSession)
 from bench_core.plugins import Component, PluginHost, get_host, set_host
-from bench_core.records import flatten_spec, recorded_run_ids, write_record
+from bench_core.records import flatten_spec, recorded_run_ids, scan_records, write_record
 from bench_core.safeguards import (RunTimeout, claim, heartbeat, release, time_limit,
                                    torch_state_restored)
-from bench_core.spec import (Plan, RunTask, canonical_json, format_validation_error,
-                             resolve_component)
+from bench_core.spec import (LIST_FIELDS, Plan, RunTask, canonical_json,
+                             format_validation_error, resolve_component, resolve_components)
 
 
 def resolve_device(device: str) -> str:
@@ -90,15 +91,45 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+@functools.lru_cache(maxsize=1)
+def numerics() -> dict[str, str | None]:
+    """What decides float rounding on this machine beyond the code: torch's CPU kernel
+    capability (``AVX2``, ``AVX512``, ...; ``ATEN_CPU_CAPABILITY`` can lower it), the BLAS
+    library torch uses and its version line, and the CUDA and cuDNN versions where CUDA is
+    available. Two records with the same values (and CPU model, torch version, device) come
+    from machines that round alike."""
+    import re as _re
+
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except Exception:  # noqa: BLE001 - an older torch
+        capability = None
+    config = torch.__config__.show()
+    found = _re.search(r"BLAS_INFO=([^,\s]+)", config)
+    blas = found.group(1) if found else None
+    library = next((line.strip(" -") for line in config.splitlines()
+                    if "Math Kernel Library Version" in line or "OpenBLAS" in line), None)
+    if library and "Version" in library:
+        library = "MKL " + library.split("Version", 1)[1].split("-", 1)[0].strip()
+    cuda = torch.version.cuda if torch.cuda.is_available() else None
+    cudnn = (str(torch.backends.cudnn.version()) if torch.cuda.is_available()
+             and torch.backends.cudnn.is_available() else None)
+    return {"cpu_capability": capability,
+            "blas": " ".join(x for x in (blas, library and f"({library})") if x) or None,
+            "cuda_version": cuda, "cudnn_version": cudnn}
+
+
 def environment(host: PluginHost, device: str) -> dict[str, Any]:
-    """Where a run ran: device, CPU model and count, torch's intra-op threads at record time,
-    versions and the source commit."""
+    """Where a run ran: device, CPU model and count, what decides float rounding
+    (:func:`numerics`), torch's intra-op threads at record time, versions and the source
+    commit."""
     cuda_name = None
     if device.startswith("cuda"):
         cuda_name = torch.cuda.get_device_name(torch.device(device))
     return {
         "device": device,
         "cuda_device": cuda_name,
+        **numerics(),
         "cpu_model": cpu_model(),
         "cpus": cpu_count(),
         "threads": torch.get_num_threads(),
@@ -119,14 +150,29 @@ def checked(comp: Component, made: Any, expected: str, ok: bool) -> Any:
     return made
 
 
+def accepts_keyword(factory: Callable[..., Any], name: str) -> bool:
+    """Whether ``factory`` takes the keyword ``name`` (or any keyword)."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
 def build_session(host: PluginHost, task: RunTask, ctx: RunContext) -> TrainingSession:
-    """Instantiate the run's components. Models are built under a fixed ``init`` seed, so a
-    second call (e.g. ``tied=True`` for a diagnostic) starts from the same weights; a run's
-    ``reparametrization`` is applied to every model built, before its rule. What each factory
+    """Instantiate the run's components. Models are built under a fixed ``init`` seed and with
+    every random stream restarted (:meth:`RunContext.model_build`), so a second call (e.g.
+    ``tied=True`` for a diagnostic, or a grouped run trained alone after all) starts from the
+    same weights and draws the same numbers; a run's
+    ``reparametrization`` (one, or several in order) is applied to every model built, before
+    its rule, with ``tied`` for the factories that declare it (the tied twin, ``tied=True``:
+    the true back-propagation gradient, :func:`bench_core.hookspecs.register_reparametrizations`). What each factory
     returns is checked against its family's contract (hookspecs), so a plugin that returns the
     wrong thing is named, not met later as an AttributeError."""
     spec = task.spec
-    comps = {f: resolve_component(host, f, t) for f, t in spec.items()}
+    comps = {f: resolve_component(host, f, t) for f, t in spec.items() if f not in LIST_FIELDS}
+    reparams = resolve_components(host, "reparametrization", spec["reparametrization"]) \
+        if "reparametrization" in spec else []
 
     ds_comp, ds_params = comps["dataset"]
     data = ds_comp.factory(ds_params, ctx=ctx)
@@ -151,18 +197,23 @@ def build_session(host: PluginHost, task: RunTask, ctx: RunContext) -> TrainingS
         return make
 
     model_comp, model_params = comps["model"]
-    reparam = comps.get("reparametrization")
 
     def build_model(tied: bool = False) -> nn.Module:
         devices = [ctx.device] if ctx.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices, device_type=ctx.device.type):
+        with torch.random.fork_rng(devices=devices, device_type=ctx.device.type), \
+                ctx.model_build():
             torch.manual_seed(ctx.stream_seed("init"))
             model = model_comp.factory(model_params, data=data.info,
                                        activation=activation_factory(tied), ctx=ctx)
             checked(model_comp, model, "a torch.nn.Module", isinstance(model, nn.Module))
-            if reparam is not None:
-                model = reparam[0].factory(reparam[1], model=model, ctx=ctx)
-                checked(reparam[0], model, "a torch.nn.Module", isinstance(model, nn.Module))
+            for comp, params in reparams:
+                told = {"tied": tied} if accepts_keyword(comp.factory, "tied") else {}
+                model = comp.factory(params, model=model, ctx=ctx, **told)
+                checked(comp, model, "a torch.nn.Module", isinstance(model, nn.Module))
+            if ctx.perturbation is not None:
+                from bench_core.stability import perturb
+
+                perturb(model, ctx)
         model = model.to(ctx.device)
         if not tied and session.trained_model is None:
             session.trained_model = model
@@ -266,7 +317,8 @@ def _start(task: RunTask) -> RunContext:
     set_threads(task.threads)
     if task.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(torch.device(task.device))
-    return RunContext(seed=task.seed, device=torch.device(task.device))
+    return RunContext(seed=task.seed, device=torch.device(task.device),
+                      perturbation=task.extra.get("perturbation"))
 
 
 def last_logged_metrics(ctx: RunContext) -> dict[str, float]:
@@ -316,6 +368,8 @@ def _record_row(host: PluginHost, task: RunTask, ctx: RunContext, status: str, e
         "reference": task.reference,
         "reference_std": task.reference_std,
         "spec_json": canonical_json(task.spec),
+        "base_run_id": task.base_run_id or task.run_id,
+        "versions_json": canonical_json(task.versions) if task.versions else None,
         **flatten_spec(task.spec),
         **{f"m_{k}": v for k, v in metrics.items()},
         **{f"curve_{k}": list(v) for k, v in ctx.curves.items()},
@@ -332,6 +386,7 @@ def _record_row(host: PluginHost, task: RunTask, ctx: RunContext, status: str, e
         "peak_cuda_bytes": (torch.cuda.max_memory_allocated(torch.device(device))
                             if device.startswith("cuda") else None),
         **asdict(ctx.counters),
+        "perturbation": ctx.perturbation,
         **environment(host, device),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -465,7 +520,7 @@ def _recorded(folder: Path, run_id: str) -> bool:
 def form_groups(tasks: list[RunTask], host: PluginHost, *, enabled: bool = True,
                 max_size: int | None = None) -> list[list[RunTask]]:
     """Partition ``tasks`` into work units: runs whose trainer implements grouped runs and whose
-    group keys match (same trainer table and device too) share a unit; every other run is a
+    group keys match (same trainer table, device and reparametrizations too) share a unit; every other run is a
     unit of its own. Order is kept (a group sits where its first run was). ``max_size`` and the
     trainer's ``max_group_size`` cap a unit's size."""
     if not enabled:
@@ -484,7 +539,10 @@ def form_groups(tasks: list[RunTask], host: PluginHost, *, enabled: bool = True,
             continue
         caps = [c for c in (max_size, getattr(trainer, "max_group_size", None)) if c]
         cap = min(caps) if caps else None
-        full_key = (table, task.device, key)
+        # the host applies reparametrizations to whatever model a trainer builds: runs that
+        # differ in them never share a unit, whatever the trainer's key says
+        full_key = (table, task.device, key,
+                    canonical_json(task.spec.get("reparametrization")))
         unit = open_units.get(full_key)
         if unit is None or (cap is not None and len(unit) >= cap):
             unit = []
@@ -519,16 +577,35 @@ def pending_tasks(plan: Plan, results_dir: Path, force: bool) -> tuple[list[RunT
     return todo, len(plan.tasks) - len(todo)
 
 
+def other_version_records(tasks: list[RunTask], results_dir: Path) -> int:
+    """How many of ``tasks`` have a record in ``results_dir`` under another run id of the same
+    run (``base_run_id``): one made by another version of a component. Records without the
+    column predate versions: all their components were at version 1, their base id is their
+    run id."""
+    base = {t.base_run_id for t in tasks if t.base_run_id}
+    if not base:
+        return 0
+    lf = scan_records(results_dir, problems=[])
+    if lf is None:
+        return 0
+    cols = lf.collect_schema().names()
+    key = pl.coalesce("base_run_id", "run_id") if "base_run_id" in cols else pl.col("run_id")
+    found = lf.select(key.alias("base"), "run_id").collect()
+    ids = {t.run_id for t in tasks}
+    return len({b for b, r in found.iter_rows() if b in base and r not in ids})
+
+
 def run_plan(plan: Plan, results_root: str | Path, *, executor: str = "local", jobs: int = 1,
              force: bool = False, host: PluginHost | None = None, console=None,
              progress: bool = True, group: bool = True,
              max_group_size: int | None = None, threads: int | None = DEFAULT_THREADS,
              executor_options: dict[str, Any] | None = None,
-             run_timeout: float | None = None) -> RunSummary:
+             run_timeout: float | None = None, subfolder: str | None = None) -> RunSummary:
     """Run every task of ``plan`` not yet recorded (all of them with ``force``). A ``host``
     given here becomes the process-wide host, so in-process executors use its plugins.
     ``group``: let trainers that can train compatible runs as one batched computation do so
-    (:func:`form_groups`); ``False`` runs them one by one."""
+    (:func:`form_groups`); ``False`` runs them one by one. ``subfolder``: record into
+    ``<results>/<name>/<subfolder>/`` (the perturbed twins of ``untied stability``)."""
     from rich.console import Console
     from rich.markup import escape
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
@@ -540,11 +617,18 @@ def run_plan(plan: Plan, results_root: str | Path, *, executor: str = "local", j
     git_commit()   # the commit of the code this process loaded, not of a later checkout
     console = console or Console(stderr=True, soft_wrap=True, highlight=False)
     results_dir = Path(results_root) / plan.name
+    if subfolder:
+        results_dir = results_dir / subfolder
     check_writable(results_dir)
     for t in plan.tasks:
         t.results_dir = str(results_dir)
         t.threads, t.timeout, t.force = threads, run_timeout, force
     todo, skipped = pending_tasks(plan, results_dir, force)
+    superseded = other_version_records(todo, results_dir) if todo and not force else 0
+    if superseded:
+        console.print(f"note: {superseded} of the runs to do have records in {results_dir} made "
+                      f"by other versions of their components (the numerics changed); they "
+                      f"are trained again, and the old records are never counted in a table")
     if todo:
         from bench_core.export import write_spec_file
 

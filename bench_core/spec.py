@@ -2,7 +2,8 @@
 
 A run spec holds one table per component, each ``{name = "...", ...params}``:
 ``dataset``, ``model``, ``activation``, ``surrogate``, ``rule``, ``trainer`` and, optionally,
-``reparametrization`` (applied to the built model before its rule). A leaderboard spec
+``reparametrization`` (applied to the built model before its rule; a list of tables applies
+several in order). A leaderboard spec
 holds ``defaults`` (a partial run spec), a ``grid`` (dotted keys -> lists; cartesian product),
 ``entries`` (the methods compared: a label and overrides), a ``baseline`` entry label, ``seeds``,
 optional ``profiles`` (overlays such as ``cpu`` = reduced scale), optional ``reference`` values
@@ -48,6 +49,8 @@ COMPONENT_FIELDS: dict[str, str] = {
 }
 """Run-spec field -> component family."""
 REQUIRED_FIELDS = ("dataset", "model", "trainer")
+LIST_FIELDS = frozenset({"reparametrization"})
+"""Run-spec fields that may also hold a list of component tables, applied in order."""
 
 
 class _Strict(BaseModel):
@@ -303,6 +306,11 @@ class RunTask:
     timeout: float | None = None
     force: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    base_run_id: str = ""
+    """The run id without component versions: the same run under every version (records of
+    another version are recognised, and re-run, by it)."""
+    versions: dict[str, Any] = field(default_factory=dict)
+    """Each component's version (a list field: a list), as recorded."""
 
 
 @dataclass
@@ -476,22 +484,48 @@ def resolve_run(host: PluginHost, raw: dict[str, Any]) -> dict[str, dict[str, An
     for req in REQUIRED_FIELDS:
         if req not in raw:
             raise SpecError(f"{req}: missing (every run needs {', '.join(REQUIRED_FIELDS)})")
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, Any] = {}
     for fieldname in COMPONENT_FIELDS:
-        if fieldname in raw:
-            comp, model = resolve_component(host, fieldname, raw[fieldname])
-            out[fieldname] = {"name": comp.name, **model.model_dump(mode="json")}
+        if fieldname not in raw:
+            continue
+        tables = raw[fieldname]
+        if fieldname in LIST_FIELDS and isinstance(tables, list):
+            if not tables:
+                raise SpecError(f"{fieldname}: an empty list (leave the field out for none)")
+            out[fieldname] = []
+            for i, table in enumerate(tables):
+                comp, model = resolve_component(host, fieldname, table)
+                out[fieldname].append({"name": comp.name, **model.model_dump(mode="json")})
+            continue
+        comp, model = resolve_component(host, fieldname, tables)
+        out[fieldname] = {"name": comp.name, **model.model_dump(mode="json")}
     return out
 
 
+def resolve_components(host: PluginHost, fieldname: str, value: Any
+                       ) -> list[tuple[Component, BaseModel]]:
+    """The components of one run-spec field: one, or several for a list (:data:`LIST_FIELDS`)."""
+    if fieldname in LIST_FIELDS and isinstance(value, list):
+        return [resolve_component(host, fieldname, table) for table in value]
+    return [resolve_component(host, fieldname, value)]
+
+
 # ---- expansion -----------------------------------------------------------------------------
-def identity(comp: Component, model: BaseModel, *, for_seed: bool = False) -> dict[str, Any]:
+DEFAULT_VERSION = "1"
+VERSION_KEY = "@version"
+"""Where a component's version enters its identity (no parameter can be called that)."""
+
+
+def identity(comp: Component, model: BaseModel, *, for_seed: bool = False,
+             versioned: bool = True) -> dict[str, Any]:
     """A component table as it identifies a run: its name and the parameters that differ from
-    their defaults. Writing a default out, or a plugin adding a parameter with a default, then
-    changes neither a run's seed nor its run id (the record still holds every parameter).
-    ``for_seed`` also leaves out the parameters declared with
-    :func:`bench_core.interfaces.execution_option` (they change how a run executes, not what
-    it learns)."""
+    their defaults, and its version (:attr:`bench_core.plugins.Component.version`) when it is
+    not ``"1"``. Writing a default out, or a plugin adding a parameter with a default, then
+    changes neither a run's seed nor its run id (the record still holds every parameter);
+    bumping a version changes the run id, so records of the old numerics are never taken for
+    the new ones. ``for_seed`` also leaves out the version and the parameters declared with
+    :func:`bench_core.interfaces.execution_option` (they change how a run executes or rounds,
+    not what it draws); ``versioned=False`` only the version (the run's id across versions)."""
     given = model.model_dump(mode="json")
     if for_seed:
         given = {k: v for k, v in given.items()
@@ -502,13 +536,32 @@ def identity(comp: Component, model: BaseModel, *, for_seed: bool = False) -> di
         defaults = comp.params.model_validate(required).model_dump(mode="json")
     except ValidationError:
         defaults = {}
+    version = getattr(comp, "version", DEFAULT_VERSION)
+    tag = ({VERSION_KEY: version} if versioned and not for_seed and version != DEFAULT_VERSION
+           else {})
     return {"name": comp.name, **{k: v for k, v in given.items()
-                                  if k not in defaults or defaults[k] != v}}
+                                  if k not in defaults or defaults[k] != v}, **tag}
 
 
-def run_identity(host: PluginHost, spec: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """:func:`identity` of every component of a resolved run spec."""
-    return {key: identity(*resolve_component(host, key, table)) for key, table in spec.items()}
+def run_identity(host: PluginHost, spec: dict[str, Any], versioned: bool = True
+                 ) -> dict[str, Any]:
+    """:func:`identity` of every component of a resolved run spec (a list field: a list)."""
+    out: dict[str, Any] = {}
+    for key, value in spec.items():
+        idents = [identity(*pair, versioned=versioned)
+                  for pair in resolve_components(host, key, value)]
+        out[key] = idents if isinstance(value, list) else idents[0]
+    return out
+
+
+def component_versions(host: PluginHost, spec: dict[str, Any]) -> dict[str, Any]:
+    """``{field: version}`` of a resolved run spec's components (a list field: a list)."""
+    out: dict[str, Any] = {}
+    for key, value in spec.items():
+        found = [getattr(comp, "version", DEFAULT_VERSION)
+                 for comp, _ in resolve_components(host, key, value)]
+        out[key] = found if isinstance(value, list) else found[0]
+    return out
 
 
 def _canonical_cell(host: PluginHost, raw: dict[str, Any]) -> str:
@@ -518,7 +571,9 @@ def _canonical_cell(host: PluginHost, raw: dict[str, Any]) -> str:
     out: dict[str, Any] = {}
     for key, table in raw.items():
         try:
-            out[key] = identity(*resolve_component(host, key, table), for_seed=True)
+            idents = [identity(*pair, for_seed=True)
+                      for pair in resolve_components(host, key, table)]
+            out[key] = idents if isinstance(table, list) else idents[0]
         except (SpecError, KeyError):
             out[key] = table
     return canonical_json(out)
@@ -585,9 +640,13 @@ def expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str |
             if prof.referenced_only and ref is None:
                 continue
             ident = run_identity(host, resolved)
+            unversioned = run_identity(host, resolved, versioned=False)
+            versions = component_versions(host, resolved)
             for base in seed_list:
                 seed = derive_seed(base, cell_canonical)
                 run_id = short_hash({"entry": entry.label, "spec": ident, "seed": seed})
+                base_id = (run_id if unversioned == ident else
+                           short_hash({"entry": entry.label, "spec": unversioned, "seed": seed}))
                 tasks.append(RunTask(
                     leaderboard=name, profile=profile or "default", entry=entry.label,
                     entry_index=entry_index,
@@ -598,6 +657,7 @@ def expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str |
                     reference=ref.value if ref else None,
                     reference_std=ref.std if ref else None,
                     results_dir=results_dir, device=device,
+                    base_run_id=base_id, versions=versions,
                 ))
     if not tasks and prof.referenced_only:
         raise SpecError(f"profile '{profile}': referenced_only, but no entry has a reference "
@@ -695,7 +755,11 @@ def json_schema(host: PluginHost | None = None) -> dict[str, Any]:
             defs[f"component.{fieldname}"] = {"oneOf": variants}
         defs["RunSpec"] = {
             "type": "object",
-            "properties": {f: {"$ref": f"#/$defs/component.{f}"} for f in COMPONENT_FIELDS},
+            "properties": {f: ({"oneOf": [{"$ref": f"#/$defs/component.{f}"},
+                                          {"type": "array", "minItems": 1,
+                                           "items": {"$ref": f"#/$defs/component.{f}"}}]}
+                               if f in LIST_FIELDS else {"$ref": f"#/$defs/component.{f}"})
+                           for f in COMPONENT_FIELDS},
             "additionalProperties": False,
         }
         schema["properties"]["defaults"]["description"] = (

@@ -19,6 +19,7 @@ import polars as pl
 from bench_core import __version__
 from bench_core.leaderboard import aggregate, load_records, overlay_plan, render, summarise
 from bench_core.metrics import is_time_to_target
+from bench_core.stability import add_stability, chaos_lines
 from bench_core.verdicts import add_reversals, add_verdicts, summary_lines, tolerance_rule
 
 
@@ -43,11 +44,13 @@ class Report:
                       summary_by=self.summary_by, metric_notes=self.metric_notes)
 
 
-def plan_aggregate(plan, records: pl.LazyFrame, include_diverged: bool = True
+def plan_aggregate(plan, records: pl.LazyFrame, include_diverged: bool = True,
+                   perturbed: pl.LazyFrame | None = None
                    ) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
     """One aggregate over the plan's records for the spec's metric and each of its further
     ``metrics`` (stacked; column ``metric``), with verdicts and reversed orders where the spec
-    has references, and the summary tables."""
+    has references, the chaos of each cell where ``perturbed`` (the records of
+    ``untied stability``) holds its perturbed runs, and the summary tables."""
     spec = plan.spec
     metrics = list(dict.fromkeys([spec.metric, *spec.metrics]))
     aggs = []
@@ -59,6 +62,10 @@ def plan_aggregate(plan, records: pl.LazyFrame, include_diverged: bool = True
             agg = add_verdicts(agg, tol, reference_n=spec.reference_n,
                                comparable=plan.comparable)
             agg = add_reversals(agg, tol.absolute)
+        if perturbed is not None:
+            shaken = aggregate(overlay_plan(perturbed, plan.tasks, metric, spec), [],
+                               include_diverged, spec.compare)
+            agg = add_stability(agg, shaken, spec.tolerance)
         aggs.append(agg)
     summaries = ({m: summarise(a, spec.summary_by, spec.reference, spec.metric)
                   for m, a in zip(metrics, aggs)} if spec.summary_by else {})
@@ -66,14 +73,14 @@ def plan_aggregate(plan, records: pl.LazyFrame, include_diverged: bool = True
 
 
 def plan_report(plan, source: str | Path | pl.LazyFrame, *, include_diverged: bool = True,
-                command: str | None = None) -> Report:
+                command: str | None = None, perturbed: pl.LazyFrame | None = None) -> Report:
     """The report of ``plan`` over its records: ``source`` is the records themselves, or a
     results folder or records file to read them from. ``command``: how the table was
     generated, stated in its header."""
     spec = plan.spec
     records = (source if isinstance(source, pl.LazyFrame)
                else load_records(source, {t.run_id for t in plan.tasks}))
-    agg, summaries = plan_aggregate(plan, records, include_diverged)
+    agg, summaries = plan_aggregate(plan, records, include_diverged, perturbed)
     main = agg.filter(pl.col("metric") == spec.metric)
     notes = header_notes(plan, main, include_diverged)
     notes += [settings_note(plan.tasks), machine_note(records)]
@@ -85,6 +92,10 @@ def plan_report(plan, source: str | Path | pl.LazyFrame, *, include_diverged: bo
                      f"{main['total_wall_time_s'].fill_null(0).sum():.0f} s.")
     metric_notes = (summary_lines(agg, spec.tolerance.absolute, profile=plan.profile,
                                   comparable=plan.comparable) if spec.reference else {})
+    for metric in agg["metric"].unique(maintain_order=True).to_list():
+        lines = chaos_lines(agg, metric)
+        if lines:
+            metric_notes.setdefault(metric, []).extend(lines)
     return Report(title=spec.title, agg=agg, notes=notes, metric_notes=metric_notes,
                   summaries=summaries, summary_by=list(spec.summary_by),
                   extras=list(spec.columns), relative=spec.relative,
@@ -187,6 +198,8 @@ def settings_note(tasks: list[Any]) -> str:
     fields: dict[str, list[dict[str, Any]]] = {}
     for task in tasks:
         for comp, table in task.spec.items():
+            if isinstance(table, list):      # several components, in order: named in turn
+                table = {"name": " then ".join(str(t.get("name")) for t in table)}
             fields.setdefault(comp, []).append(table)
     parts = []
     for comp, tables in fields.items():
@@ -210,7 +223,8 @@ def machine_note(records: pl.LazyFrame) -> str:
     records (as recorded by each run)."""
     cols = records.collect_schema().names()
     wanted = [c for c in ("cpu_model", "cpus", "threads", "device", "cuda_device",
-                          "torch_version", "git_commit") if c in cols]
+                          "torch_version", "git_commit", "cpu_capability", "blas",
+                          "cuda_version", "cudnn_version") if c in cols]
     if not wanted:
         return "Machine: not recorded."
     frame = records.select(wanted).collect()
@@ -226,7 +240,13 @@ def machine_note(records: pl.LazyFrame) -> str:
         commits = ", ".join(c[:12] + ("+dirty" if c.endswith("+dirty") else "")
                             for c in commits.split(", "))
     gpu = values("cuda_device")
+    rounding = [f"{label} {values(col)}" for col, label in (
+        ("cpu_capability", "CPU kernels"), ("blas", "BLAS"), ("cuda_version", "CUDA"),
+        ("cudnn_version", "cuDNN")) if values(col) != "not recorded"]
     return (f"Machine: {values('cpu_model')} ({values('cpus')} CPUs); torch threads per run: "
             f"{values('threads')}; device {values('device')}"
             + (f" ({gpu})" if gpu != "not recorded" else "")
-            + f"; torch {values('torch_version')}; untied-bench commit {commits}.")
+            + f"; torch {values('torch_version')}"
+            + (f"; {', '.join(rounding)}" if rounding else "; float rounding (CPU kernels, "
+               "BLAS) not recorded")
+            + f"; untied-bench commit {commits}.")

@@ -96,10 +96,14 @@ def add_verdicts(agg: pl.DataFrame, tol: Any, *, reference_n: int | None,
                           .otherwise(None).cast(pl.Int64).alias("seeds_needed")))
 
 
-def verdict_text(verdict: str | None, seeds_needed: int | None) -> str:
-    """The verdict as a table cell: ``inconclusive`` says how many seeds would decide."""
+def verdict_text(verdict: str | None, seeds_needed: int | None,
+                 reason: str | None = None) -> str:
+    """The verdict as a table cell: ``inconclusive`` says why (a chaotic cell) or how many
+    seeds would decide."""
     if verdict != "inconclusive":
         return verdict or ""
+    if reason:
+        return f"inconclusive ({reason})"
     return (f"inconclusive (~{seeds_needed} seeds)" if seeds_needed is not None
             else "inconclusive (spread)")
 

@@ -4,8 +4,13 @@ and ``g`` only rescales ``delta_l``.)
 
 On one fixed batch (the first ``batch_size`` training samples) and the training loss, the
 weight gradient of every layer (each parameter with ``dim > 1``, named by its module path) is
-computed twice with the run's current weights: through the run's surrogate backward and through
-the tied model (native ``f'``). Per layer it reports
+computed twice with the run's current weights: through the run's own backward and through its
+*tied twin*, ``build_model(tied=True)``: the same forward with every change to the backward
+taken out, so its gradient is the true back-propagation gradient of the same weights (the
+surrogate replaced by the native ``f'``; a reparametrization that changes the backward only,
+such as feedback alignment, left out: it declares ``tied``,
+:func:`bench_core.hookspecs.register_reparametrizations`; one that changes the forward, such as
+weight standardisation, kept). Per layer it reports
 
 ``cos/<layer>``
     cosine similarity of the two flattened gradients; NaN when either gradient is all zero

@@ -2,7 +2,10 @@
 hyper-parameters of their rule, trained as one stacked computation.
 
 A run qualifies when its model is an ``nn.Sequential`` of (a leading ``nn.Flatten`` and)
-``nn.Linear`` layers and activation modules that declare ``elementwise = True`` (they act on
+``nn.Linear`` layers and activation modules that declare ``elementwise = True``, every one of
+them provably plain (:func:`bench_core.grouping.plain_module`: exact type, no hook, no
+overridden ``forward``, no parametrization: a method that changes a layer's backward trains
+alone, never as back-propagation in a stack) (they act on
 every element alone and deterministically, so one module can serve a stack of runs:
 :class:`bench_core.interfaces.NativeActivation` and the deterministic surrogates), and its rule
 is a plain ``torch.optim.SGD`` or ``torch.optim.Adam`` (the ``sgd``/``adam`` rules without
@@ -32,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from bench_core.errors import Diverged
-from bench_core.grouping import fit_in_stacks
+from bench_core.grouping import fit_in_stacks, global_module_hooks, plain_module
 from bench_core.interfaces import TrainingSession
 
 
@@ -63,15 +66,16 @@ class StackedMember:
         group = rule.param_groups[0]
         if group.get("maximize") or group.get("amsgrad") or group.get("differentiable"):
             return None
-        if not isinstance(model, nn.Sequential):
+        if not plain_module(model, nn.Sequential) or global_module_hooks():
             return None
         ops: list[tuple[str, Any]] = []
         for i, module in enumerate(model):
-            if isinstance(module, nn.Flatten) and i == 0:
+            if plain_module(module, nn.Flatten) and i == 0:
                 continue
-            if type(module) is nn.Linear:
+            if plain_module(module, nn.Linear):
                 ops.append(("linear", module))
-            elif getattr(module, "elementwise", False) and not list(module.parameters()):
+            elif getattr(module, "elementwise", False) and not list(module.parameters()) \
+                    and plain_module(module):
                 ops.append(("act", module))
             else:
                 return None

@@ -237,7 +237,8 @@ class BackpropTrainer:
             return None  # compiled or stop-at-target runs are trained one by one
         if spec.get("model", {}).get("name") in NEVER_STACKED_MODELS:
             return None  # each run its own unit: recorded as it finishes, spread over workers
-        same = {k: spec.get(k) for k in ("dataset", "model", "activation", "surrogate")}
+        same = {k: spec.get(k) for k in ("dataset", "model", "activation", "surrogate",
+                                          "reparametrization")}
         return json.dumps({**same, "rule": spec.get("rule", {}).get("name")}, sort_keys=True,
                           default=str)
 

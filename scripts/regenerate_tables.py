@@ -47,7 +47,7 @@ def regenerate(table: Path, empty: Path) -> str | None:
     if found is None:
         return None
     args = found["args"].split()
-    name = args[0]
+    name = Path(args[0]).stem             # a built-in's name or a spec path as given
     spec = BOARDS / f"{name}.toml"
     if not spec.is_file():
         print(f"skip {table.relative_to(ROOT)}: no spec {spec.name}", file=sys.stderr)
@@ -56,8 +56,8 @@ def regenerate(table: Path, empty: Path) -> str | None:
     out = empty / "table.md"
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        code = untied(["leaderboard", str(spec), *rest, "--results", str(empty), "--format",
-                       "markdown", "-o", str(out)])
+        code = untied(["leaderboard", str(spec.relative_to(ROOT)), *rest, "--results",
+                       str(empty), "--format", "markdown", "-o", str(out)])
     if code != 0:
         print(f"skip {table.relative_to(ROOT)}: {err.getvalue().strip().splitlines()[-1]}",
               file=sys.stderr)
@@ -68,6 +68,9 @@ def regenerate(table: Path, empty: Path) -> str | None:
 
 
 def main() -> int:
+    import os
+
+    os.chdir(ROOT)              # the tables name their spec as leaderboards/NAME.toml
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a "
                         "table differs from what its records regenerate")

@@ -44,6 +44,26 @@ class CurveTrainer:
         return out
 
 
+class SensitiveParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    gain: float = Field(1.0, description="how strongly the outcome follows the initial weights")
+
+
+class SensitiveTrainer:
+    """An outcome that is a function of the initial weights: ``0.5 + 0.5 sin(gain * sum(w))``.
+    With a huge gain a one-ulp change of the weights moves it anywhere (a chaotic cell);
+    with gain 1 it does not move."""
+
+    def __init__(self, params: SensitiveParams) -> None:
+        self.p = params
+
+    def fit(self, session):
+        model = session.build_model()
+        total = sum(p.detach().double().sum() for p in model.parameters())
+        accuracy = 0.5 + 0.5 * torch.sin(self.p.gain * total).item()
+        return session.ctx.log_epoch(1, train_loss=1.0, test_accuracy=accuracy)
+
+
 def toy_points(params, *, ctx) -> DataBundle:
     x = torch.zeros(4, 1)
     return DataBundle(DataInfo("toy_points", (1,), 1, "regression"), x, x, x, x)
@@ -59,6 +79,8 @@ def register_trainers(register):
              description="logs the loss curve it is given")
     register("toy_other", CurveTrainer, params=CurveParams,
              description="the same, under another name")
+    register("toy_sensitive", SensitiveTrainer, params=SensitiveParams,
+             description="an outcome that follows the initial weights")
 
 
 @hookimpl
@@ -70,6 +92,8 @@ def register_datasets(register):
 def register_models(register):
     register("toy_identity", lambda params, *, data, activation, ctx: torch.nn.Identity(),
              params=NoParams, description="identity")
+    register("toy_weights", lambda params, *, data, activation, ctx: torch.nn.Linear(1, 16),
+             params=NoParams, description="a linear layer (weights to perturb)")
 
 
 SPEC = {

@@ -78,8 +78,28 @@ def test_import_failure_is_reported_by_name_and_others_still_load(installed):
     err = host.plugins["broken"].error
     assert "failed to import fakeplug_broken" in err and "boom at import" in err
     assert "halved_sgd" in host.family("update_rules")
-    with pytest.raises(PluginError, match="plugins that failed to load: broken"):
+    with pytest.raises(PluginError) as err:
         host.get("update_rules", "nosuch")
+    # the plugin and why, in the one line
+    assert "plugins that failed to load: 'broken' (failed to import fakeplug_broken: " \
+           "RuntimeError: boom at import)" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_component_without_description_loads_and_the_kit_says_what_to_add(installed):
+    src = GOOD.replace('register("halved_sgd", halve, params=P)',
+                       'register("halved_sgd", lambda p, *, model, ctx: halve(p, model=model, '
+                       'ctx=ctx), params=P)')
+    installed("untied-undescribed", {"undescribed": "fakeplug_undescribed"},
+              {"fakeplug_undescribed": src})
+    host = load()
+    assert host.plugins["undescribed"].error is None
+    assert host.family("update_rules")["halved_sgd"].description == "(no description)"
+    from bench_core.conformance import check_plugin
+
+    checks = {c.check: c for c in check_plugin("untied-undescribed").checks
+              if c.component == "update_rule halved_sgd"}
+    assert checks["parameters"].status == "fail"
+    assert "registered without a description" in checks["parameters"].message
 
 
 def test_raising_register_hook_drops_only_that_plugin(installed):

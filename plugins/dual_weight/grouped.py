@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from bench_core.errors import Diverged
+from bench_core.grouping import global_module_hooks, plain_module
 from bench_core.interfaces import NativeActivation, TrainingSession
 from untied_plugins.dual_weight.online_form import online_form_of
 
@@ -30,17 +31,17 @@ class Member:
         model = session.build_model()
         rule = session.build_rule(model)
         form = online_form_of(rule)
-        if form is None or not isinstance(model, nn.Sequential):
+        if form is None or not plain_module(model, nn.Sequential) or global_module_hooks():
             return None
         layers, activations = [], []
         for i, module in enumerate(model):
-            if isinstance(module, nn.Flatten) and i == 0:
+            if plain_module(module, nn.Flatten) and i == 0:
                 continue
-            if type(module) is nn.Linear and module.bias is not None:
+            if plain_module(module, nn.Linear) and module.bias is not None:
                 if len(layers) > len(activations):
                     return None  # two dense layers in a row
                 layers.append(module)
-            elif isinstance(module, NativeActivation) and len(activations) < len(layers):
+            elif plain_module(module, NativeActivation) and len(activations) < len(layers):
                 activations.append(module)
             else:
                 return None

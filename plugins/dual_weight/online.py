@@ -129,7 +129,7 @@ class OnlineTrainer:
     def group_key(self, spec: dict[str, Any]) -> str:
         dataset = {k: v for k, v in spec["dataset"].items() if k != "train_subset"}
         same = {"dataset": dataset, **{k: spec.get(k) for k in ("model", "activation",
-                                                              "surrogate")}}
+                                                              "surrogate", "reparametrization")}}
         return json.dumps(same, sort_keys=True, default=str)
 
     def fit_group(self, sessions: list[TrainingSession]) -> list[dict[str, float] | BaseException]:
