@@ -21,7 +21,7 @@ from bench_core import __version__
 from bench_core.errors import UntiedError
 
 DEFAULT_RESULTS = "results"
-DEFAULT_THREADS = 1  # bench_core.runner.DEFAULT_THREADS (kept here so --help imports no torch)
+DEFAULT_THREADS = 1  # bench_core.execution.runner.DEFAULT_THREADS (kept here so --help imports no torch)
 
 
 def _host():
@@ -94,14 +94,15 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from bench_core.spec import json_schema
+    from bench_core.specs.model import json_schema
 
     print(json.dumps(json_schema(_host()), indent=2))
     return 0
 
 
 def _plan(args: argparse.Namespace, results: str | None = None, device: str = "cpu"):
-    from bench_core.spec import MAX_PLAN_RUNS, expand, load_spec
+    from bench_core.specs.plan import MAX_PLAN_RUNS, expand
+    from bench_core.specs.model import load_spec
 
     host = _host()
     name, spec = load_spec(args.spec)
@@ -117,8 +118,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     ``untied run`` would use (or the one asked for): missing data there is an error, missing
     data of another profile a note."""
     from bench_core.errors import DataError
-    from bench_core.runner import check_data
-    from bench_core.spec import MAX_PLAN_RUNS, expand, load_spec
+    from bench_core.execution.runner import check_data
+    from bench_core.specs.plan import MAX_PLAN_RUNS, expand
+    from bench_core.specs.model import load_spec
 
     host = _host()
     name, spec = load_spec(args.spec)
@@ -147,8 +149,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench_core.runner import (check_data, form_groups, pending_tasks, resolve_device,
-                                   run_plan)
+    from bench_core.execution.runner import check_data, form_groups, pending_tasks, run_plan
+    from bench_core.execution.environment import resolve_device
 
     device = resolve_device(args.device)
     host, plan = _plan(args, device=device)
@@ -202,10 +204,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _records(args: argparse.Namespace, plan, folder: Path):
     """The plan's records: ``--records FILE`` when given, else the results folder, else the
-    spec's committed records (:func:`bench_core.export.plan_records`)."""
-    from bench_core.export import plan_records
-    from bench_core.leaderboard import load_records
-    from bench_core.records import is_records_file
+    spec's committed records (:func:`bench_core.results.export.plan_records`)."""
+    from bench_core.results.export import plan_records
+    from bench_core.results.leaderboard import load_records
+    from bench_core.results.records import is_records_file
 
     records_file = getattr(args, "records", None)
     if records_file:
@@ -218,10 +220,10 @@ def _records(args: argparse.Namespace, plan, folder: Path):
 
 def _print_leaderboard(plan, folder: Path, fmt: str, output: str | None, records=None, *,
                        include_diverged: bool = True, records_file: str | None = None) -> None:
-    """Render the plan's tables (:mod:`bench_core.tables`); Markdown states the command that
+    """Render the plan's tables (:mod:`bench_core.results.tables`); Markdown states the command that
     regenerates it."""
-    from bench_core.export import plan_records
-    from bench_core.tables import plan_report
+    from bench_core.results.export import plan_records
+    from bench_core.results.tables import plan_report
 
     command = None
     if fmt == "markdown":
@@ -232,21 +234,24 @@ def _print_leaderboard(plan, folder: Path, fmt: str, output: str | None, records
         command = f"untied leaderboard {spec}{prof}{extra} --format markdown"
     if records is None:
         records = plan_records(plan, folder, getattr(plan, "spec_ref", None))
+    from bench_core.execution.environment import git_commit
+
     report = plan_report(plan, records, include_diverged=include_diverged, command=command,
+                         commit=git_commit() if command else None,
                          perturbed=_perturbed(plan, folder))
     _emit(report.render(fmt), output)
 
 
 def _perturbed(plan, folder: Path):
-    """The plan's ``untied stability`` records, if any (:func:`bench_core.export.plan_perturbed`)."""
-    from bench_core.export import plan_perturbed
+    """The plan's ``untied stability`` records, if any (:func:`bench_core.results.export.plan_perturbed`)."""
+    from bench_core.results.export import plan_perturbed
 
     return plan_perturbed(plan, folder, getattr(plan, "spec_ref", None))
 
 
 def plan_aggregate(plan, records, include_diverged: bool = True, folder: Path | None = None):
     """The aggregate (every metric, verdicts, chaos) and summary tables of a plan's records."""
-    from bench_core.tables import plan_aggregate as aggregate_plan
+    from bench_core.results.tables import plan_aggregate as aggregate_plan
 
     perturbed = _perturbed(plan, folder) if folder is not None else None
     return aggregate_plan(plan, records, include_diverged, perturbed)
@@ -254,7 +259,7 @@ def plan_aggregate(plan, records, include_diverged: bool = True, folder: Path | 
 
 def _notes(plan, agg) -> list[str]:
     """The header notes of a plan's tables (the HTML report shows them too)."""
-    from bench_core.tables import header_notes
+    from bench_core.results.tables import header_notes
 
     main = agg.filter(agg["metric"] == plan.spec.metric)
     return header_notes(plan, main, True)
@@ -265,9 +270,10 @@ def _results_plan(args: argparse.Namespace, folder: Path):
     else the built-in leaderboard the records name), for the profile asked or the one recorded;
     None when there is no such spec or none of its runs are in the folder."""
     from bench_core.errors import PluginError, SpecError
-    from bench_core.export import read_spec_file
-    from bench_core.leaderboard import load_records
-    from bench_core.spec import builtin_leaderboards, expand, load_spec
+    from bench_core.results.export import read_spec_file
+    from bench_core.results.leaderboard import load_records
+    from bench_core.specs.model import builtin_leaderboards, load_spec
+    from bench_core.specs.plan import expand
 
     recorded = load_records(folder).select("leaderboard", "profile").unique().collect()
     stored = read_spec_file(folder)
@@ -298,9 +304,8 @@ def _results_plan(args: argparse.Namespace, folder: Path):
 def _target_plan(args: argparse.Namespace):
     """``(plan, records, results folder)`` of a SPEC or RESULTS_DIR argument; ``plan`` is None
     for a results folder whose spec is unknown (``records`` are then all its records)."""
-    from bench_core.export import plan_records
-    from bench_core.leaderboard import load_records
-    from bench_core.records import scan_records
+    from bench_core.results.leaderboard import load_records
+    from bench_core.results.records import scan_records
 
     target = Path(args.target)
     if target.is_dir():
@@ -315,7 +320,7 @@ def _target_plan(args: argparse.Namespace):
 
 
 def _write_plots(plan, records, folder: Path, out_dir: str, args_include=None) -> list:
-    from bench_core.plotting import plot_leaderboard
+    from bench_core.results.plotting import plot_leaderboard
 
     if plan is None:
         raise UntiedError(f"plots need the leaderboard's spec: give the spec instead of "
@@ -328,9 +333,9 @@ def _write_plots(plan, records, folder: Path, out_dir: str, args_include=None) -
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from bench_core.divergence import judge_divergence
-    from bench_core.leaderboard import aggregate, load_records, render
-    from bench_core.records import is_records_file
+    from bench_core.results.divergence import judge_divergence
+    from bench_core.results.leaderboard import aggregate, load_records, render
+    from bench_core.results.records import is_records_file
 
     include = not args.exclude_diverged
     target = Path(args.target)
@@ -364,8 +369,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     ``untied leaderboard SPEC --records FILE`` reads) or CSV."""
     import polars as pl
 
-    from bench_core.export import export_table, read_records
-    from bench_core.records import write_records_file
+    from bench_core.results.export import export_table, read_records
+    from bench_core.results.records import write_records_file
 
     fmt = args.format or ("csv" if str(args.output or "").endswith(".csv") else "parquet")
     target = Path(args.target)
@@ -393,7 +398,7 @@ def _report_targets(args: argparse.Namespace) -> list[tuple[str, str | None, boo
     """``(target, profile, optional)`` for each page of ``untied report``: the profile asked
     (or the spec's default) per target; with ``--all-profiles`` also every other profile of a
     spec, ``optional``: a profile without records is left out with a note, not an error."""
-    from bench_core.spec import load_spec
+    from bench_core.specs.model import load_spec
 
     pages = []
     for target in args.targets:
@@ -412,11 +417,11 @@ def _report_targets(args: argparse.Namespace) -> list[tuple[str, str | None, boo
 def cmd_report(args: argparse.Namespace) -> int:
     """One page per leaderboard (and per profile with ``--all-profiles``): ``DIR/NAME/`` for the
     profile asked or the spec's default, ``DIR/NAME@PROFILE/`` for the others; and an index."""
-    from bench_core.leaderboard import overlay_plan
-    from bench_core.plotting import plot_leaderboard
-    from bench_core.report import (index_page, leaderboard_page, reproduce_commands,
-                                   verdict_summary, write_text)
-    from bench_core.tables import runs_recorded
+    from bench_core.results.leaderboard import overlay_plan
+    from bench_core.results.plotting import plot_leaderboard
+    from bench_core.results.report import (index_page, leaderboard_page, reproduce_commands,
+                                           verdict_summary, write_text)
+    from bench_core.results.tables import runs_recorded
 
     out = Path(args.output)
     entries, skipped = [], 0
@@ -464,13 +469,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_stability(args: argparse.Namespace) -> int:
     """Re-train every recorded run of a plan with its initial weights moved by one ulp and
     flag the cells whose outcome moves by more than the tolerance floor
-    (:mod:`bench_core.stability`)."""
+    (:mod:`bench_core.results.stability`)."""
     import polars as pl
 
-    from bench_core.records import scan_records, write_records_file
-    from bench_core.runner import resolve_device, run_plan
-    from bench_core.stability import PERTURBATION, PERTURBED_DIR
-    from bench_core.tables import plan_report
+    from bench_core.results.records import scan_records, write_records_file
+    from bench_core.execution.environment import resolve_device
+    from bench_core.execution.runner import run_plan
+    from bench_core.results.stability import PERTURBATION, PERTURBED_DIR
+    from bench_core.results.tables import plan_report
 
     device = resolve_device(args.device)
     host, plan = _plan(args, device=device)
@@ -507,8 +513,8 @@ def _records_of(target: str):
     """Every record of a results folder or a records file, as one frame."""
     import polars as pl
 
-    from bench_core.export import read_records
-    from bench_core.records import is_records_file
+    from bench_core.results.export import read_records
+    from bench_core.results.records import is_records_file
 
     path = Path(target)
     if is_records_file(path):
@@ -523,8 +529,8 @@ def _records_of(target: str):
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """Two sets of records of one leaderboard, run by run (:mod:`bench_core.replay`)."""
-    from bench_core.replay import compare_records
+    """Two sets of records of one leaderboard, run by run (:mod:`bench_core.results.compare`)."""
+    from bench_core.results.compare import compare_records
 
     a, b = _records_of(args.a), _records_of(args.b)
     result = compare_records(a, b, metrics=args.metric or None, tolerance=args.tolerance)
@@ -536,7 +542,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_check_plugin(args: argparse.Namespace) -> int:
-    from bench_core.conformance import check_plugin
+    from bench_core.kit.check import check_plugin
 
     report = check_plugin(args.target)
     if args.json:
@@ -550,7 +556,7 @@ def cmd_check_plugin(args: argparse.Namespace) -> int:
 def cmd_sys_info(args: argparse.Namespace) -> int:
     import torch
 
-    from bench_core.runner import cpu_count, git_commit
+    from bench_core.execution.environment import cpu_count, git_commit
 
     info: dict[str, Any] = {
         "untied_bench": __version__,
@@ -729,7 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench_core.records import forget_named
+    from bench_core.results.records import forget_named
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -194,7 +194,7 @@ class RunContext:
     _build: dict[tuple[str, str], torch.Generator] | None = field(default=None, repr=False)
     perturbation: str | None = None
     """``"init-ulp"``: every model this run builds has each initial parameter moved by one
-    unit in the last place, up or down at random (:mod:`bench_core.stability`)."""
+    unit in the last place, up or down at random (:mod:`bench_core.results.stability`)."""
 
     def stream_seed(self, stream: str) -> int:
         """The seed of a named random stream of this run (``"data"``, ``"init"``, ...)."""

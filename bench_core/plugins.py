@@ -26,6 +26,10 @@ from bench_core import hookspecs
 from bench_core.errors import PluginError
 
 BUILTIN_DISTRIBUTION = "untied-bench"
+HOST_PLUGINS = {"host": "bench_core.execution.executors"}
+"""Plugins that are part of the host itself: loaded first, always, whatever ``UNTIED_PLUGINS``
+and ``UNTIED_DISABLE_PLUGINS`` say (the default executors ``local`` and ``processes``: without
+them ``untied run`` could not run anything)."""
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -48,7 +52,7 @@ class Component:
     version: str = "1"
     """Bumped by its plugin when the component's numerics change (same parameters, other
     results): part of the run id when not ``"1"``, so records of another version are never
-    mixed into a table (:func:`bench_core.spec.identity`)."""
+    mixed into a table (:func:`bench_core.specs.plan.identity`)."""
 
     def parameters(self) -> list[dict[str, Any]]:
         """Name, type, default and description of each parameter (for listings)."""
@@ -121,6 +125,7 @@ class PluginHost:
 
     # ---- loading -------------------------------------------------------------------------
     def load_entry_points(self) -> None:
+        self._load_host_plugins()
         only = _env_list("UNTIED_PLUGINS")
         disabled = set(_env_list("UNTIED_DISABLE_PLUGINS") or [])
         seen: set[str] = set()
@@ -141,6 +146,18 @@ class PluginHost:
                 info.error = f"failed to import {ep.value}: {type(exc).__name__}: {exc}"
                 continue
             self._register(obj, info)
+
+    def _load_host_plugins(self) -> None:
+        from importlib import import_module
+
+        from bench_core import __version__
+
+        for name, module in HOST_PLUGINS.items():
+            if name in self.plugins:
+                continue
+            info = PluginInfo(name, BUILTIN_DISTRIBUTION, __version__, builtin=True)
+            self.plugins[name] = info
+            self._register(import_module(module), info)
 
     def add_plugin(self, obj: Any, name: str, distribution: str | None = None,
                    version: str | None = None) -> PluginInfo:

@@ -29,7 +29,7 @@ no target keeps its meaning):
     the steps and seconds of the run at its last evaluation: the budget at which a run that
     never reached the target is *censored*. Tables report a time to target as the share of
     runs that reached it and a median in which the others count at this budget
-    (:mod:`bench_core.metrics`), never as a mean over the runs that reached it.
+    (:mod:`bench_core.specs.metrics`), never as a mean over the runs that reached it.
 
 "Reached" is ``value <= target_value`` with ``target_mode = "min"`` (losses, errors; the
 default) and ``value >= target_value`` with ``"max"`` (accuracies). With ``target_stop = false``

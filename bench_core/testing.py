@@ -13,7 +13,7 @@ Fixtures:
     ``run_leaderboard(spec: dict | str, **kw) -> polars.DataFrame``: validate, run (locally,
     into the test's temporary folder) and aggregate a leaderboard spec given as a dict or TOML
     text; returns the leaderboard rows (``entry``, ``mean``, ``std``, ``n``, ...). Keyword
-    arguments go to :func:`bench_core.spec.expand` (``profile``, ``seeds``).
+    arguments go to :func:`bench_core.specs.plan.expand` (``profile``, ``seeds``).
 
 A plugin package's test can thus be as short as::
 
@@ -22,7 +22,7 @@ A plugin package's test can thus be as short as::
         table = run_leaderboard(SPEC_TOML)
         assert table.filter(entry="mine")["mean"][0] > 0.8
 
-The conformance kit (:mod:`bench_core.conformance`; the command ``untied check-plugin``):
+The conformance kit (:mod:`bench_core.kit.check`; the command ``untied check-plugin``):
 
 ``check_plugin(target) -> ConformanceReport``
     every check on every component of ``target`` (an installed distribution such as
@@ -68,9 +68,10 @@ def run_context():
 def run_spec(host: Any, spec: dict[str, Any] | str, results: Path, name: str = "test",
              **expand_kw: Any):
     """Run a leaderboard spec (dict or TOML text) with ``host``; return the aggregate frame."""
-    from bench_core.leaderboard import aggregate, load_records
-    from bench_core.runner import run_plan
-    from bench_core.spec import expand, parse_spec
+    from bench_core.results.leaderboard import aggregate, load_records
+    from bench_core.execution.runner import run_plan
+    from bench_core.specs.plan import expand
+    from bench_core.specs.model import parse_spec
 
     if isinstance(spec, str):
         if sys.version_info >= (3, 11):
@@ -94,8 +95,8 @@ def run_leaderboard(untied_host, tmp_path):
 
 
 def check_plugin(target: str):
-    """The conformance kit's report on ``target`` (see :mod:`bench_core.conformance`)."""
-    from bench_core.conformance import check_plugin as run_checks
+    """The conformance kit's report on ``target`` (see :mod:`bench_core.kit.check`)."""
+    from bench_core.kit.check import check_plugin as run_checks
 
     return run_checks(target)
 

@@ -32,8 +32,9 @@ import torch
 
 from bench_core.interfaces import DataBundle, DataInfo, RunContext
 from bench_core.plugins import get_host
-from bench_core.runner import build_session
-from bench_core.spec import expand, parse_spec
+from bench_core.execution.runner import build_session
+from bench_core.specs.plan import expand
+from bench_core.specs.model import parse_spec
 from untied_plugins.dual_weight.online import OnlineParams, OnlineTrainer
 
 RULES = {"sgd": {"name": "sgd"}, "l2 0.01": {"name": "l2", "penalty": 0.01},

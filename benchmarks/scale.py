@@ -57,8 +57,9 @@ def quickstart_spec(seeds: int, epochs: int) -> dict:
 
 def grouped_seed_speedup(seeds: int, epochs: int) -> float:
     from bench_core.plugins import get_host
-    from bench_core.runner import execute_group, execute_task
-    from bench_core.spec import expand, parse_spec
+    from bench_core.execution.runner import execute_group, execute_task
+    from bench_core.specs.plan import expand
+    from bench_core.specs.model import parse_spec
 
     host = get_host()
     name, spec = parse_spec(quickstart_spec(seeds, epochs), stem="scale")
@@ -116,8 +117,9 @@ def hand_written_loop(task, epochs: int) -> float:
 
 def runner_overhead_pct(epochs: int, repeats: int) -> float:
     from bench_core.plugins import get_host
-    from bench_core.runner import run_plan
-    from bench_core.spec import expand, parse_spec
+    from bench_core.execution.runner import run_plan
+    from bench_core.specs.plan import expand
+    from bench_core.specs.model import parse_spec
 
     host = get_host()
     name, spec = parse_spec(quickstart_spec(1, epochs), stem="scale")
@@ -141,7 +143,7 @@ def runner_overhead_pct(epochs: int, repeats: int) -> float:
 
 def make_records(folder: Path, n: int) -> None:
     """``n`` one-run records like a 5-entry x 50-cell grid's, with an up-to-date index (once)."""
-    from bench_core.records import update_index, write_record
+    from bench_core.results.records import update_index, write_record
 
     marker = folder / ".complete"
     if not marker.exists():
@@ -169,7 +171,7 @@ def make_records(folder: Path, n: int) -> None:
 # of a large parent (pytest after writing 100,000 records) reports the parent's peak.
 AGGREGATE = """
 import resource, sys, time
-from bench_core.leaderboard import aggregate, load_records
+from bench_core.results.leaderboard import aggregate, load_records
 start = time.perf_counter()
 agg = aggregate(load_records(sys.argv[1]))
 seconds = time.perf_counter() - start
@@ -185,7 +187,7 @@ print(seconds, peak, agg.height)
 def aggregate_100k(n: int) -> float:
     """Seconds to aggregate ``n`` indexed records (in this process, best of 3), and the peak
     memory of a fresh process doing it (printed; target < 1 GiB)."""
-    from bench_core.leaderboard import aggregate, load_records
+    from bench_core.results.leaderboard import aggregate, load_records
 
     folder = Path.home() / ".cache" / "untied" / f"bench-{n // 1000}k"
     make_records(folder, n)

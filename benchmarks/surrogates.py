@@ -49,7 +49,7 @@ from torch import Tensor, nn
 
 from bench_core.interfaces import Activation, DataInfo, NativeActivation, RunContext
 from bench_core.plugins import get_host
-from bench_core.spec import resolve_component
+from bench_core.specs.plan import resolve_component
 
 JAMMING = ("full_jamming", "positive_jamming", "rect_jamming")
 LOW_MEMORY = ("rect", "positive_jamming", "rect_jamming")

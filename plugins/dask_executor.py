@@ -4,7 +4,7 @@
 or a group of runs) to the cluster's workers; without ``--scheduler`` a ``LocalCluster`` of
 ``--jobs`` single-threaded worker processes is started on this machine and closed afterwards.
 Each worker writes its records itself, atomically (temp file and rename, see
-:mod:`bench_core.records`), into the results folder, which must therefore be a path every
+:mod:`bench_core.results.records`), into the results folder, which must therefore be a path every
 worker can reach (a shared filesystem on a cluster). Resume works across executors: the runner
 skips every run already recorded, whoever recorded it.
 

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 import feedback_plugin
-from bench_core.records import record_files
-from bench_core.runner import build_session, form_groups, run_plan
-from bench_core.spec import expand, parse_spec
+from bench_core.results.records import record_files
+from bench_core.execution.runner import build_session, form_groups, run_plan
+from bench_core.specs.plan import expand
+from bench_core.specs.model import parse_spec
 
 SPEC = {
     "title": "backward methods", "metric": "test_accuracy", "baseline": "bp", "seeds": 2,
@@ -113,7 +114,7 @@ def test_several_reparametrizations_apply_in_order(host):
 
 
 def test_the_kit_fails_a_backward_change_that_is_not_declared(host):
-    from bench_core.conformance import check_plugin
+    from bench_core.kit.check import check_plugin
 
     report = check_plugin("feedback_plugin")
     seen = {(c.component, c.check): (c.status, c.message) for c in report.checks}

@@ -3,11 +3,11 @@ runs (a fixed sample: the one or two with the smallest recorded training time, a
 all) are trained again in this process and compared with their records:
 
 - on a machine that rounds as the recording one did (same CPU model and kernels, BLAS, torch,
-  device: :func:`bench_core.replay.same_numerics`), every metric but wall-clock ones must be
+  device: :func:`bench_core.results.compare.same_numerics`), every metric but wall-clock ones must be
   equal, to the last digit;
 - elsewhere, the spec's metrics must agree within the spec's tolerance floor, unless the run is
   chaotic here: trained again with every initial weight moved by one ulp
-  (:mod:`bench_core.stability`; up to three draws of the up/down coins), it moves by more than
+  (:mod:`bench_core.results.stability`; up to three draws of the up/down coins), it moves by more than
   half that floor itself. A rounding-level change that moves a run that far is one a machine
   change (every operation rounded differently, throughout training) can move beyond the
   floor. A chaotic run is not a failure; the test says which ones are (a warning naming run,
@@ -25,9 +25,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from bench_core.divergence import judge_divergence
-from bench_core.metrics import is_timing
-from bench_core.replay import cheapest_runs, compare_records, replay, same_numerics
+from bench_core.results.divergence import judge_divergence
+from bench_core.specs.metrics import is_timing
+from bench_core.execution.replay import cheapest_runs, replay
+from bench_core.results.compare import compare_records, same_numerics
 from conftest import REPO, SHARED_DATA
 
 BOARDS = REPO / "leaderboards"
@@ -68,9 +69,10 @@ SAMPLES = samples()
 def test_committed_records_replay_here(name, path, run_ids, monkeypatch, untied_host):
     import os
 
-    from bench_core.runner import cpu_model, numerics
-    from bench_core.spec import expand, load_spec
-    from bench_core.stability import perturbation
+    from bench_core.execution.environment import cpu_model, numerics
+    from bench_core.specs.plan import expand
+    from bench_core.specs.model import load_spec
+    from bench_core.results.stability import perturbation
 
     if not os.environ.get("UNTIED_DATA") and SHARED_DATA.is_dir():
         monkeypatch.setenv("UNTIED_DATA", str(SHARED_DATA))

@@ -8,7 +8,7 @@ import torch
 import torch._dynamo
 
 from bench_core.interfaces import DataInfo, RunContext
-from bench_core.spec import resolve_component
+from bench_core.specs.plan import resolve_component
 
 SURROGATES = [{"name": "tied"}, {"name": "constant"}, {"name": "rect"},
               {"name": "rect", "low_memory": True}, {"name": "triangular"},

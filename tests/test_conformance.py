@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench_core.conformance import check_plugin
+from bench_core.kit.check import check_plugin
 from bench_core.testing import assert_plugin_conforms
 from conftest import REPO, pip_install_target
 

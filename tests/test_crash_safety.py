@@ -19,8 +19,8 @@ import polars as pl
 import pytest
 import tomli_w
 
-from bench_core.records import record_files, record_problem
-from bench_core.safeguards import CLAIMS_DIR
+from bench_core.results.records import record_files, record_problem
+from bench_core.execution.safeguards import CLAIMS_DIR
 from test_process_orphans import alive, children_of
 
 UNTIED = str(Path(sys.executable).parent / "untied")

@@ -21,8 +21,9 @@ from torch.overrides import TorchFunctionMode
 import bench_core
 import untied_plugins
 from bench_core.interfaces import RunContext
-from bench_core.runner import build_session, build_trainer
-from bench_core.spec import expand, parse_spec
+from bench_core.execution.runner import build_session, build_trainer
+from bench_core.specs.plan import expand
+from bench_core.specs.model import parse_spec
 
 OURS = tuple(os.path.dirname(m.__file__) + os.sep for m in (bench_core, untied_plugins))
 SYNCS = {"item", "cpu", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__"}

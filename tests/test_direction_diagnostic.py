@@ -16,8 +16,9 @@ from bench_core.hookspecs import hookimpl
 from bench_core.interfaces import (DataBundle, DataInfo, NativeActivation, RunContext,
                                    TrainingSession)
 from bench_core.plugins import PluginHost, get_host
-from bench_core.runner import execute_task
-from bench_core.spec import expand, parse_spec
+from bench_core.execution.runner import execute_task
+from bench_core.specs.plan import expand
+from bench_core.specs.model import parse_spec
 from untied_plugins.activations import ACTIVATIONS
 from untied_plugins.direction import DirectionProbe, compare_directions
 from untied_plugins.surrogates import ConstantParams, constant

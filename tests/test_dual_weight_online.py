@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from bench_core.interfaces import RunContext
-from bench_core.records import record_files
-from bench_core.runner import build_session, run_plan
-from bench_core.spec import expand, parse_spec
+from bench_core.results.records import record_files
+from bench_core.execution.runner import build_session, run_plan
+from bench_core.specs.plan import expand
+from bench_core.specs.model import parse_spec
 from conftest import SHARED_DATA
 
 WINE_CSV = "\n".join(

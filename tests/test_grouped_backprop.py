@@ -7,9 +7,10 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from bench_core.records import record_files
-from bench_core.runner import form_groups, run_plan
-from bench_core.spec import expand, parse_spec
+from bench_core.results.records import record_files
+from bench_core.execution.runner import form_groups, run_plan
+from bench_core.specs.plan import expand
+from bench_core.specs.model import parse_spec
 
 
 def spec(rules, *, surrogate=None, model=None, trainer=None, seeds=2):

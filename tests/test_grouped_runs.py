@@ -9,9 +9,10 @@ import pytest
 
 import grouped_plugin
 from bench_core.cli import main
-from bench_core.records import record_files
-from bench_core.runner import form_groups, run_plan
-from bench_core.spec import expand, parse_spec
+from bench_core.results.records import record_files
+from bench_core.execution.runner import form_groups, run_plan
+from bench_core.specs.plan import expand
+from bench_core.specs.model import parse_spec
 
 SPEC = {
     "title": "grouped",

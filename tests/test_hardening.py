@@ -16,9 +16,10 @@ import torch
 import chaos_plugin
 from bench_core.cli import main
 from bench_core.errors import SpecError
-from bench_core.records import record_files
-from bench_core.runner import run_plan
-from bench_core.spec import expand, parse_spec
+from bench_core.results.records import record_files
+from bench_core.execution.runner import run_plan
+from bench_core.specs.plan import expand
+from bench_core.specs.model import parse_spec
 from conftest import REPO
 
 
@@ -64,7 +65,7 @@ def test_numerical_and_time_faults_are_recorded_and_the_grid_goes_on(host, fast_
     assert error["wrong_type"] == ("PluginError: model 'returns_none' (plugin 'chaos') returned "
                                    "NoneType, expected a torch.nn.Module")
     assert (summary.ok, summary.timeout, summary.diverged, summary.failed) == (1, 1, 3, 1)
-    from bench_core.leaderboard import aggregate, load_records
+    from bench_core.results.leaderboard import aggregate, load_records
 
     agg = aggregate(load_records(tmp_path / "h"))
     assert dict(zip(agg["entry"], agg["timeout"]))["hang"] == 1

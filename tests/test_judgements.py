@@ -13,11 +13,12 @@ import pytest
 import tomli_w
 
 import judgement_plugin
-from bench_core.leaderboard import aggregate, display_rows, overlay_plan
-from bench_core.records import record_files, write_record
-from bench_core.runner import run_plan
-from bench_core.spec import expand, parse_spec
-from bench_core.tables import plan_report
+from bench_core.results.leaderboard import aggregate, display_rows, overlay_plan
+from bench_core.results.records import record_files, write_record
+from bench_core.execution.runner import run_plan
+from bench_core.specs.plan import expand
+from bench_core.specs.model import parse_spec
+from bench_core.results.tables import plan_report
 from judgement_plugin import SPEC
 
 
@@ -74,7 +75,7 @@ def test_a_finite_loss_explosion_is_diverged_when_records_are_aggregated(host, t
 
 
 def test_a_non_finite_value_in_a_recorded_curve_is_diverged(tmp_path):
-    from bench_core.divergence import judge_divergence
+    from bench_core.results.divergence import judge_divergence
 
     lf = pl.LazyFrame({"run_id": ["a", "b", "c"], "status": ["ok", "ok", "failed"],
                        "curve_epoch": [[1.0, 2.0]] * 3,
@@ -113,7 +114,7 @@ def test_every_metric_ranks_and_points_by_its_own_direction(host, tmp_path):
 
 
 def test_direction_and_range_conventions_by_name():
-    from bench_core.metrics import default_direction, value_range
+    from bench_core.specs.metrics import default_direction, value_range
 
     assert [default_direction(m) for m in ("test_accuracy", "test_mse", "train_seconds",
                                            "steps_to_target", "noisy_test_loss",
@@ -284,8 +285,8 @@ def test_the_report_page_opens_with_the_verdicts_and_the_fidelity_plot(host, tmp
 
 def test_bands_stay_in_the_metric_range_and_exploding_curves_get_a_log_axis(host, tmp_path,
                                                                            monkeypatch):
-    from bench_core.figures import Figures
-    from bench_core.plotting import curve_plots, spans_orders
+    from bench_core.results.figures import Figures
+    from bench_core.results.plotting import curve_plots, spans_orders
 
     spec = copy.deepcopy(SPEC)
     spec["divergence"] = {"factor": None}       # keep the exploding runs among the curves

@@ -9,8 +9,8 @@ import statistics
 import polars as pl
 import pytest
 
-from bench_core.leaderboard import aggregate, load_records, render
-from bench_core.records import write_record
+from bench_core.results.leaderboard import aggregate, load_records, render
+from bench_core.results.records import write_record
 
 VALUES = {  # (entry, lr) -> per-seed values
     ("base", 0.1): [0.80, 0.82, 0.84],
@@ -86,7 +86,7 @@ def test_renderings(tmp_path):
 def test_plan_overlay_takes_profile_reference_and_metric_from_the_spec(tmp_path):
     from types import SimpleNamespace
 
-    from bench_core.leaderboard import overlay_plan
+    from bench_core.results.leaderboard import overlay_plan
 
     write_set(tmp_path)
     lf = load_records(tmp_path).with_columns(pl.col("value").alias("m_acc"))
@@ -157,7 +157,7 @@ def test_ratio_comparisons_with_the_baseline(tmp_path, compare, column, expected
 
 def test_spec_compare_field_defaults_to_difference_and_is_validated():
     from bench_core.errors import SpecError
-    from bench_core.spec import parse_spec
+    from bench_core.specs.model import parse_spec
 
     raw = {"title": "t", "entries": [{"label": "a"}]}
     assert parse_spec(raw)[1].compare == "difference"
@@ -167,7 +167,7 @@ def test_spec_compare_field_defaults_to_difference_and_is_validated():
 
 
 def test_small_values_print_in_scientific_notation():
-    from bench_core.leaderboard import _fmt
+    from bench_core.results.leaderboard import _fmt
 
     assert _fmt(0.8) == "0.8000" and _fmt(0.0012) == "0.0012" and _fmt(0.0) == "0.0000"
     assert _fmt(0.0005) == "5.000e-04" and _fmt(1.234e-5) == "1.234e-05"

@@ -10,10 +10,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from bench_core.leaderboard import (aggregate, constant_axes, load_records, overlay_plan, render,
-                                    summarise)
-from bench_core.records import write_record
-from bench_core.spec import find_reference, parse_spec
+from bench_core.results.leaderboard import (aggregate, constant_axes, load_records, overlay_plan,
+                                            render, summarise)
+from bench_core.results.records import write_record
+from bench_core.specs.model import find_reference, parse_spec
 
 # (entry, dataset, pool) -> per-seed (loss, noisy loss)
 RUNS = {

@@ -349,8 +349,9 @@ def test_sgd_through_the_trainer_keeps_latent_weights_in_range():
 # ---- end to end through the host -----------------------------------------------------------
 def test_lenet5_on_digits_end_to_end_beats_chance():
     from bench_core.plugins import get_host
-    from bench_core.runner import execute_task
-    from bench_core.spec import expand, parse_spec
+    from bench_core.execution.runner import execute_task
+    from bench_core.specs.plan import expand
+    from bench_core.specs.model import parse_spec
 
     raw = {
         "title": "lenet5 on digits",

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from bench_core.plugins import get_host
-from bench_core.runner import execute_task
-from bench_core.spec import expand, parse_spec
+from bench_core.execution.runner import execute_task
+from bench_core.specs.plan import expand
+from bench_core.specs.model import parse_spec
 from untied_plugins.mono_forward import estimators, trainer as mf_trainer
 
 

@@ -13,8 +13,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_wheel_contains_leaderboards_and_entry_points(tmp_path):
     source = tmp_path / "src"  # setuptools builds in-tree: keep the checkout clean
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
-        ".venv", ".git", "results", "build", "*.egg-info", "__pycache__", "examples"))
+    skipped = shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__",
+                                     "examples")
+
+    def ignore(folder, names):  # a results/ folder at the top, not bench_core/results/
+        top = {"results"} if Path(folder) == REPO else set()
+        return set(skipped(folder, names)) | (top & set(names))
+
+    shutil.copytree(REPO, source, ignore=ignore)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
                     "--no-build-isolation", "--no-index", "-w", str(tmp_path), str(source)],
                    check=True, capture_output=True, timeout=300)

@@ -195,10 +195,10 @@ def test_plots_and_page_of_a_board_with_several_metrics_scale_and_summaries(tmp_
     categorical and a numeric axis, a constant axis, summary tables), plotted and paged."""
     from types import SimpleNamespace
 
-    from bench_core.leaderboard import aggregate, load_records, overlay_plan, summarise
-    from bench_core.plotting import plot_leaderboard
-    from bench_core.report import leaderboard_page
-    from bench_core.spec import parse_spec
+    from bench_core.results.leaderboard import aggregate, load_records, overlay_plan, summarise
+    from bench_core.results.plotting import plot_leaderboard
+    from bench_core.results.report import leaderboard_page
+    from bench_core.specs.model import parse_spec
     from test_leaderboard_views import SPEC as VIEWS, write_runs
 
     tasks = write_runs(tmp_path / "records")
@@ -225,8 +225,8 @@ def test_report_renders_a_verdict_column_when_the_aggregate_has_one(tmp_path):
     them; the page shows them per cell and counts the reproduced cells."""
     from types import SimpleNamespace
 
-    from bench_core.leaderboard import aggregate, load_records
-    from bench_core.report import metric_tables, verdict_summary
+    from bench_core.results.leaderboard import aggregate, load_records
+    from bench_core.results.report import metric_tables, verdict_summary
     from test_leaderboard import write_set
 
     write_set(tmp_path)

@@ -37,7 +37,7 @@ def test_builtins_come_from_entry_points_of_this_distribution():
     host = load()
     builtin = {p.name for p in host.plugins.values() if p.builtin}
     assert {"activations", "surrogates", "update_rules", "trainers", "models", "datasets",
-            "executors"} <= builtin
+            "host"} <= builtin
     assert all(p.distribution == "untied-bench" for p in host.plugins.values() if p.builtin)
     assert "sgd" in host.family("update_rules") and "digits" in host.family("datasets")
 
@@ -94,7 +94,7 @@ def test_a_component_without_description_loads_and_the_kit_says_what_to_add(inst
     host = load()
     assert host.plugins["undescribed"].error is None
     assert host.family("update_rules")["halved_sgd"].description == "(no description)"
-    from bench_core.conformance import check_plugin
+    from bench_core.kit.check import check_plugin
 
     checks = {c.check: c for c in check_plugin("untied-undescribed").checks
               if c.component == "update_rule halved_sgd"}

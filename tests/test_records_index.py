@@ -10,8 +10,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from bench_core.records import (INDEX_DIR, recorded_run_ids, record_files, scan_records,
-                                update_index, write_record)
+from bench_core.results.records import (INDEX_DIR, recorded_run_ids, record_files, scan_records,
+                                        update_index, write_record)
 
 
 def write(folder, i, value=0.5, status="ok"):
@@ -62,7 +62,7 @@ def test_resume_reads_statuses_through_the_index(tmp_path):
 
 
 def test_read_only_folder_is_read_file_by_file(tmp_path, monkeypatch):
-    import bench_core.records as records
+    import bench_core.results.records as records
 
     write(tmp_path, 0, value=1.0)
 
@@ -138,6 +138,6 @@ def test_records_get_the_permissions_of_any_new_file(tmp_path):
     import os
     import stat
 
-    from bench_core.records import _UMASK, write_record
+    from bench_core.results.records import _UMASK, write_record
     path = write_record(tmp_path, {"run_id": "p", "status": "ok"})
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~_UMASK

@@ -14,8 +14,9 @@ from torch import nn
 from bench_core.errors import SpecError
 from bench_core.interfaces import RunContext
 from bench_core.plugins import get_host
-from bench_core.runner import execute_task
-from bench_core.spec import expand, parse_spec, resolve_component
+from bench_core.execution.runner import execute_task
+from bench_core.specs.plan import expand, resolve_component
+from bench_core.specs.model import parse_spec
 
 CTX = RunContext(seed=0, device=torch.device("cpu"))
 

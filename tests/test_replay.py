@@ -15,10 +15,11 @@ import tomli_w
 
 import judgement_plugin
 from bench_core.cli import main
-from bench_core.records import record_files, write_record
-from bench_core.runner import run_plan
-from bench_core.spec import expand, parse_spec
-from bench_core.tables import plan_report
+from bench_core.results.records import record_files, write_record
+from bench_core.execution.runner import run_plan
+from bench_core.specs.plan import expand
+from bench_core.specs.model import parse_spec
+from bench_core.results.tables import plan_report
 from judgement_plugin import SPEC
 
 
@@ -35,7 +36,7 @@ def write_spec(tmp_path, spec, name="judge"):
 
 
 def test_records_carry_what_decides_float_rounding(host, tmp_path):
-    from bench_core.runner import numerics
+    from bench_core.execution.environment import numerics
 
     name, spec = parse_spec(SPEC, stem="judge")
     run_plan(expand(host, name, spec), tmp_path, host=host, progress=False)

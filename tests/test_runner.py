@@ -6,9 +6,10 @@ import polars as pl
 import pytest
 
 import chaos_plugin
-from bench_core.records import record_files
-from bench_core.runner import execute_task, run_plan
-from bench_core.spec import expand, parse_spec
+from bench_core.results.records import record_files
+from bench_core.execution.runner import execute_task, run_plan
+from bench_core.specs.plan import expand
+from bench_core.specs.model import parse_spec
 
 
 def plan_for(host, raw, tmp_path, **kw):
@@ -46,7 +47,7 @@ def test_the_commit_is_read_before_the_first_run_starts(untied_host, fast_spec, 
                                                         monkeypatch):
     """A grid that runs for hours records the commit of the code it loaded, not the one checked
     out when its first record is written."""
-    from bench_core import runner
+    from bench_core.execution import runner
 
     runner.git_commit.cache_clear()
     cached_at_start = []

@@ -6,7 +6,8 @@ import pytest
 
 from bench_core.errors import SpecError
 from bench_core.plugins import get_host
-from bench_core.spec import expand, load_spec, merge, parse_spec
+from bench_core.specs.plan import expand
+from bench_core.specs.model import load_spec, merge, parse_spec
 
 
 def plan_of(raw, **kw):
@@ -146,7 +147,7 @@ def test_toml_errors_and_builtin_names(tmp_path):
 
 
 def test_every_shipped_leaderboard_validates():
-    from bench_core.spec import builtin_leaderboards
+    from bench_core.specs.model import builtin_leaderboards
 
     for name in builtin_leaderboards():
         n, spec = load_spec(name)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bench_core.hookspecs import hookimpl
 from bench_core.interfaces import DataBundle, DataInfo
-from bench_core.records import record_files
+from bench_core.results.records import record_files
 from bench_core.stopping import TargetStopParams, TargetWatcher
 
 
@@ -142,8 +142,9 @@ COUNTDOWN_SPEC = {
 
 
 def test_runs_that_miss_the_target_stay_ok_and_report_reached_zero(untied_host, tmp_path):
-    from bench_core.runner import run_plan
-    from bench_core.spec import expand, parse_spec
+    from bench_core.execution.runner import run_plan
+    from bench_core.specs.plan import expand
+    from bench_core.specs.model import parse_spec
 
     untied_host.add_plugin(countdown_plugin, "countdown_test")
     name, spec = parse_spec(COUNTDOWN_SPEC, stem="cd")

@@ -14,7 +14,7 @@ import torch
 from bench_core.errors import SpecError
 from bench_core.interfaces import RunContext
 from bench_core.plugins import get_host
-from bench_core.spec import resolve_component
+from bench_core.specs.plan import resolve_component
 from untied_plugins.activations import ACTIVATIONS
 
 ACTIVATION_NAMES = list(ACTIVATIONS)
@@ -424,7 +424,7 @@ def test_inductor_compile_matches_eager(table):
 def test_local_gradient_is_the_autograd_backward(untied_host, table, act):
     """``local_gradient(x)`` (used by trainers that run the backward by hand) is what the
     module's autograd backward multiplies the incoming gradient by."""
-    from bench_core.spec import resolve_component
+    from bench_core.specs.plan import resolve_component
 
     a_comp, a_params = resolve_component(untied_host, "activation", {"name": act})
     s_comp, s_params = resolve_component(untied_host, "surrogate", table)

@@ -8,8 +8,9 @@ import json
 import pytest
 import torch
 
-from bench_core.runner import execute_task
-from bench_core.spec import expand, parse_spec
+from bench_core.execution.runner import execute_task
+from bench_core.specs.plan import expand
+from bench_core.specs.model import parse_spec
 from untied_plugins.trainers import SampleStream, batch_loss, sample_losses
 
 

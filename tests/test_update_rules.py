@@ -11,7 +11,7 @@ from torch import nn
 from bench_core.errors import SpecError
 from bench_core.interfaces import RunContext
 from bench_core.plugins import get_host
-from bench_core.spec import resolve_component
+from bench_core.specs.plan import resolve_component
 from untied_plugins.update_rules import ManipulatedGradients
 
 

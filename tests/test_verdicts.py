@@ -14,9 +14,10 @@ import pytest
 import tomli_w
 
 import grouped_plugin
-from bench_core.records import write_record
-from bench_core.tables import plan_report
-from bench_core.spec import Plan, find_reference, parse_spec
+from bench_core.results.records import write_record
+from bench_core.results.tables import plan_report
+from bench_core.specs.plan import Plan
+from bench_core.specs.model import find_reference, parse_spec
 
 SPEC = {
     "title": "verdicts", "metric": "acc", "baseline": "A", "reference_n": 4,
@@ -101,8 +102,8 @@ def test_inconclusive_says_how_many_seeds_would_decide():
     but the tolerance is wide. Today's rule called this reproduced."""
     import polars as pl
 
-    from bench_core.spec import Tolerance
-    from bench_core.verdicts import add_verdicts, verdict_text
+    from bench_core.specs.model import Tolerance
+    from bench_core.results.verdicts import add_verdicts, verdict_text
     values = [0.97, 0.96, 0.10]
     mean, std = statistics.mean(values), statistics.stdev(values)
     agg = pl.DataFrame({"mean": [mean], "std": [std], "stderr": [std / math.sqrt(3)],
@@ -127,8 +128,8 @@ def test_inconclusive_says_how_many_seeds_would_decide():
 def test_a_relative_tolerance_scales_floor_and_limit_with_the_paper_value():
     import polars as pl
 
-    from bench_core.spec import Tolerance
-    from bench_core.verdicts import add_verdicts
+    from bench_core.specs.model import Tolerance
+    from bench_core.results.verdicts import add_verdicts
     agg = pl.DataFrame({"mean": [105.0, 1.05, 1.05], "std": [1.0, 0.01, 0.6],
                         "stderr": [0.5, 0.005, 0.3], "reference": [100.0, 1.0, 1.0],
                         "reference_std": [None, None, None]})
@@ -148,7 +149,7 @@ def test_sign_test_states_a_systematic_offset_hidden_among_per_cell_passes():
     sign test names the offset, and the grid value where it lies."""
     import polars as pl
 
-    from bench_core.verdicts import sign_lines, sign_test
+    from bench_core.results.verdicts import sign_lines, sign_test
     assert sign_test(28, 2) == pytest.approx(2 * sum(math.comb(30, i) for i in range(3)) / 2 ** 30)
     assert sign_test(5, 5) == 1.0 and sign_test(0, 0) == 1.0
     cells = [json.dumps({"data": "a" if i < 30 else "b", "i": i}) for i in range(60)]
@@ -273,8 +274,8 @@ def test_a_single_run_source_without_std_is_one_draw_from_our_spread():
     our std; a reference std, where given, still wins."""
     import polars as pl
 
-    from bench_core.spec import Tolerance
-    from bench_core.verdicts import add_verdicts
+    from bench_core.specs.model import Tolerance
+    from bench_core.results.verdicts import add_verdicts
     agg = pl.DataFrame({"mean": [10.0, 10.0], "std": [3.0, 3.0], "stderr": [1.0, 1.0],
                         "reference": [15.0, 15.0], "reference_std": [None, 0.5]})
     tol = Tolerance(absolute=1.0, stderr=2.0, max=10.0)
@@ -290,5 +291,5 @@ def test_a_single_run_source_without_std_is_one_draw_from_our_spread():
     assert narrow["seeds_needed"].to_list() == [None, None]
     many = add_verdicts(agg, tol, reference_n=None, comparable=True)
     assert many["verdict"].to_list() == ["differs", "differs"]  # |5| > 2 * se_ours = 2
-    from bench_core.verdicts import tolerance_rule
+    from bench_core.results.verdicts import tolerance_rule
     assert "single run" in tolerance_rule(tol, 1)

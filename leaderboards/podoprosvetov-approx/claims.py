@@ -32,9 +32,10 @@ from pathlib import Path
 
 import polars as pl
 
-from bench_core.leaderboard import load_records, overlay_plan
+from bench_core.results.leaderboard import load_records, overlay_plan
 from bench_core.plugins import get_host
-from bench_core.spec import expand, load_spec
+from bench_core.specs.plan import expand
+from bench_core.specs.model import load_spec
 
 SPEC = Path(__file__).resolve().parent.parent / "podoprosvetov-approx.toml"
 TUNING = Path(__file__).resolve().parent / "tuning.toml"

@@ -1,4 +1,4 @@
-"""The runs of the conformance kit (:mod:`bench_core.conformance`): the kit's run spec for a
+"""The runs of the conformance kit (:mod:`bench_core.kit.check`): the kit's run spec for a
 component, tasks, training on the CPU under a given global random state, and what a check
 reports."""
 
@@ -16,8 +16,9 @@ import torch
 
 from bench_core.interfaces import RunContext, derive_seed
 from bench_core.plugins import Component, PluginHost
-from bench_core.runner import build_session, build_trainer
-from bench_core.spec import RunTask, resolve_component, short_hash
+from bench_core.execution.runner import build_session, build_trainer
+from bench_core.specs.plan import RunTask, resolve_component
+from bench_core.specs.model import short_hash
 
 
 @dataclass
@@ -35,7 +36,8 @@ class Nonconforming(Exception):
 
 def kit_spec(host: PluginHost, comp: Component, **changes: Any) -> dict[str, Any]:
     """The canonical run spec in which the kit exercises ``comp`` (module docstring)."""
-    from bench_core.spec import COMPONENT_FIELDS, merge, resolve_run
+    from bench_core.specs.model import COMPONENT_FIELDS, merge
+    from bench_core.specs.plan import resolve_run
 
     slot = {family: key for key, family in COMPONENT_FIELDS.items()}[comp.family]
     over = copy.deepcopy(getattr(comp.params, "conformance_run", None) or {})

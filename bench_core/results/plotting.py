@@ -6,7 +6,7 @@
     the metric against each grid axis that takes several values, one line per entry: the mean
     over seeds and a band of ± one sample std; the baseline entry in black, dashed; the paper's
     values (``[[reference]]``) as star markers in the entry's colour. Bands are clipped to the
-    metric's range (:func:`bench_core.metrics.value_range`: an accuracy band stops at 1). Further varying axes split
+    metric's range (:func:`bench_core.specs.metrics.value_range`: an accuracy band stops at 1). Further varying axes split
     the figure into panels. With no varying axis, one panel shows every entry's mean ± std.
 ``curves-<metric>``
     per-epoch curves (the records' ``curve_epoch`` and ``curve_<metric>``), mean and band over
@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from bench_core.figures import (Figures, Plot, as_number, slug, as_text, cell_caption,
-                                 varying_axes)
+from bench_core.results.figures import (Figures, Plot, as_number, slug, as_text, cell_caption,
+                                        varying_axes)
 
 
 def _positions(values: list[Any]) -> tuple[list[float], list[str] | None, bool]:
@@ -288,7 +288,7 @@ def slice_plots(figs: Figures, runs: pl.LazyFrame) -> list[Plot]:
 def plot_leaderboard(plan: Any, records: pl.LazyFrame, agg: pl.DataFrame, out_dir: str | Path,
                      formats: tuple[str, ...] = ("png", "svg")) -> list[Plot]:
     """Write every plot of a leaderboard (module docstring) into ``out_dir``; return them."""
-    from bench_core.leaderboard import overlay_plan
+    from bench_core.results.leaderboard import overlay_plan
 
     figs = Figures(plan, Path(out_dir), formats)
     plots: list[Plot] = fidelity_plots(figs, agg)

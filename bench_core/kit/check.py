@@ -1,7 +1,7 @@
 """The plugin conformance kit: does every component a plugin registers keep the host's contracts?
 
 ``untied check-plugin DIST_OR_MODULE`` and :func:`bench_core.testing.assert_plugin_conforms`
-run, for each component the plugin registers (:mod:`bench_core.conformance_checks` has the
+run, for each component the plugin registers (:mod:`bench_core.kit.families` has the
 family-specific checks):
 
 ``parameters``     the parameter model validates its defaults (and they keep its own
@@ -19,7 +19,7 @@ family-specific checks):
                    layered model (``blocks()``) are declared truthfully.
 
 A component runs inside a tiny run whose other parts are the kit's own
-(:mod:`bench_core.conformance_kit`). A component that needs other partners (a trainer that needs
+(:mod:`bench_core.kit.partners`). A component that needs other partners (a trainer that needs
 a layered model, a long default schedule to shorten) says so with a class attribute of its
 parameter model, ``conformance_run: ClassVar[dict]``: a partial run spec merged over the kit's
 (its own table sets its parameters for the kit), e.g. ``{"trainer": {"iterations": 50}}``.
@@ -33,8 +33,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bench_core.conformance_checks import component_checks
-from bench_core.conformance_runs import Check
+from bench_core.kit.families import component_checks
+from bench_core.kit.runs import Check
 from bench_core.errors import PluginError, UntiedError
 from bench_core.plugins import Component, PluginHost
 
@@ -82,7 +82,10 @@ def _add_distribution(host: PluginHost, target: str) -> list[str] | None:
                 host.add_plugin(ep.load(), ep.name, dist.metadata["Name"], dist.version)
             except Exception as exc:  # noqa: BLE001 - reported as the plugin's failure
                 host.plugins.setdefault(ep.name, _failed(ep.name, exc))
-    return [ep.name for ep in eps]
+    from bench_core.plugins import BUILTIN_DISTRIBUTION, HOST_PLUGINS, _normalise
+
+    own = list(HOST_PLUGINS) if _normalise(target) == _normalise(BUILTIN_DISTRIBUTION) else []
+    return own + [ep.name for ep in eps]   # the built-in distribution: the host's own too
 
 
 def _failed(name: str, exc: BaseException):
@@ -95,7 +98,7 @@ def load_target(target: str) -> tuple[PluginHost, list[str]]:
     """A fresh host with every installed plugin, the kit's partners and ``target`` (an
     installed distribution, a loaded plugin's name, or an importable module); the names of
     ``target``'s plugins."""
-    from bench_core import conformance_kit
+    from bench_core.kit import partners as conformance_kit
 
     host = PluginHost()
     host.load_entry_points()
@@ -120,7 +123,7 @@ def load_target(target: str) -> tuple[PluginHost, list[str]]:
 
 def parameter_check(comp: Component) -> Check:
     """Defaults valid, unknown parameters and wrong types rejected."""
-    from bench_core.spec import format_validation_error
+    from bench_core.specs.model import format_validation_error
 
     params, label = comp.params, f"{comp.family[:-1]} {comp.name}"
     try:

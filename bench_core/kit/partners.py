@@ -1,4 +1,4 @@
-"""The partner components of the conformance kit (:mod:`bench_core.conformance`).
+"""The partner components of the conformance kit (:mod:`bench_core.kit.check`).
 
 To exercise one component, the kit runs it inside a tiny run whose other parts are these, so
 that the kit depends on no built-in method: dataset ``kit_blobs`` (seeded Gaussian blobs, flat

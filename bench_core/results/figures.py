@@ -1,4 +1,4 @@
-"""Figure machinery of the leaderboard plots (:mod:`bench_core.plotting` draws them):
+"""Figure machinery of the leaderboard plots (:mod:`bench_core.results.plotting` draws them):
 matplotlib on the Agg backend, entry styles, labels, panels, legends and saving as PNG + SVG."""
 
 from __future__ import annotations
@@ -88,9 +88,9 @@ class Figures:
         return fig, list(axes.flat[:n])
 
     def bounds(self, metric: str, scale: float = 1.0) -> tuple[float | None, float | None]:
-        """The range a metric's values cannot leave (:func:`bench_core.metrics.value_range`),
+        """The range a metric's values cannot leave (:func:`bench_core.specs.metrics.value_range`),
         in displayed units: ± std bands are clipped to it (an accuracy band never passes 1)."""
-        from bench_core.metrics import value_range
+        from bench_core.specs.metrics import value_range
 
         low, high = value_range(metric)
         return (None if low is None else low * scale, None if high is None else high * scale)

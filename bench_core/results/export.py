@@ -28,7 +28,7 @@ from typing import Any
 import polars as pl
 
 from bench_core.errors import UntiedError
-from bench_core.records import scan_records
+from bench_core.results.records import scan_records
 
 EXPORT_FORMATS = ("parquet", "csv")
 SPEC_FILE = "spec.json"
@@ -51,7 +51,7 @@ def spec_folder(spec_ref: str | Path | None) -> Any:
     path = Path(spec_ref)
     if path.is_file():
         return path.resolve().parent
-    from bench_core.spec import builtin_leaderboards
+    from bench_core.specs.model import builtin_leaderboards
 
     if str(spec_ref) in builtin_leaderboards():
         return resources.files("bench_core.leaderboards")
@@ -91,10 +91,10 @@ def plan_records(plan: Any, results_dir: str | Path, spec_ref: str | Path | None
 
 def plan_perturbed(plan: Any, results_dir: str | Path, spec_ref: str | Path | None = None
                    ) -> pl.LazyFrame | None:
-    """The records of ``untied stability`` for ``plan``'s runs (:mod:`bench_core.stability`):
+    """The records of ``untied stability`` for ``plan``'s runs (:mod:`bench_core.results.stability`):
     ``<results_dir>/perturbed/``, else the committed ``leaderboards/<name>/<profile>.perturbed.
     parquet`` beside the spec; None when neither has any."""
-    from bench_core.stability import PERTURBED_DIR
+    from bench_core.results.stability import PERTURBED_DIR
 
     ids = {t.run_id for t in plan.tasks}
     lf = scan_records(Path(results_dir) / PERTURBED_DIR, ids)
@@ -145,7 +145,7 @@ def write_spec_file(folder: str | Path, plan: Any) -> Path:
 def read_spec_file(folder: str | Path) -> tuple[str, Any] | None:
     """``(name, LeaderboardSpec)`` stored in a results folder, or None."""
     from bench_core.errors import SpecError
-    from bench_core.spec import parse_spec
+    from bench_core.specs.model import parse_spec
 
     path = Path(folder) / SPEC_FILE
     if not path.is_file():

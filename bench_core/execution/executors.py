@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from untied_plugins import process_guard  # first: a pool worker arms it before importing torch
-
 import multiprocessing
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -11,8 +9,9 @@ from typing import Any, Callable, Iterable, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bench_core.execution import process_guard
+from bench_core.execution.environment import cpu_count
 from bench_core.hookspecs import hookimpl
-from bench_core.runner import cpu_count
 
 
 class LocalParams(BaseModel):
@@ -37,7 +36,7 @@ class LocalExecutor:
 def _init_worker(threads: int) -> None:
     import torch
 
-    from bench_core.runner import git_commit
+    from bench_core.execution.environment import git_commit
 
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)

@@ -25,8 +25,6 @@ perturbed runs beside the original one:
 from __future__ import annotations
 
 import polars as pl
-import torch
-from torch import nn
 
 PERTURBATION = "init-ulp"
 PERTURBED_DIR = "perturbed"
@@ -35,21 +33,6 @@ PERTURBED_DIR = "perturbed"
 def perturbation(draw: int = 0) -> str:
     """The name of a perturbation: ``init-ulp`` (draw 0), ``init-ulp/1``, ... (other coins)."""
     return PERTURBATION if draw == 0 else f"{PERTURBATION}/{draw}"
-
-
-@torch.no_grad()
-def perturb(model: nn.Module, ctx) -> None:
-    """Move every floating parameter of ``model`` by one ulp, up or down at random (the run's
-    ``perturbation`` stream, which restarts for every build: a model built twice is perturbed
-    alike; ``init-ulp/k`` draws the k-th other set of coins)."""
-    draw = ctx.perturbation.partition("/")[2]
-    gen = ctx.generator("perturbation" + (f"/{draw}" if draw else ""), device="cpu")
-    for param in model.parameters():
-        if not param.is_floating_point():
-            continue
-        up = torch.rand(param.shape, generator=gen) < 0.5
-        target = torch.where(up, torch.inf, -torch.inf).to(param.device, param.dtype)
-        param.copy_(torch.nextafter(param, target))
 
 
 def add_stability(agg: pl.DataFrame, perturbed: pl.DataFrame, tol) -> pl.DataFrame:
@@ -88,7 +71,7 @@ def chaos_lines(agg: pl.DataFrame, metric: str) -> list[str]:
         return [f"Stability: no cell moves by more than the tolerance floor when every initial "
                 f"weight moves by one ulp ({checked.height} entries x cells checked; "
                 f"`untied stability`)."]
-    from bench_core.verdicts import _cell_label
+    from bench_core.results.verdicts import _cell_label
 
     items = [f"{r['entry']} {_cell_label(r['cell_json'])}: {r['mean']:.4g} -> "
              f"{r['perturbed_mean']:.4g}" for r in flagged.head(6).iter_rows(named=True)]

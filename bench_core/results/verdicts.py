@@ -1,9 +1,9 @@
 """Does a leaderboard reproduce its source? A verdict per reference value, a sign test of the
 table's offsets, and the source's order of entries compared with ours, on an
-:func:`bench_core.leaderboard.aggregate` frame.
+:func:`bench_core.results.leaderboard.aggregate` frame.
 
 Verdict of a row with a reference value (``verdict`` column; null without one), with the
-spec's :class:`bench_core.spec.Tolerance`:
+spec's :class:`bench_core.specs.model.Tolerance`:
 
 ``tolerance = max(floor, k sqrt(se_ours^2 + se_paper^2))`` (column ``tolerance``), ``floor =
 max(absolute, relative |paper|)``; ``se_ours = std / sqrt(n)`` of our counted runs (0 with a
@@ -53,7 +53,7 @@ from typing import Any
 
 import polars as pl
 
-from bench_core.figures import as_text
+from bench_core.results.figures import as_text
 
 VERDICTS = ("reproduced", "differs", "inconclusive", "not comparable", "no result")
 SIGNIFICANT = 0.05
@@ -63,7 +63,7 @@ SIGNIFICANT = 0.05
 def add_verdicts(agg: pl.DataFrame, tol: Any, *, reference_n: int | None,
                  comparable: bool) -> pl.DataFrame:
     """``agg`` with the columns ``tolerance``, ``limit``, ``verdict`` and ``seeds_needed``
-    (module docstring); ``tol`` is a :class:`bench_core.spec.Tolerance`."""
+    (module docstring); ``tol`` is a :class:`bench_core.specs.model.Tolerance`."""
     k = float(tol.stderr)
     std = pl.col("std").fill_null(0.0).fill_nan(0.0)
     se_ours = pl.col("stderr").fill_null(0.0).fill_nan(0.0)

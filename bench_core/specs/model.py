@@ -1,4 +1,8 @@
-"""Leaderboard specs (TOML, pydantic v2) and their expansion into validated runs.
+"""The leaderboard spec (TOML, pydantic v2): its model, loading and merging. Imports no torch, so
+that validating a spec or printing its schema stays light; the expansion into runs is
+:mod:`bench_core.specs.plan`.
+
+Leaderboard specs (TOML, pydantic v2) and their expansion into validated runs.
 
 A run spec holds one table per component, each ``{name = "...", ...params}``:
 ``dataset``, ``model``, ``activation``, ``surrogate``, ``rule``, ``trainer`` and, optionally,
@@ -18,20 +22,17 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import itertools
 import json
 import sys
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from bench_core.errors import PluginError, SpecError
-from bench_core.interfaces import derive_seed, is_execution_option
-from bench_core.metrics import default_direction, is_time_to_target
-from bench_core.plugins import Component, PluginHost, did_you_mean
+from bench_core.errors import SpecError
+from bench_core.plugins import PluginHost, did_you_mean
+from bench_core.specs.metrics import default_direction, is_time_to_target
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -79,7 +80,7 @@ class Profile(_Strict):
 
 
 class Tolerance(_Strict):
-    """When a value reproduces its reference (:mod:`bench_core.verdicts`), in displayed units
+    """When a value reproduces its reference (:mod:`bench_core.results.verdicts`), in displayed units
     (after ``scale``). The rule's tolerance is ``max(floor, stderr * sqrt(se_ours^2 +
     se_paper^2))`` with ``floor = max(absolute, relative * |paper|)``; a value further from the
     paper than that ``differs``. A value within it is ``reproduced`` only when the tolerance
@@ -165,7 +166,7 @@ class LeaderboardSpec(_Strict):
     metric: str = "test_accuracy"
     higher_is_better: bool | None = Field(
         None, description="direction of `metric` (default: by its name, "
-        "bench_core.metrics.default_direction); `direction` sets any metric's")
+        "bench_core.specs.metrics.default_direction); `direction` sets any metric's")
     direction: dict[str, Literal["higher", "lower"]] = Field(
         default_factory=dict, description="per metric name, whether higher or lower values are "
         "better (ranks, arrows, gains); a metric not named here follows its name's convention "
@@ -256,7 +257,7 @@ class LeaderboardSpec(_Strict):
 
     def direction_of(self, metric: str) -> str:
         """``higher`` or ``lower``: the spec's word for ``metric``, else its name's convention
-        (:func:`bench_core.metrics.default_direction`)."""
+        (:func:`bench_core.specs.metrics.default_direction`)."""
         if metric in self.direction:
             return self.direction[metric]
         if metric == self.metric and self.higher_is_better is not None:
@@ -279,57 +280,6 @@ def check_axis(where: str, values: list[Any]) -> None:
             raise ValueError(f"{where} repeats the value {value!r}; each value of a grid axis "
                              f"must be distinct")
         seen[key] = value
-
-
-@dataclass
-class RunTask:
-    """One run of a leaderboard: everything needed to execute it in another process."""
-
-    leaderboard: str
-    profile: str
-    entry: str
-    entry_index: int
-    is_baseline: bool
-    cell: dict[str, Any]
-    cell_index: int
-    seed_index: int
-    seed: int
-    spec: dict[str, dict[str, Any]]
-    run_id: str
-    metric: str
-    higher_is_better: bool
-    reference: float | None = None
-    reference_std: float | None = None
-    results_dir: str = ""
-    device: str = "cpu"
-    threads: int | None = None
-    timeout: float | None = None
-    force: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-    base_run_id: str = ""
-    """The run id without component versions: the same run under every version (records of
-    another version are recognised, and re-run, by it)."""
-    versions: dict[str, Any] = field(default_factory=dict)
-    """Each component's version (a list field: a list), as recorded."""
-
-
-@dataclass
-class Plan:
-    spec: LeaderboardSpec
-    name: str
-    profile: str
-    seeds: list[int]
-    grid: dict[str, list[Any]]
-    tasks: list[RunTask]
-    spec_ref: str | None = None
-    """The spec file or built-in name the plan came from (finds its committed records)."""
-
-    @property
-    def comparable(self) -> bool:
-        """Whether this plan's runs follow the source's protocol (its profile says so, or the
-        spec for runs without a profile): only then do its cells get verdicts."""
-        prof = self.spec.profiles.get(self.profile)
-        return prof.comparable if prof is not None else self.spec.comparable
 
 
 # ---- loading -------------------------------------------------------------------------------
@@ -435,297 +385,6 @@ def canonical_json(obj: Any) -> str:
 
 def short_hash(obj: Any) -> str:
     return hashlib.blake2b(canonical_json(obj).encode(), digest_size=8).hexdigest()
-
-
-# ---- validation against plugins -----------------------------------------------------------
-def resolve_component(host: PluginHost, fieldname: str, table: Any
-                      ) -> tuple[Component, BaseModel]:
-    """Validate one component table; errors name the field path, value and choices."""
-    family = COMPONENT_FIELDS[fieldname]
-    if isinstance(table, str):
-        table = {"name": table}
-    if not isinstance(table, dict):
-        raise SpecError(f"{fieldname}: expected a table {{name = ...}} (got {table!r})")
-    if "name" not in table:
-        raise SpecError(f"{fieldname}.name: missing (choices: {', '.join(sorted(host.family(family)))})")
-    name = table["name"]
-    try:
-        comp = host.get(family, str(name))
-    except PluginError as exc:
-        raise SpecError(f"{fieldname}.name: {exc}") from None
-    params = {k: v for k, v in table.items() if k != "name"}
-    fields = comp.params.model_fields
-    for key in params:
-        if key not in fields:
-            raise SpecError(
-                f"{fieldname}.{key}: unknown parameter of {family[:-1]} '{name}' (got "
-                f"{params[key]!r}); {did_you_mean(key, fields)}"
-                f"parameters: {', '.join(fields) or 'none'}"
-            )
-    try:
-        model = comp.params.model_validate(params)
-    except ValidationError as exc:
-        raise SpecError(format_validation_error(exc, prefix=fieldname)) from None
-    for key, given in params.items():
-        got = getattr(model, key, given)
-        if isinstance(given, str) and not isinstance(got, str) and got is not None:
-            raise SpecError(f"{fieldname}.{key}: expected {type(got).__name__}, got the string "
-                            f"{given!r} (TOML has types: write {given} without quotes)")
-    return comp, model
-
-
-def resolve_run(host: PluginHost, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Validate a full run spec; return it canonical (every parameter, defaults filled)."""
-    unknown = [k for k in raw if k not in COMPONENT_FIELDS]
-    if unknown:
-        k = unknown[0]
-        raise SpecError(f"{k}: unknown run field; {did_you_mean(k, COMPONENT_FIELDS)}"
-                        f"fields: {', '.join(COMPONENT_FIELDS)}")
-    for req in REQUIRED_FIELDS:
-        if req not in raw:
-            raise SpecError(f"{req}: missing (every run needs {', '.join(REQUIRED_FIELDS)})")
-    out: dict[str, Any] = {}
-    for fieldname in COMPONENT_FIELDS:
-        if fieldname not in raw:
-            continue
-        tables = raw[fieldname]
-        if fieldname in LIST_FIELDS and isinstance(tables, list):
-            if not tables:
-                raise SpecError(f"{fieldname}: an empty list (leave the field out for none)")
-            out[fieldname] = []
-            for i, table in enumerate(tables):
-                comp, model = resolve_component(host, fieldname, table)
-                out[fieldname].append({"name": comp.name, **model.model_dump(mode="json")})
-            continue
-        comp, model = resolve_component(host, fieldname, tables)
-        out[fieldname] = {"name": comp.name, **model.model_dump(mode="json")}
-    return out
-
-
-def resolve_components(host: PluginHost, fieldname: str, value: Any
-                       ) -> list[tuple[Component, BaseModel]]:
-    """The components of one run-spec field: one, or several for a list (:data:`LIST_FIELDS`)."""
-    if fieldname in LIST_FIELDS and isinstance(value, list):
-        return [resolve_component(host, fieldname, table) for table in value]
-    return [resolve_component(host, fieldname, value)]
-
-
-# ---- expansion -----------------------------------------------------------------------------
-DEFAULT_VERSION = "1"
-VERSION_KEY = "@version"
-"""Where a component's version enters its identity (no parameter can be called that)."""
-
-
-def identity(comp: Component, model: BaseModel, *, for_seed: bool = False,
-             versioned: bool = True) -> dict[str, Any]:
-    """A component table as it identifies a run: its name and the parameters that differ from
-    their defaults, and its version (:attr:`bench_core.plugins.Component.version`) when it is
-    not ``"1"``. Writing a default out, or a plugin adding a parameter with a default, then
-    changes neither a run's seed nor its run id (the record still holds every parameter);
-    bumping a version changes the run id, so records of the old numerics are never taken for
-    the new ones. ``for_seed`` also leaves out the version and the parameters declared with
-    :func:`bench_core.interfaces.execution_option` (they change how a run executes or rounds,
-    not what it draws); ``versioned=False`` only the version (the run's id across versions)."""
-    given = model.model_dump(mode="json")
-    if for_seed:
-        given = {k: v for k, v in given.items()
-                 if k not in comp.params.model_fields
-                 or not is_execution_option(comp.params.model_fields[k])}
-    required = {k: given[k] for k, f in comp.params.model_fields.items() if f.is_required()}
-    try:
-        defaults = comp.params.model_validate(required).model_dump(mode="json")
-    except ValidationError:
-        defaults = {}
-    version = getattr(comp, "version", DEFAULT_VERSION)
-    tag = ({VERSION_KEY: version} if versioned and not for_seed and version != DEFAULT_VERSION
-           else {})
-    return {"name": comp.name, **{k: v for k, v in given.items()
-                                  if k not in defaults or defaults[k] != v}, **tag}
-
-
-def run_identity(host: PluginHost, spec: dict[str, Any], versioned: bool = True
-                 ) -> dict[str, Any]:
-    """:func:`identity` of every component of a resolved run spec (a list field: a list)."""
-    out: dict[str, Any] = {}
-    for key, value in spec.items():
-        idents = [identity(*pair, versioned=versioned)
-                  for pair in resolve_components(host, key, value)]
-        out[key] = idents if isinstance(value, list) else idents[0]
-    return out
-
-
-def component_versions(host: PluginHost, spec: dict[str, Any]) -> dict[str, Any]:
-    """``{field: version}`` of a resolved run spec's components (a list field: a list)."""
-    out: dict[str, Any] = {}
-    for key, value in spec.items():
-        found = [getattr(comp, "version", DEFAULT_VERSION)
-                 for comp, _ in resolve_components(host, key, value)]
-        out[key] = found if isinstance(value, list) else found[0]
-    return out
-
-
-def _canonical_cell(host: PluginHost, raw: dict[str, Any]) -> str:
-    """The cell's run spec with each valid component reduced to its :func:`identity` (for the
-    seed: without execution options), so defaults written out or added later, ``compile`` or a
-    diagnostic do not change the seed; tables that entries complete stay as written."""
-    out: dict[str, Any] = {}
-    for key, table in raw.items():
-        try:
-            idents = [identity(*pair, for_seed=True)
-                      for pair in resolve_components(host, key, table)]
-            out[key] = idents if isinstance(table, list) else idents[0]
-        except (SpecError, KeyError):
-            out[key] = table
-    return canonical_json(out)
-
-
-MAX_PLAN_RUNS = 100_000
-"""Plans larger than this are refused unless asked for (``untied run/validate --yes``): a typo
-in a grid can otherwise plan millions of runs."""
-
-
-def expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str | None = None,
-           seeds: int | None = None, results_dir: str = "", device: str = "cpu",
-           max_runs: int | None = MAX_PLAN_RUNS) -> Plan:
-    """Expand a leaderboard into validated run tasks (entries x grid cells x seeds).
-
-    Seeds: the run seed is ``derive_seed(base seed, canonical spec of the grid cell)``: it hashes
-    the cell's run spec *without* the entry's overrides, so every entry (method) in a cell sees
-    the same data split, initialisation stream and batch order for a given base seed (paired
-    comparison with the baseline), while different cells and base seeds get independent seeds.
-    """
-    profile = profile if profile is not None else spec.default_profile
-    prof = Profile()
-    if profile is not None:
-        if profile not in spec.profiles:
-            raise SpecError(
-                f"--profile '{profile}': not defined; {did_you_mean(profile, spec.profiles)}"
-                f"profiles: {', '.join(spec.profiles) or 'none'}"
-            )
-        prof = spec.profiles[profile]
-    defaults = merge(spec.defaults, prof.defaults)
-    grid = {**spec.grid, **prof.grid}
-    seed_spec = prof.seeds if prof.seeds is not None else spec.seeds
-    if seeds is not None:
-        if seeds < 1:
-            raise SpecError(f"--seeds must be >= 1 (got {seeds})")
-        seed_spec = seeds
-    seed_list = list(range(seed_spec)) if isinstance(seed_spec, int) else list(seed_spec)
-    if not seed_list:
-        raise SpecError("seeds: at least one seed is needed")
-    entries = [e for e in spec.entries if prof.entries is None or e.label in prof.entries]
-    size = len(entries) * len(seed_list)
-    for values in grid.values():
-        size *= len(values)
-    if max_runs is not None and size > max_runs:
-        raise SpecError(f"the plan has {size:,} runs, more than {max_runs:,}; check the grid, or "
-                        f"pass --yes to expand it anyway")
-
-    keys = list(grid)
-    tasks: list[RunTask] = []
-    for cell_index, values in enumerate(itertools.product(*(grid[k] for k in keys))):
-        cell = dict(zip(keys, values))
-        cell_raw = merge(defaults, cell)
-        cell_canonical = _canonical_cell(host, cell_raw)
-        for entry in entries:
-            entry_index = spec.entries.index(entry)
-            raw = merge(cell_raw, entry.overrides)
-            where = f"entry '{entry.label}'" + (f", cell {canonical_json(cell)}" if cell else "")
-            try:
-                resolved = resolve_run(host, raw)
-            except SpecError as exc:
-                raise SpecError(f"{exc} [{where}]") from None
-            check_reach(cell, prof.defaults, entry, resolved, profile)
-            ref = find_reference(spec, entry.label, cell, spec.metric)
-            if prof.referenced_only and ref is None:
-                continue
-            ident = run_identity(host, resolved)
-            unversioned = run_identity(host, resolved, versioned=False)
-            versions = component_versions(host, resolved)
-            for base in seed_list:
-                seed = derive_seed(base, cell_canonical)
-                run_id = short_hash({"entry": entry.label, "spec": ident, "seed": seed})
-                base_id = (run_id if unversioned == ident else
-                           short_hash({"entry": entry.label, "spec": unversioned, "seed": seed}))
-                tasks.append(RunTask(
-                    leaderboard=name, profile=profile or "default", entry=entry.label,
-                    entry_index=entry_index,
-                    is_baseline=entry.label == spec.baseline, cell=cell, cell_index=cell_index,
-                    seed_index=base,
-                    seed=seed, spec=resolved, run_id=run_id, metric=spec.metric,
-                    higher_is_better=spec.higher_is_better_for(spec.metric),
-                    reference=ref.value if ref else None,
-                    reference_std=ref.std if ref else None,
-                    results_dir=results_dir, device=device,
-                    base_run_id=base_id, versions=versions,
-                ))
-    if not tasks and prof.referenced_only:
-        raise SpecError(f"profile '{profile}': referenced_only, but no entry has a reference "
-                        f"value of {spec.metric} in the profile's grid")
-    return Plan(spec=spec, name=name, profile=profile or "default", seeds=seed_list, grid=grid,
-                tasks=tasks)
-
-
-def _leaves(table: dict[str, Any]) -> dict[tuple[str, str], Any]:
-    """``{(component, parameter): value}`` of a partial run spec (dotted or nested keys); a
-    component given as a string names it."""
-    out: dict[tuple[str, str], Any] = {}
-    for comp, value in unflatten(table).items():
-        if isinstance(value, str):
-            value = {"name": value}
-        if isinstance(value, dict):
-            for key, leaf in value.items():
-                out[(comp, key)] = leaf
-    return out
-
-
-def _same(given: Any, used: Any) -> bool:
-    """Whether the value a run used is the value given (numbers by value, tables by the keys
-    given)."""
-    if isinstance(given, dict) and isinstance(used, dict):
-        return all(k in used and _same(v, used[k]) for k, v in given.items())
-    if isinstance(given, (list, tuple)) and isinstance(used, (list, tuple)):
-        return len(given) == len(used) and all(_same(a, b) for a, b in zip(given, used))
-    numbers = (int, float)
-    if isinstance(given, numbers) and isinstance(used, numbers) and \
-            not isinstance(given, bool) and not isinstance(used, bool):
-        return float(given) == float(used)
-    return given == used
-
-
-def check_reach(cell: dict[str, Any], profile_defaults: dict[str, Any], entry: Entry,
-                resolved: dict[str, dict[str, Any]], profile: str | None) -> None:
-    """Refuse a grid value or profile default that an entry's overrides keep from its runs.
-
-    Overrides are merged after the grid and the profile, and an override that gives a
-    component another ``name`` replaces its whole table: a grid axis ``trainer.lr`` then never
-    reaches an entry that overrides ``trainer``, and its runs would sit in cells labelled with
-    learning rates they did not use. That is an error naming the axis and the entry; so is an
-    entry that sets the same parameter itself."""
-    overrides = _leaves(entry.overrides)
-    replaced = {comp for (comp, key) in overrides if key == "name"}
-    given = [("grid axis", k, v) for k, v in _leaves(cell).items()]
-    given += [(f"profile '{profile}' default", k, v) for k, v in _leaves(profile_defaults).items()
-              if k not in _leaves(cell)]
-    for what, (comp, key), value in given:
-        used = resolved.get(comp, {}).get(key, None)
-        if comp in resolved and key in resolved[comp] and _same(value, used):
-            continue
-        if (comp, key) in overrides:
-            how = f"set {comp}.{key} = {canonical_json(overrides[(comp, key)])} themselves"
-        elif comp in replaced:
-            how = (f"replace the {comp} table (name = '{resolved.get(comp, {}).get('name')}'), "
-                   f"which the {what.split(' ')[0]} set")
-        else:
-            continue      # no override touches it: the component's own coercion of the value
-        shown = "" if key == "name" else f".{key}"
-        label = (f"in a cell labelled {canonical_json(value)}" if what == "grid axis"
-                 else f"not the profile's {canonical_json(value)}")
-        raise SpecError(
-            f"{what} {comp}{shown} = {canonical_json(value)} does not reach entry "
-            f"'{entry.label}': its overrides {how}, so its runs would use "
-            f"{comp}{shown} = {canonical_json(used)}, {label}; drop {comp}.{key} from the "
-            f"entry's overrides, or restrict the profile's entries")
 
 
 def find_reference(spec: LeaderboardSpec, entry: str, cell: dict[str, Any], metric: str

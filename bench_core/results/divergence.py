@@ -3,7 +3,7 @@
 A run that raises or produces a non-finite metric is recorded ``diverged`` by the runner. A run
 whose training loss explodes to 1e23 but stays finite finishes ``ok``; :func:`judge_divergence`
 calls it ``diverged`` when its records are read, by the rule of the spec's ``divergence`` table
-(:class:`bench_core.spec.Divergence`): the curve (default ``train_loss``) holds a non-finite
+(:class:`bench_core.specs.model.Divergence`): the curve (default ``train_loss``) holds a non-finite
 value, or a value above ``factor`` times its first logged value (only where that first value is
 positive and finite). Applying the rule at aggregation judges committed records without
 rerunning them, and changing the factor needs no rerun either. The record keeps its status on

@@ -93,7 +93,7 @@ def verdict_summary(agg: pl.DataFrame) -> str | None:
 
 def metric_tables(agg: pl.DataFrame, spec: Any, summaries: dict[str, pl.DataFrame]) -> list[str]:
     """The leaderboard's tables (one per metric, then the summaries), as in ``render``."""
-    from bench_core.leaderboard import constant_axes, display_rows, summary_rows
+    from bench_core.results.leaderboard import constant_axes, display_rows, summary_rows
 
     out = []
     fixed = constant_axes(agg) if not agg.is_empty() else {}
@@ -164,8 +164,8 @@ def reproduce_commands(plan: Any, records: pl.DataFrame) -> list[str]:
 def verdict_lines(plan: Any, agg: pl.DataFrame) -> dict[str, list[str]]:
     """The summary lines of each metric's verdicts (counts, sign test, inconclusive values,
     reversed orders), as the Markdown tables give them."""
-    from bench_core.stability import chaos_lines
-    from bench_core.verdicts import summary_lines
+    from bench_core.results.stability import chaos_lines
+    from bench_core.results.verdicts import summary_lines
 
     spec = plan.spec
     lines = (summary_lines(agg, spec.tolerance.absolute, profile=plan.profile,

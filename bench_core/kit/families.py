@@ -1,4 +1,4 @@
-"""The family-specific checks of the conformance kit (see :mod:`bench_core.conformance`)."""
+"""The family-specific checks of the conformance kit (see :mod:`bench_core.kit.check`)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import polars as pl
 import torch
 from torch import nn
 
-from bench_core.conformance_capabilities import capability_checks, executor_checks
-from bench_core.conformance_runs import (FIELD, SAME, Check, Nonconforming, activation_of,
-                                         differ, fit, kit_spec, task_of)
+from bench_core.kit.capabilities import capability_checks, executor_checks
+from bench_core.kit.runs import (FIELD, SAME, Check, Nonconforming, activation_of, differ, fit,
+                                 kit_spec, task_of)
 from bench_core.errors import DataError
 from bench_core.interfaces import Activation, DataBundle, NativeActivation, RunContext
 from bench_core.plugins import Component, PluginHost
-from bench_core.runner import _record_row, build_session
-from bench_core.spec import resolve_component
+from bench_core.execution.runner import _record_row, build_session
+from bench_core.specs.plan import resolve_component
 
 
 def built(host: PluginHost, comp: Component, spec: dict[str, Any]) -> str:
@@ -103,7 +103,7 @@ def built(host: PluginHost, comp: Component, spec: dict[str, Any]) -> str:
 
 def component_checks(host: PluginHost, comp: Component) -> list[Check]:
     """Every check after ``parameters`` for one component (module docstring of
-    :mod:`bench_core.conformance`)."""
+    :mod:`bench_core.kit.check`)."""
     label = f"{comp.family[:-1]} {comp.name}"
     if comp.family == "executors":
         return executor_checks(comp, label)

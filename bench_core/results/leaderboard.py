@@ -5,7 +5,7 @@ n over the *counted* runs; the number of failed and diverged runs; the compariso
 baseline entry's mean in the same cell and the relative gain over it in percent (positive =
 better); the rank within the cell (1 = best, by ``higher_is_better``); the reference (paper)
 value and our difference to it. :func:`summarise` averages the relative gains over some grid
-axes; :mod:`bench_core.verdicts` adds a verdict per reference value.
+axes; :mod:`bench_core.results.verdicts` adds a verdict per reference value.
 
 The comparison with the baseline (a spec's ``compare``, :data:`COMPARISONS`) is the difference
 of the means (``delta_baseline``, always computed and the default), their ratio
@@ -15,7 +15,7 @@ for positive metrics such as errors; a zero or negative baseline mean gives an i
 cell.
 
 Counted runs: every ``ok`` run and, by default, every ``diverged`` run that has a value - the
-metric of the last epoch it logged (:func:`bench_core.runner.last_logged_metrics`), typically
+metric of the last epoch it logged (:func:`bench_core.execution.runner.last_logged_metrics`), typically
 chance accuracy for a collapsed classifier. Papers that report "mean (std) over 20 runs" average
 their collapsed runs in, so dropping ours would make unstable cells incomparable.
 ``include_diverged=False`` (``--exclude-diverged``) counts ``ok`` runs only. Either way the
@@ -32,12 +32,12 @@ from typing import Any
 import polars as pl
 from tabulate import tabulate
 
-from bench_core.divergence import judge_divergence
+from bench_core.results.divergence import judge_divergence
 from bench_core.errors import UntiedError
-from bench_core.metrics import (budget_metric, censored_median, default_direction,
-                                is_time_to_target)
-from bench_core.records import scan_records
-from bench_core.verdicts import verdict_text
+from bench_core.specs.metrics import (budget_metric, censored_median, default_direction,
+                                      is_time_to_target)
+from bench_core.results.records import scan_records
+from bench_core.results.verdicts import verdict_text
 
 FORMATS = ("table", "markdown", "csv", "json", "parquet")
 COMPARISONS = {"difference": "delta_baseline", "ratio": "ratio_baseline",
@@ -138,7 +138,7 @@ def aggregate(records: pl.LazyFrame, extra_metrics: list[str] | None = None,
 
 def _censored_targets(out: pl.DataFrame, targets: list[str]) -> pl.DataFrame:
     """Per time-to-target metric ``m``: ``m`` (the censored median,
-    :func:`bench_core.metrics.censored_median`), ``m_censored`` (the median is a lower bound),
+    :func:`bench_core.specs.metrics.censored_median`), ``m_censored`` (the median is a lower bound),
     ``m_reached`` and ``m_runs`` (runs that reached the target, runs that trained)."""
     for m in targets:
         medians, censored, reached, runs = [], [], [], []
@@ -165,17 +165,17 @@ def overlay_plan(records: pl.LazyFrame, tasks: list[Any], metric: str | None = N
     recorded the run), and editing a spec's references or metric needs no rerun. ``metric``
     (default: the plan's) picks another reported metric, with the spec's references for it;
     values are multiplied by the spec's ``scale``; the metric's direction is the spec's for it
-    (:meth:`bench_core.spec.LeaderboardSpec.direction_of`). Runs whose curves explode are
-    marked ``diverged`` by the spec's rule (:mod:`bench_core.divergence`). ``ok`` and
+    (:meth:`bench_core.specs.model.LeaderboardSpec.direction_of`). Runs whose curves explode are
+    marked ``diverged`` by the spec's rule (:mod:`bench_core.results.divergence`). ``ok`` and
     ``diverged`` runs keep their values (a diverged run's last logged metrics);
     :func:`aggregate` decides whether diverged ones count."""
     if not tasks:
         return records
-    from bench_core.spec import canonical_json
+    from bench_core.specs.model import canonical_json
 
     metric = metric or tasks[0].metric
     if spec is not None and metric != tasks[0].metric:
-        from bench_core.spec import find_reference
+        from bench_core.specs.model import find_reference
 
         refs = [find_reference(spec, t.entry, t.cell, metric) for t in tasks]
         values = [r.value if r else None for r in refs]

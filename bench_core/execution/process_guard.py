@@ -3,7 +3,7 @@
 A process pool's workers would otherwise outlive a killed parent: each holds both ends of the
 pool's queues (so none ever sees end-of-file) and waits for work forever. The parent sets
 ``UNTIED_POOL_PARENT`` to its pid before starting a pool; a spawned worker imports this module
-first thing (``untied_plugins.executors`` does, before torch), and when it finds that its
+first thing (``bench_core.execution.executors`` does, before torch), and when it finds that its
 parent is that pid it arms Linux's parent-death signal and a watchdog thread that exits the
 process once it is re-parented (any platform). Nothing happens in any other process.
 """

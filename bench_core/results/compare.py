@@ -3,9 +3,9 @@ replay here?
 
 A run id promises that a record is the run the spec describes. Float rounding is not part of
 the spec: it depends on the CPU's kernels (AVX2 or AVX-512), the BLAS library, the GPU and its
-libraries (:func:`bench_core.runner.numerics` records them). On the machine that recorded a run
+libraries (:func:`bench_core.execution.environment.numerics` records them). On the machine that recorded a run
 the same code gives the same numbers; elsewhere a run trained near the edge of stability can
-amplify a rounding difference into another outcome (:mod:`bench_core.stability` flags such
+amplify a rounding difference into another outcome (:mod:`bench_core.results.stability` flags such
 cells).
 
 :func:`compare_records` sets two record frames side by side by run id (``untied compare A B``:
@@ -111,10 +111,10 @@ def _values(frame: pl.DataFrame, column: str) -> str:
 def compare_records(a: pl.DataFrame, b: pl.DataFrame, *, metrics: list[str] | None = None,
                     tolerance: float = 0.0) -> Comparison:
     """Run by run (joined on ``run_id``), the final metrics (``m_<name>``; default every metric
-    both sides recorded, but wall-clock ones, :func:`bench_core.metrics.is_timing`) that differ
+    both sides recorded, but wall-clock ones, :func:`bench_core.specs.metrics.is_timing`) that differ
     by more than ``tolerance`` (absolute), and the runs whose status differs; the environments
     of both sides (:data:`ENVIRONMENT`)."""
-    from bench_core.metrics import is_timing
+    from bench_core.specs.metrics import is_timing
 
     ids_a, ids_b = set(a["run_id"].to_list()), set(b["run_id"].to_list())
     common = ids_a & ids_b
@@ -161,30 +161,3 @@ def same_numerics(record: dict[str, Any], here: dict[str, Any]) -> bool:
         return False
     return all(record.get(k) == here.get(k) for k in ("cuda_device", "cuda_version",
                                                       "cudnn_version"))
-
-
-def replay(host: Any, plan: Any, records: pl.DataFrame, run_ids: list[str]) -> pl.DataFrame:
-    """Re-train the runs ``run_ids`` of ``plan`` here, one by one, without writing anything;
-    return their fresh records (the columns a record has), to compare with ``records``."""
-    from bench_core.runner import execute_task, set_threads
-
-    by_id = {t.run_id: t for t in plan.tasks}
-    rows = []
-    for run_id in run_ids:
-        task = by_id[run_id]
-        task.threads = 1
-        set_threads(1)
-        rows.append(execute_task(task, host))
-    return pl.DataFrame(rows, strict=False, infer_schema_length=None)
-
-
-def cheapest_runs(records: pl.DataFrame, n: int, max_seconds: float | None = None
-                  ) -> list[str]:
-    """The ``n`` cheapest ``ok`` runs of a records file (by recorded wall time, then run id): a
-    fixed, small sample to replay; runs above ``max_seconds`` only when no cheaper one is."""
-    ok = records.filter(pl.col("status") == "ok").sort("wall_time_s", "run_id")
-    picked = ok.head(n)
-    if max_seconds is not None:
-        cheap = picked.filter(pl.col("wall_time_s") <= max_seconds)
-        picked = cheap if cheap.height else picked.head(1)
-    return picked["run_id"].to_list()

@@ -1,6 +1,6 @@
 """Capability checks of the conformance kit: grouped runs, elementwise surrogates, layered
 models, reparametrizations' tied twins (declared truthfully), and executors (see
-:mod:`bench_core.conformance`)."""
+:mod:`bench_core.kit.check`)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from typing import Any
 
 import torch
 
-from bench_core.conformance_runs import (GROUPED, Check, Nonconforming, activation_of, differ,
-                                         fit, kit_square, metrics_of, task_of)
+from bench_core.kit.runs import (GROUPED, Check, Nonconforming, activation_of, differ, fit,
+                                 kit_square, metrics_of, task_of)
 from bench_core.interfaces import RunContext
 from bench_core.plugins import Component, PluginHost
-from bench_core.runner import build_session, build_trainer
-from bench_core.spec import resolve_component
+from bench_core.execution.runner import build_session, build_trainer
+from bench_core.specs.plan import resolve_component
 
 
 def _outcome(label: str, name: str, fn) -> Check:
@@ -132,7 +132,7 @@ def tied_twin(host: PluginHost, comp: Component, spec: dict[str, Any]) -> str:
     """A reparametrization that leaves the model's function unchanged but changes its
     gradients changes the backward pass only: it must declare ``tied`` and leave the twin
     alone, whose gradient is then the plain model's (the true back-propagation gradient)."""
-    from bench_core.runner import accepts_keyword
+    from bench_core.execution.runner import accepts_keyword
 
     task = task_of(spec)
     plain_spec = {k: v for k, v in spec.items() if k != "reparametrization"}
