@@ -101,8 +101,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace, results: str | None = None, device: str = "cpu"):
-    from bench_core.specs.plan import MAX_PLAN_RUNS, expand
     from bench_core.specs.model import load_spec
+    from bench_core.specs.plan import MAX_PLAN_RUNS, expand
 
     host = _host()
     name, spec = load_spec(args.spec)
@@ -119,8 +119,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     data of another profile a note."""
     from bench_core.errors import DataError
     from bench_core.execution.runner import check_data
-    from bench_core.specs.plan import MAX_PLAN_RUNS, expand
     from bench_core.specs.model import load_spec
+    from bench_core.specs.plan import MAX_PLAN_RUNS, expand
 
     host = _host()
     name, spec = load_spec(args.spec)
@@ -149,8 +149,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench_core.execution.runner import check_data, form_groups, pending_tasks, run_plan
     from bench_core.execution.environment import resolve_device
+    from bench_core.execution.runner import (
+        check_data,
+        form_groups,
+        pending_tasks,
+        run_plan,
+    )
 
     device = resolve_device(args.device)
     host, plan = _plan(args, device=device)
@@ -203,19 +208,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _records(args: argparse.Namespace, plan, folder: Path):
-    """The plan's records: ``--records FILE`` when given, else the results folder, else the
-    spec's committed records (:func:`bench_core.results.export.plan_records`)."""
+    """The plan's records (:func:`bench_core.results.export.plan_records`): ``--records FILE``
+    when given, else the results folder, else the spec's committed records."""
     from bench_core.results.export import plan_records
-    from bench_core.results.leaderboard import load_records
-    from bench_core.results.records import is_records_file
 
-    records_file = getattr(args, "records", None)
-    if records_file:
-        if not is_records_file(records_file):
-            raise UntiedError(f"--records {records_file}: not a records file (.parquet), as "
-                              f"`untied export` writes")
-        return load_records(records_file, {t.run_id for t in plan.tasks})
-    return plan_records(plan, folder, getattr(plan, "spec_ref", None))
+    return plan_records(plan, folder, getattr(plan, "spec_ref", None),
+                        records_file=getattr(args, "records", None))
 
 
 def _print_leaderboard(plan, folder: Path, fmt: str, output: str | None, records=None, *,
@@ -271,11 +269,11 @@ def _results_plan(args: argparse.Namespace, folder: Path):
     None when there is no such spec or none of its runs are in the folder."""
     from bench_core.errors import PluginError, SpecError
     from bench_core.results.export import read_spec_file
-    from bench_core.results.leaderboard import load_records
+    from bench_core.results.records import read_records
     from bench_core.specs.model import builtin_leaderboards, load_spec
     from bench_core.specs.plan import expand
 
-    recorded = load_records(folder).select("leaderboard", "profile").unique().collect()
+    recorded = read_records(folder).select("leaderboard", "profile").unique().collect()
     stored = read_spec_file(folder)
     names = recorded["leaderboard"].unique().to_list()
     if stored is None and len(names) == 1 and names[0] in builtin_leaderboards():
@@ -304,14 +302,13 @@ def _results_plan(args: argparse.Namespace, folder: Path):
 def _target_plan(args: argparse.Namespace):
     """``(plan, records, results folder)`` of a SPEC or RESULTS_DIR argument; ``plan`` is None
     for a results folder whose spec is unknown (``records`` are then all its records)."""
-    from bench_core.results.leaderboard import load_records
-    from bench_core.results.records import scan_records
+    from bench_core.results.records import read_records
 
     target = Path(args.target)
     if target.is_dir():
         plan = _results_plan(args, target)
-        records = scan_records(target, {t.run_id for t in plan.tasks}) if plan else None
-        return (plan, records, target) if records is not None else (None, load_records(target),
+        records = read_records(target, {t.run_id for t in plan.tasks}, required=False) if plan else None
+        return (plan, records, target) if records is not None else (None, read_records(target),
                                                                     target)
     args.spec = args.target
     _, plan = _plan(args)
@@ -334,13 +331,13 @@ def _write_plots(plan, records, folder: Path, out_dir: str, args_include=None) -
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from bench_core.results.divergence import judge_divergence
-    from bench_core.results.leaderboard import aggregate, load_records, render
-    from bench_core.results.records import is_records_file
+    from bench_core.results.leaderboard import aggregate, render
+    from bench_core.results.records import is_records_file, read_records
 
     include = not args.exclude_diverged
     target = Path(args.target)
     if is_records_file(target):                       # a records file on its own
-        agg = aggregate(judge_divergence(load_records(target)), include_diverged=include)
+        agg = aggregate(judge_divergence(read_records(target)), include_diverged=include)
         _emit(render(agg, args.format, title=f"Leaderboard of {target}"), args.output)
         return 0
     if target.is_dir() and args.records:
@@ -369,13 +366,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     ``untied leaderboard SPEC --records FILE`` reads) or CSV."""
     import polars as pl
 
-    from bench_core.results.export import export_table, read_records
-    from bench_core.results.records import write_records_file
+    from bench_core.results.export import export_table
+    from bench_core.results.records import read_records, write_records_file
 
     fmt = args.format or ("csv" if str(args.output or "").endswith(".csv") else "parquet")
     target = Path(args.target)
     if target.is_dir():
-        records, order, what = read_records(target), None, str(target)
+        records, order, what = read_records(target).collect(), None, str(target)
     else:
         args.spec = args.target
         _, plan = _plan(args)
@@ -419,8 +416,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     profile asked or the spec's default, ``DIR/NAME@PROFILE/`` for the others; and an index."""
     from bench_core.results.leaderboard import overlay_plan
     from bench_core.results.plotting import plot_leaderboard
-    from bench_core.results.report import (index_page, leaderboard_page, reproduce_commands,
-                                           verdict_summary, write_text)
+    from bench_core.results.report import (
+        index_page,
+        leaderboard_page,
+        reproduce_commands,
+        verdict_summary,
+        write_text,
+    )
     from bench_core.results.tables import runs_recorded
 
     out = Path(args.output)
@@ -472,9 +474,9 @@ def cmd_stability(args: argparse.Namespace) -> int:
     (:mod:`bench_core.results.stability`)."""
     import polars as pl
 
-    from bench_core.results.records import scan_records, write_records_file
     from bench_core.execution.environment import resolve_device
     from bench_core.execution.runner import run_plan
+    from bench_core.results.records import read_records, write_records_file
     from bench_core.results.stability import PERTURBATION, PERTURBED_DIR
     from bench_core.results.tables import plan_report
 
@@ -498,7 +500,7 @@ def cmd_stability(args: argparse.Namespace) -> int:
               f"rerun the same command to resume", file=sys.stderr)
         return 130
     ids = {t.run_id for t in plan.tasks}
-    perturbed = scan_records(folder / PERTURBED_DIR, ids)
+    perturbed = read_records(folder / PERTURBED_DIR, ids, required=False)
     if perturbed is None:
         raise UntiedError(f"no perturbed record in {folder / PERTURBED_DIR}")
     _emit(plan_report(plan, records, perturbed=perturbed).render("table"), None)
@@ -511,20 +513,12 @@ def cmd_stability(args: argparse.Namespace) -> int:
 
 def _records_of(target: str):
     """Every record of a results folder or a records file, as one frame."""
-    import polars as pl
 
-    from bench_core.results.export import read_records
-    from bench_core.results.records import is_records_file
+    from bench_core.results.records import is_records_file, read_records
 
     path = Path(target)
-    if is_records_file(path):
-        try:
-            return pl.read_parquet(path)
-        except Exception as exc:  # noqa: BLE001 - one line for the user
-            raise UntiedError(f"{path}: not a readable records file ({type(exc).__name__})") \
-                from None
-    if path.is_dir():
-        return read_records(path)
+    if is_records_file(path) or path.is_dir():
+        return read_records(path).collect()
     raise UntiedError(f"{target}: neither a results folder nor a records file (.parquet)")
 
 

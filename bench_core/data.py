@@ -3,12 +3,14 @@ a per-process cache of raw data read from files."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, Hashable, Literal, TypeVar
+from typing import Any, Callable, Hashable, Literal, Sequence, TypeVar
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from bench_core.interfaces import DataBundle, DataInfo, FunctionSlice, RunContext
@@ -25,6 +27,46 @@ def file_key(path: Path) -> tuple[str, int, int]:
     edited or replaced file is read again."""
     stat = Path(path).stat()
     return str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns
+
+
+def cache_folder(name: str) -> Path:
+    """Where a dataset downloaded with ``download = true`` is kept: ``~/.cache/untied/<name>``."""
+    return Path.home() / ".cache" / "untied" / name
+
+
+def data_folders(name: str, subfolders: Sequence[str], root: str | None = None, *,
+                 system: Sequence[str] = (), inside: Sequence[str] = ()) -> list[Path]:
+    """The folders where dataset ``name``'s files are looked for, in order, each once:
+
+    1. ``root`` (the dataset's parameter), and ``root/<sub>`` for each of ``subfolders``;
+    2. ``$UNTIED_DATA/<sub>``, then variants ``$UNTIED_DATA/<sub>-*`` sorted (``mnist-10k``,
+       a subset; only for plain names, not ``MNIST/raw``);
+    3. :func:`cache_folder` (``~/.cache/untied/<name>``, where ``download = true`` puts them),
+       and the nested ``subfolders`` under it (``MNIST/raw``: torchvision's layout);
+    4. ``system`` folders (Debian's packages: ``/usr/share/datasets/fashion-mnist``).
+
+    ``inside``: folders an archive unpacks into (``cifar-10-batches-bin``), tried under each of
+    the above. A dataset reads the first folder that holds its files and names them all in its
+    error when none does."""
+    bases: list[Path] = []
+    if root is not None:
+        base = Path(root).expanduser()
+        bases += [base] + [base / sub for sub in subfolders]
+    env_root = os.environ.get("UNTIED_DATA")
+    if env_root:
+        env = Path(env_root).expanduser()
+        bases += [env / sub for sub in subfolders]
+        bases += sorted(p for sub in subfolders if "/" not in sub for p in env.glob(f"{sub}-*")
+                        if p.is_dir())
+    cache = cache_folder(name)
+    bases += [cache] + [cache / sub for sub in subfolders if "/" in sub]
+    bases += [Path(p) for p in system]
+    out: list[Path] = []
+    for base in bases:
+        for folder in (base, *(base / extra for extra in inside)):
+            if folder not in out:
+                out.append(folder)
+    return out
 
 
 def load_once(key: Hashable, load: Callable[[], T]) -> T:
@@ -127,3 +169,41 @@ def axis_slice(fn: Callable[[Tensor], Tensor], low: float, high: float, dim: int
     return FunctionSlice(coordinate=coordinate, inputs=x.float(), target=fn(x).reshape(-1),
                          label=label or f"x{axis + 1}" + (f" ({others})" if others else ""),
                          output=output)
+
+
+# ---- options every built-in dataset shares -----------------------------------------------
+class SplitParams(BaseModel):
+    """Options every built-in dataset shares: the held-out share, the training-pool size (a
+    seeded subset of the training split) and test-time input noise."""
+
+    model_config = ConfigDict(extra="forbid")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="held-out share of the samples")
+    train_subset: int | None = Field(None, ge=1, description="training pool: train on this many "
+                                     "samples of the training split (a seeded subset)")
+    test_noise: float = Field(0.0, ge=0, description="std of N(0, s) noise added to test inputs")
+    noisy_test_std: float = Field(0.0, ge=0, description="also evaluate on the test inputs plus "
+                                  "N(0, s) noise (metrics noisy_test_*), from the same model")
+    noisy_test_clip: tuple[float, float] | None = Field(
+        None, description="clip the noisy test inputs to [lo, hi] (e.g. [0, 1] for pixels)")
+
+    def bundle_options(self) -> dict:
+        """The keyword arguments of :func:`bench_core.data.make_bundle` these options set."""
+        clip = self.noisy_test_clip
+        if clip is not None and clip[0] > clip[1]:
+            raise ValueError(f"noisy_test_clip: lower bound {clip[0]} above upper bound {clip[1]}")
+        return {"test_noise": self.test_noise, "noisy_test_std": self.noisy_test_std,
+                "noisy_test_clip": clip}
+
+
+def finish_split(info: DataInfo, x: Tensor, y: Tensor, params: SplitParams, ctx,
+                 max_value: float | None) -> DataBundle:
+    """A dataset of ``x, y`` finished as the built-ins finish theirs: split by
+    ``params.test_fraction`` with the run's ``data`` stream, the training pool cut to
+    ``train_subset``, inputs normalised by ``params.normalize`` (when the params have it;
+    ``max_value`` is the largest raw input, for ``unit``), and the noisy test set made."""
+    gen = ctx.generator("data", device="cpu")
+    x_tr, y_tr, x_te, y_te = split_train_test(x, y, params.test_fraction, gen)
+    x_tr, y_tr = take_subset(x_tr, y_tr, params.train_subset, gen)
+    how = getattr(params, "normalize", "none")
+    x_tr, x_te = normalise(x_tr, x_te, how, max_value)
+    return make_bundle(info, x_tr, y_tr, x_te, y_te, ctx, **params.bundle_options())

@@ -68,10 +68,11 @@ def run_context():
 def run_spec(host: Any, spec: dict[str, Any] | str, results: Path, name: str = "test",
              **expand_kw: Any):
     """Run a leaderboard spec (dict or TOML text) with ``host``; return the aggregate frame."""
-    from bench_core.results.leaderboard import aggregate, load_records
     from bench_core.execution.runner import run_plan
-    from bench_core.specs.plan import expand
+    from bench_core.results.leaderboard import aggregate, overlay_plan
+    from bench_core.results.records import read_records
     from bench_core.specs.model import parse_spec
+    from bench_core.specs.plan import expand
 
     if isinstance(spec, str):
         if sys.version_info >= (3, 11):
@@ -82,8 +83,9 @@ def run_spec(host: Any, spec: dict[str, Any] | str, results: Path, name: str = "
     name, parsed = parse_spec(spec, stem=name)
     plan = expand(host, name, parsed, **expand_kw)
     run_plan(plan, results, host=host, progress=False)
-    return aggregate(load_records(results / plan.name, {t.run_id for t in plan.tasks}),
-                     parsed.columns, compare=parsed.compare)
+    records = read_records(results / plan.name, {t.run_id for t in plan.tasks})
+    return aggregate(overlay_plan(records, plan.tasks, spec=parsed), parsed.columns,
+                     compare=parsed.compare)
 
 
 @pytest.fixture

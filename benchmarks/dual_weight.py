@@ -29,13 +29,13 @@ import time
 from pathlib import Path
 
 import torch
+from untied_plugins.dual_weight.online import OnlineParams, OnlineTrainer
 
+from bench_core.execution.runner import build_session
 from bench_core.interfaces import DataBundle, DataInfo, RunContext
 from bench_core.plugins import get_host
-from bench_core.execution.runner import build_session
-from bench_core.specs.plan import expand
 from bench_core.specs.model import parse_spec
-from untied_plugins.dual_weight.online import OnlineParams, OnlineTrainer
+from bench_core.specs.plan import expand
 
 RULES = {"sgd": {"name": "sgd"}, "l2 0.01": {"name": "l2", "penalty": 0.01},
          "l2 0.1": {"name": "l2", "penalty": 0.1}, "our": {"name": "dual_weight"},

@@ -28,11 +28,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
+from untied_plugins.mono_forward import directional as dd
+from untied_plugins.mono_forward.estimators import (
+    DDConfig,
+    ad_gradient,
+    apply,
+    dd_estimate,
+)
+from untied_plugins.mono_forward.readout import Readout, local_loss
 
 from bench_core.layered import Block
-from untied_plugins.mono_forward import directional as dd
-from untied_plugins.mono_forward.estimators import DDConfig, ad_gradient, apply, dd_estimate
-from untied_plugins.mono_forward.readout import Readout, local_loss
 
 
 def setup(args):

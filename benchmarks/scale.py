@@ -56,10 +56,10 @@ def quickstart_spec(seeds: int, epochs: int) -> dict:
 
 
 def grouped_seed_speedup(seeds: int, epochs: int) -> float:
-    from bench_core.plugins import get_host
     from bench_core.execution.runner import execute_group, execute_task
-    from bench_core.specs.plan import expand
+    from bench_core.plugins import get_host
     from bench_core.specs.model import parse_spec
+    from bench_core.specs.plan import expand
 
     host = get_host()
     name, spec = parse_spec(quickstart_spec(seeds, epochs), stem="scale")
@@ -83,9 +83,9 @@ def hand_written_loop(task, epochs: int) -> float:
     """The same training as the run, written with plain torch (same seeded streams)."""
     import torch.nn.functional as F
     from torch import nn
+    from untied_plugins.datasets.digits import DigitsParams, digits
 
     from bench_core.interfaces import RunContext
-    from untied_plugins.datasets import DigitsParams, digits
 
     start = time.perf_counter()
     ctx = RunContext(seed=task.seed, device=torch.device("cpu"))
@@ -116,10 +116,10 @@ def hand_written_loop(task, epochs: int) -> float:
 
 
 def runner_overhead_pct(epochs: int, repeats: int) -> float:
-    from bench_core.plugins import get_host
     from bench_core.execution.runner import run_plan
-    from bench_core.specs.plan import expand
+    from bench_core.plugins import get_host
     from bench_core.specs.model import parse_spec
+    from bench_core.specs.plan import expand
 
     host = get_host()
     name, spec = parse_spec(quickstart_spec(1, epochs), stem="scale")
@@ -171,9 +171,10 @@ def make_records(folder: Path, n: int) -> None:
 # of a large parent (pytest after writing 100,000 records) reports the parent's peak.
 AGGREGATE = """
 import resource, sys, time
-from bench_core.results.leaderboard import aggregate, load_records
+from bench_core.results.leaderboard import aggregate
+from bench_core.results.records import read_records
 start = time.perf_counter()
-agg = aggregate(load_records(sys.argv[1]))
+agg = aggregate(read_records(sys.argv[1]))
 seconds = time.perf_counter() - start
 try:
     with open("/proc/self/status") as f:
@@ -187,7 +188,8 @@ print(seconds, peak, agg.height)
 def aggregate_100k(n: int) -> float:
     """Seconds to aggregate ``n`` indexed records (in this process, best of 3), and the peak
     memory of a fresh process doing it (printed; target < 1 GiB)."""
-    from bench_core.results.leaderboard import aggregate, load_records
+    from bench_core.results.leaderboard import aggregate
+    from bench_core.results.records import read_records
 
     folder = Path.home() / ".cache" / "untied" / f"bench-{n // 1000}k"
     make_records(folder, n)
@@ -198,7 +200,7 @@ def aggregate_100k(n: int) -> float:
     times = []
     for _ in range(3):
         start = time.perf_counter()
-        agg = aggregate(load_records(folder))
+        agg = aggregate(read_records(folder))
         times.append(time.perf_counter() - start)
     print(f"aggregate {n} indexed records: {', '.join(f'{t:.2f}' for t in times)} s "
           f"({agg.height} table rows)")

@@ -100,7 +100,7 @@ def register_trainers(register):
 
 def nan_digits(params, *, ctx):
     """The digits with NaN in some training inputs."""
-    from untied_plugins.datasets import DigitsParams, digits
+    from untied_plugins.datasets.digits import DigitsParams, digits
 
     data = digits(DigitsParams(train_subset=200), ctx=ctx)
     data.x_train[::7, 3] = float("nan")

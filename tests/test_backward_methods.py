@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import copy
 
+import feedback_plugin
 import polars as pl
 import pytest
 import torch
 
-import feedback_plugin
-from bench_core.results.records import record_files
 from bench_core.execution.runner import build_session, form_groups, run_plan
-from bench_core.specs.plan import expand
+from bench_core.results.records import record_files
 from bench_core.specs.model import parse_spec
+from bench_core.specs.plan import expand
 
 SPEC = {
     "title": "backward methods", "metric": "test_accuracy", "baseline": "bp", "seeds": 2,

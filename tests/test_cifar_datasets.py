@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
+from untied_plugins.datasets import cifar as cds
+from untied_plugins.datasets.cifar import Cifar100Params, CifarParams, cifar10, cifar100
 
 from bench_core.errors import DataError
 from bench_core.interfaces import RunContext
-from untied_plugins import cifar_datasets as cds
-from untied_plugins.cifar_datasets import Cifar100Params, CifarParams, cifar10, cifar100
 
 
 def records(n: int, seed: int, label_bytes: int, num_classes: int) -> tuple[bytes, np.ndarray, np.ndarray]:
@@ -196,4 +196,4 @@ def test_registered_through_the_plugin_host():
     host = PluginHost()
     host.load_entry_points()
     assert {"cifar10", "cifar100"} <= set(host.family("datasets"))
-    assert host.get("datasets", "cifar10").plugin == "cifar_datasets"
+    assert host.get("datasets", "cifar10").plugin == "datasets"

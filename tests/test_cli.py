@@ -31,8 +31,10 @@ def test_plugins_and_list_json():
     out = untied("plugins", "--json")
     assert out.returncode == 0
     rows = {r["plugin"]: r for r in json.loads(out.stdout)}
-    assert rows["surrogates"]["distribution"] == "untied-bench"
-    assert rows["surrogates"]["hooks"] == ["register_surrogates"]
+    assert rows["troiano"]["distribution"] == "untied-bench"
+    assert rows["troiano"]["hooks"] == ["register_datasets", "register_models",
+                                        "register_reparametrizations", "register_surrogates"]
+    assert rows["host"]["hooks"] == ["register_executors"]      # the default executors
     out = untied("list", "datasets", "--json")
     comps = {c["name"]: c for c in json.loads(out.stdout)["datasets"]}
     params = {p["name"]: p for p in comps["digits"]["parameters"]}

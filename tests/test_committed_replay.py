@@ -24,12 +24,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import REPO, SHARED_DATA
 
-from bench_core.results.divergence import judge_divergence
-from bench_core.specs.metrics import is_timing
 from bench_core.execution.replay import cheapest_runs, replay
 from bench_core.results.compare import compare_records, same_numerics
-from conftest import REPO, SHARED_DATA
+from bench_core.results.divergence import judge_divergence
+from bench_core.specs.metrics import is_timing
 
 BOARDS = REPO / "leaderboards"
 CHEAP = 10.0
@@ -70,9 +70,9 @@ def test_committed_records_replay_here(name, path, run_ids, monkeypatch, untied_
     import os
 
     from bench_core.execution.environment import cpu_model, numerics
-    from bench_core.specs.plan import expand
-    from bench_core.specs.model import load_spec
     from bench_core.results.stability import perturbation
+    from bench_core.specs.model import load_spec
+    from bench_core.specs.plan import expand
 
     if not os.environ.get("UNTIED_DATA") and SHARED_DATA.is_dir():
         monkeypatch.setenv("UNTIED_DATA", str(SHARED_DATA))

@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO, pip_install_target
 
 from bench_core.kit.check import check_plugin
 from bench_core.testing import assert_plugin_conforms
-from conftest import REPO, pip_install_target
 
 HEADER = """
 import torch

@@ -7,7 +7,6 @@ random points each."""
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -18,10 +17,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 import tomli_w
-
-from bench_core.results.records import record_files, record_problem
-from bench_core.execution.safeguards import CLAIMS_DIR
 from test_process_orphans import alive, children_of
+
+from bench_core.execution.safeguards import CLAIMS_DIR
+from bench_core.results.records import record_files, record_problem
 
 UNTIED = str(Path(sys.executable).parent / "untied")
 

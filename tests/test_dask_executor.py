@@ -10,10 +10,10 @@ import signal
 import polars as pl
 import pytest
 
-from bench_core.results.records import record_files
 from bench_core.execution.runner import run_plan
-from bench_core.specs.plan import expand
+from bench_core.results.records import record_files
 from bench_core.specs.model import parse_spec
+from bench_core.specs.plan import expand
 
 distributed = pytest.importorskip("distributed")
 
@@ -59,6 +59,7 @@ def test_dask_gives_the_records_of_the_local_executor(untied_host, fast_spec, tm
 def test_a_worker_killed_mid_grid_loses_and_duplicates_nothing(untied_host, fast_spec,
                                                                tmp_path, cluster):
     from untied_plugins.dask_executor import DaskExecutor, DaskParams
+
     from bench_core.execution.runner import execute_and_record
 
     raw = copy.deepcopy(fast_spec)

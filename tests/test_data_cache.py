@@ -68,8 +68,7 @@ def test_least_recently_used_entries_leave_first(monkeypatch):
 
 def test_digits_read_without_scikit_learn_equal_its_loader():
     from sklearn.datasets import load_digits
-
-    from untied_plugins.datasets import _read_digits, digits_file
+    from untied_plugins.datasets.digits import _read_digits, digits_file
 
     assert digits_file() is not None, "scikit-learn no longer ships digits.csv.gz there"
     x, y = _read_digits()

@@ -16,14 +16,14 @@ import sys
 
 import pytest
 import torch
+import untied_plugins
 from torch.overrides import TorchFunctionMode
 
 import bench_core
-import untied_plugins
-from bench_core.interfaces import RunContext
 from bench_core.execution.runner import build_session, build_trainer
-from bench_core.specs.plan import expand
+from bench_core.interfaces import RunContext
 from bench_core.specs.model import parse_spec
+from bench_core.specs.plan import expand
 
 OURS = tuple(os.path.dirname(m.__file__) + os.sep for m in (bench_core, untied_plugins))
 SYNCS = {"item", "cpu", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__"}
@@ -146,7 +146,7 @@ def test_no_host_sync_inside_a_training_step(untied_host, case):
 
 
 def test_the_guard_catches_a_sync_in_our_code_and_only_there():
-    from untied_plugins import trainers
+    from untied_plugins.backprop import trainer as trainers
 
     guard = HostSyncGuard()
     with guard:

@@ -10,18 +10,23 @@ import math
 import pytest
 import torch
 from torch import nn
+from untied_plugins.backprop.activations import ACTIVATIONS
+from untied_plugins.backprop.direction import DirectionProbe, compare_directions
+from untied_plugins.troiano.surrogates import ConstantParams, constant
 
 from bench_core.errors import Diverged
-from bench_core.hookspecs import hookimpl
-from bench_core.interfaces import (DataBundle, DataInfo, NativeActivation, RunContext,
-                                   TrainingSession)
-from bench_core.plugins import PluginHost, get_host
 from bench_core.execution.runner import execute_task
-from bench_core.specs.plan import expand
+from bench_core.hookspecs import hookimpl
+from bench_core.interfaces import (
+    DataBundle,
+    DataInfo,
+    NativeActivation,
+    RunContext,
+    TrainingSession,
+)
+from bench_core.plugins import PluginHost, get_host
 from bench_core.specs.model import parse_spec
-from untied_plugins.activations import ACTIVATIONS
-from untied_plugins.direction import DirectionProbe, compare_directions
-from untied_plugins.surrogates import ConstantParams, constant
+from bench_core.specs.plan import expand
 
 
 def run(host: PluginHost | None = None, entries: list[dict] | None = None, **overrides

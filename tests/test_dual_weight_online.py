@@ -7,12 +7,11 @@ import polars as pl
 import pytest
 import torch
 
+from bench_core.execution.runner import build_session, run_plan
 from bench_core.interfaces import RunContext
 from bench_core.results.records import record_files
-from bench_core.execution.runner import build_session, run_plan
-from bench_core.specs.plan import expand
 from bench_core.specs.model import parse_spec
-from conftest import SHARED_DATA
+from bench_core.specs.plan import expand
 
 WINE_CSV = "\n".join(
     ["fixed acidity;volatile acidity;citric acid;residual sugar;chlorides;free sulfur dioxide;"
@@ -131,7 +130,7 @@ def test_dual_weight_under_backprop_at_batch_size_one_is_the_online_rule(untied_
     """The backprop trainer at batch size 1 drives the rule through the same hooks: one pass
     over the pool in order equals the reference loop over eqs. 15-17."""
     from test_dual_weight_rule import ReferenceDualWeight
-    from untied_plugins.trainers import BackpropParams, backprop
+    from untied_plugins.backprop.trainer import BackpropParams, backprop
 
     raw = wang_spec(wine_root, rules=[("our", {"name": "dual_weight"})])
     raw.update(baseline=None, grid={})

@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 from torch import nn
+from untied_plugins.backprop.activations import ACTIVATIONS
+from untied_plugins.dual_weight.rules import DualWeightRule, L2NormSGD
 
 from bench_core.interfaces import NativeActivation
-from untied_plugins.activations import ACTIVATIONS
-from untied_plugins.dual_weight.rules import DualWeightRule, L2NormSGD
 
 RELU = ACTIVATIONS["relu"][1]
 
@@ -160,7 +160,7 @@ def test_the_rule_leaves_the_model_alone_and_trains_under_no_grad_eval():
 
 
 def test_binary_layers_are_refused_with_a_clear_error():
-    from untied_plugins.binary_layers import BinaryLinear
+    from untied_plugins.backprop.binary_layers import BinaryLinear
 
     with pytest.raises(ValueError, match="BinaryConnect"):
         DualWeightRule(nn.Sequential(BinaryLinear(3, 2)), 0.1)

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import pip_install_target
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,10 +7,10 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from bench_core.results.records import record_files
 from bench_core.execution.runner import form_groups, run_plan
-from bench_core.specs.plan import expand
+from bench_core.results.records import record_files
 from bench_core.specs.model import parse_spec
+from bench_core.specs.plan import expand
 
 
 def spec(rules, *, surrogate=None, model=None, trainer=None, seeds=2):
@@ -111,7 +111,7 @@ def test_inputs_gathered_a_few_batches_ahead_equal_one_by_one(untied_host, tmp_p
     """A stack gathers its runs' inputs ``span`` samples ahead (GATHER_BYTES); with a span of 3
     batches that divides neither the epoch (300 samples) nor ends with it, runs still equal
     one-by-one runs."""
-    from untied_plugins import grouped_backprop
+    from untied_plugins.backprop import grouped as grouped_backprop
 
     rules = [{"name": "sgd", "lr": 0.05}, {"name": "sgd", "lr": 0.1, "momentum": 0.5}]
     row_bytes = 4 * 64 * 4                      # 4 runs x 64 float32 inputs

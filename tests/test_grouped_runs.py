@@ -4,15 +4,15 @@ and without grouping; failures and divergence confined to their run; resume of h
 
 from __future__ import annotations
 
+import grouped_plugin
 import polars as pl
 import pytest
 
-import grouped_plugin
 from bench_core.cli import main
-from bench_core.results.records import record_files
 from bench_core.execution.runner import form_groups, run_plan
-from bench_core.specs.plan import expand
+from bench_core.results.records import record_files
 from bench_core.specs.model import parse_spec
+from bench_core.specs.plan import expand
 
 SPEC = {
     "title": "grouped",

@@ -7,20 +7,19 @@ from __future__ import annotations
 
 import copy
 import re
-from pathlib import Path
 
+import chaos_plugin
 import polars as pl
 import pytest
 import torch
+from conftest import REPO
 
-import chaos_plugin
 from bench_core.cli import main
 from bench_core.errors import SpecError
-from bench_core.results.records import record_files
 from bench_core.execution.runner import run_plan
-from bench_core.specs.plan import expand
+from bench_core.results.records import record_files
 from bench_core.specs.model import parse_spec
-from conftest import REPO
+from bench_core.specs.plan import expand
 
 
 def plan_of(host, raw, **kw):
@@ -65,9 +64,10 @@ def test_numerical_and_time_faults_are_recorded_and_the_grid_goes_on(host, fast_
     assert error["wrong_type"] == ("PluginError: model 'returns_none' (plugin 'chaos') returned "
                                    "NoneType, expected a torch.nn.Module")
     assert (summary.ok, summary.timeout, summary.diverged, summary.failed) == (1, 1, 3, 1)
-    from bench_core.results.leaderboard import aggregate, load_records
+    from bench_core.results.leaderboard import aggregate
+    from bench_core.results.records import read_records
 
-    agg = aggregate(load_records(tmp_path / "h"))
+    agg = aggregate(read_records(tmp_path / "h"))
     assert dict(zip(agg["entry"], agg["timeout"]))["hang"] == 1
 
 

@@ -12,11 +12,11 @@ import pytest
 import torch
 import torchvision.datasets
 from pydantic import ValidationError
+from untied_plugins.datasets import images as imgds
+from untied_plugins.datasets.images import ImageDatasetParams, fashion_mnist, mnist
 
 from bench_core.errors import DataError
 from bench_core.interfaces import RunContext
-from untied_plugins import image_datasets as imgds
-from untied_plugins.image_datasets import ImageDatasetParams, fashion_mnist, mnist
 
 SHARED_MNIST_10K = Path(__file__).parents[1] / ".." / "shared" / "data" / "mnist-10k"
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -314,7 +314,7 @@ def test_registered_through_the_plugin_host():
     for name, factory in (("mnist", mnist), ("fashion_mnist", fashion_mnist)):
         assert datasets[name].factory is factory
         assert datasets[name].params is ImageDatasetParams
-        assert datasets[name].plugin == "image_datasets"
+        assert datasets[name].plugin == "datasets"
 
 
 def test_real_mnist_10k_check_values():

@@ -8,18 +8,18 @@ from __future__ import annotations
 import copy
 import re
 
+import judgement_plugin
 import polars as pl
 import pytest
 import tomli_w
+from judgement_plugin import SPEC
 
-import judgement_plugin
+from bench_core.execution.runner import run_plan
 from bench_core.results.leaderboard import aggregate, display_rows, overlay_plan
 from bench_core.results.records import record_files, write_record
-from bench_core.execution.runner import run_plan
-from bench_core.specs.plan import expand
-from bench_core.specs.model import parse_spec
 from bench_core.results.tables import plan_report
-from judgement_plugin import SPEC
+from bench_core.specs.model import parse_spec
+from bench_core.specs.plan import expand
 
 
 @pytest.fixture

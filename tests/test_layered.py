@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from untied_plugins.backprop.models import CNNParams, MLPParams, cnn, mlp
 
 from bench_core.errors import UntiedError
 from bench_core.interfaces import DataInfo
 from bench_core.layered import Block, BlockLike, LayeredError, as_blocks
-from untied_plugins.models import CNNParams, MLPParams, cnn, mlp
 
 
 class TinyLayered(nn.Module):

@@ -9,8 +9,8 @@ import statistics
 import polars as pl
 import pytest
 
-from bench_core.results.leaderboard import aggregate, load_records, render
-from bench_core.results.records import write_record
+from bench_core.results.leaderboard import aggregate, render
+from bench_core.results.records import read_records, write_record
 
 VALUES = {  # (entry, lr) -> per-seed values
     ("base", 0.1): [0.80, 0.82, 0.84],
@@ -42,7 +42,7 @@ def write_set(folder, higher_is_better=True):
 
 def test_statistics_match_independent_computation(tmp_path):
     write_set(tmp_path)
-    agg = aggregate(load_records(tmp_path), ["extra"])
+    agg = aggregate(read_records(tmp_path), ["extra"])
     assert agg.height == 6
     rows = {(r["entry"], json.loads(r["cell_json"])["rule.lr"]): r for r in agg.iter_rows(named=True)}
     for key, vals in VALUES.items():
@@ -64,19 +64,19 @@ def test_statistics_match_independent_computation(tmp_path):
 
 def test_lower_is_better_reverses_rank(tmp_path):
     write_set(tmp_path, higher_is_better=False)
-    agg = aggregate(load_records(tmp_path))
+    agg = aggregate(read_records(tmp_path))
     cell = agg.filter(pl.col("cell_json") == json.dumps({"rule.lr": 0.1}))
     assert dict(zip(cell["entry"], cell["rank"])) == {"worse": 1, "base": 2, "alt": 3}
 
 
 def test_renderings(tmp_path):
     write_set(tmp_path)
-    agg = aggregate(load_records(tmp_path))
+    agg = aggregate(read_records(tmp_path))
     md = render(agg, "markdown", title="Hand", notes=["a note"])
     assert md.startswith("# Hand") and "| rule.lr" in md and "acc ↑" in md
     assert "base (baseline)" in md and "+0.0600" in md and "0.8500" in md  # delta, reference
     assert "| diverged" in md and "1 (not in mean)" in md  # a diverged run without a value
-    assert "acc ↓" in render(aggregate(load_records(tmp_path)).with_columns(
+    assert "acc ↓" in render(aggregate(read_records(tmp_path)).with_columns(
         pl.lit(False).alias("higher_is_better")), "table")
     assert render(agg, "csv").splitlines()[0].startswith("leaderboard,profile,cell_json,entry,mean")
     assert json.loads(render(agg, "json"))[0]["entry"] == "base"
@@ -89,7 +89,7 @@ def test_plan_overlay_takes_profile_reference_and_metric_from_the_spec(tmp_path)
     from bench_core.results.leaderboard import overlay_plan
 
     write_set(tmp_path)
-    lf = load_records(tmp_path).with_columns(pl.col("value").alias("m_acc"))
+    lf = read_records(tmp_path).with_columns(pl.col("value").alias("m_acc"))
     # a plan that asks for two runs only, under another profile whose grid names the cell by
     # another axis (the runs were recorded in the cell {"rule.lr": 0.1}), with a new reference
     tasks = [SimpleNamespace(run_id=r, profile="check", entry_index=0, cell_index=0,
@@ -120,20 +120,20 @@ def write_diverged_cell(folder):
 
 def test_diverged_runs_count_in_the_mean_by_default(tmp_path):
     write_diverged_cell(tmp_path)
-    rows = {r["entry"]: r for r in aggregate(load_records(tmp_path)).iter_rows(named=True)}
+    rows = {r["entry"]: r for r in aggregate(read_records(tmp_path)).iter_rows(named=True)}
     alt = rows["alt"]
     assert (alt["n"], alt["diverged"], alt["diverged_counted"], alt["failed"]) == (2, 2, 1, 1)
     assert alt["mean"] == pytest.approx(0.5) and alt["std"] == pytest.approx(statistics.stdev(
         [0.9, 0.1]))
     assert alt["delta_baseline"] == pytest.approx(0.5 - 0.85) and alt["rank"] == 2
     assert alt["total_wall_time_s"] == pytest.approx(8.0)  # every recorded run's time
-    excluded = {r["entry"]: r for r in aggregate(load_records(tmp_path), include_diverged=False)
+    excluded = {r["entry"]: r for r in aggregate(read_records(tmp_path), include_diverged=False)
                 .iter_rows(named=True)}["alt"]
     assert (excluded["n"], excluded["diverged"], excluded["diverged_counted"]) == (1, 2, 0)
     assert excluded["mean"] == pytest.approx(0.9) and excluded["rank"] == 1
-    text = render(aggregate(load_records(tmp_path)), "table")
+    text = render(aggregate(read_records(tmp_path)), "table")
     assert "2 (1 in mean)" in text
-    assert "2 (not in mean)" in render(aggregate(load_records(tmp_path), include_diverged=False),
+    assert "2 (not in mean)" in render(aggregate(read_records(tmp_path), include_diverged=False),
                                        "table")
 
 
@@ -143,7 +143,7 @@ def test_diverged_runs_count_in_the_mean_by_default(tmp_path):
 ])
 def test_ratio_comparisons_with_the_baseline(tmp_path, compare, column, expected):
     write_set(tmp_path)
-    agg = aggregate(load_records(tmp_path), compare=compare)
+    agg = aggregate(read_records(tmp_path), compare=compare)
     rows = {(r["entry"], json.loads(r["cell_json"])["rule.lr"]): r for r in agg.iter_rows(named=True)}
     for (entry, lr), vals in VALUES.items():
         base = statistics.fmean(VALUES[("base", lr)])
@@ -152,7 +152,7 @@ def test_ratio_comparisons_with_the_baseline(tmp_path, compare, column, expected
     assert {"ratio": "÷ baseline", "log10_ratio": "log10(÷ baseline)"}[compare] in header
     assert "Δ baseline" not in header
     with pytest.raises(Exception, match="compare 'percent': expected one of difference, ratio"):
-        aggregate(load_records(tmp_path), compare="percent")
+        aggregate(read_records(tmp_path), compare="percent")
 
 
 def test_spec_compare_field_defaults_to_difference_and_is_validated():

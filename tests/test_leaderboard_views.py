@@ -10,9 +10,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from bench_core.results.leaderboard import (aggregate, constant_axes, load_records, overlay_plan,
-                                            render, summarise)
-from bench_core.results.records import write_record
+from bench_core.results.leaderboard import (
+    aggregate,
+    constant_axes,
+    overlay_plan,
+    render,
+    summarise,
+)
+from bench_core.results.records import read_records, write_record
 from bench_core.specs.model import find_reference, parse_spec
 
 # (entry, dataset, pool) -> per-seed (loss, noisy loss)
@@ -64,7 +69,7 @@ def views(tmp_path, metric):
     for t in tasks:
         ref = find_reference(spec, t.entry, t.cell, "loss")
         t.reference = ref.value if ref else None
-    return spec, aggregate(overlay_plan(load_records(tmp_path), tasks, metric, spec))
+    return spec, aggregate(overlay_plan(read_records(tmp_path), tasks, metric, spec))
 
 
 def row(agg, entry, data, pool):

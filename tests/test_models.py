@@ -8,14 +8,16 @@ import pytest
 import torch
 from pydantic import ValidationError
 from torch import nn
+from untied_plugins.backprop import layers, models
+from untied_plugins.backprop.activations import ACTIVATIONS
+from untied_plugins.backprop.binary_layers import BinaryConv2d, BinaryLinear, binarize
+from untied_plugins.backprop.layers import QuadraticMeanPool2d
+from untied_plugins.backprop.models import CNNParams, MLPParams
+from untied_plugins.backprop.trainer import BackpropParams, BackpropTrainer
+from untied_plugins.troiano import models as troiano_models
+from untied_plugins.troiano.models import LeNet5Params, SUCParams
 
 from bench_core.interfaces import DataBundle, DataInfo, RunContext, TrainingSession
-from untied_plugins import models
-from untied_plugins.activations import ACTIVATIONS
-from untied_plugins.binary_layers import BinaryConv2d, BinaryLinear, binarize
-from untied_plugins.models import (CNNParams, LeNet5Params, MLPParams, QuadraticMeanPool2d,
-                                   SUCParams)
-from untied_plugins.trainers import BackpropParams, BackpropTrainer
 
 MNIST_LIKE = DataInfo("mnist_like", (1, 28, 28), 10, "classification", 10)
 CIFAR_LIKE = DataInfo("cifar_like", (3, 32, 32), 10, "classification", 10)
@@ -49,9 +51,9 @@ def sequence(model: nn.Module) -> list[type]:
 
 # ---- output shapes -------------------------------------------------------------------------
 BUILDERS = {
-    "suc": (models.suc, SUCParams, 1),
+    "suc": (troiano_models.suc, SUCParams, 1),
     "mlp": (models.mlp, MLPParams, 10),
-    "lenet5": (models.lenet5, LeNet5Params, 10),
+    "lenet5": (troiano_models.lenet5, LeNet5Params, 10),
     "cnn": (models.cnn, CNNParams, 10),
 }
 
@@ -79,29 +81,29 @@ def test_lenet5_layer_sizes_follow_the_input():
     (a 4x4 map would vanish under a 5x5 kernel) -> 2x2 -> pooled 1x1 -> 16 features."""
     fc_in = {}
     for info in SHAPES:
-        model = build(models.lenet5, LeNet5Params(), info)
+        model = build(troiano_models.lenet5, LeNet5Params(), info)
         fc_in[info.name] = [m for m in model if isinstance(m, nn.Linear)][0].in_features
         convs = [m for m in model if isinstance(m, nn.Conv2d)]
         assert [(c.out_channels, c.kernel_size) for c in convs] == [(6, (5, 5)), (16, (5, 5))]
         assert convs[0].padding == (2, 2)
     assert fc_in == {"mnist_like": 400, "cifar_like": 576, "digits": 16}
-    digits_model = build(models.lenet5, LeNet5Params(), DIGITS_FLAT)
+    digits_model = build(troiano_models.lenet5, LeNet5Params(), DIGITS_FLAT)
     assert [m for m in digits_model if isinstance(m, nn.Conv2d)][1].padding == (1, 1)
-    assert [m for m in build(models.lenet5, LeNet5Params(), MNIST_LIKE)
+    assert [m for m in build(troiano_models.lenet5, LeNet5Params(), MNIST_LIKE)
             if isinstance(m, nn.Conv2d)][1].padding == (0, 0)
-    assert [m.out_features for m in build(models.lenet5, LeNet5Params(), MNIST_LIKE)
+    assert [m.out_features for m in build(troiano_models.lenet5, LeNet5Params(), MNIST_LIKE)
             if isinstance(m, nn.Linear)] == [120, 84, 10]
 
 
 def test_lenet5_explicit_conv2_padding_and_too_small_inputs():
-    model = build(models.lenet5, LeNet5Params(conv2_padding=2), DIGITS_FLAT)
+    model = build(troiano_models.lenet5, LeNet5Params(conv2_padding=2), DIGITS_FLAT)
     assert model(torch.randn(3, 64)).shape == (3, 10)  # 4x4 -> 4x4 -> 2x2: 64 features
     assert [m for m in model if isinstance(m, nn.Linear)][0].in_features == 64
     with pytest.raises(ValueError, match="at least 2x2"):
-        build(models.lenet5, LeNet5Params(conv2_padding=0), DIGITS_FLAT)
+        build(troiano_models.lenet5, LeNet5Params(conv2_padding=0), DIGITS_FLAT)
 
 
-@pytest.mark.parametrize("factory,params", [(models.lenet5, LeNet5Params()),
+@pytest.mark.parametrize("factory,params", [(troiano_models.lenet5, LeNet5Params()),
                                             (models.cnn, CNNParams())])
 def test_image_models_reject_non_image_flat_inputs(factory, params):
     with pytest.raises(ValueError, match="perfect square"):
@@ -149,7 +151,7 @@ def test_mlp_defaults_unchanged():
     reference = [nn.Linear(64, 32), nn.Linear(32, 16), nn.Linear(16, 10)]
     for got, want in zip([m for m in model if isinstance(m, nn.Linear)], reference):
         assert torch.equal(got.weight, want.weight) and torch.equal(got.bias, want.bias)
-    suc = build(models.suc, SUCParams(bias=False), DIGITS_FLAT)
+    suc = build(troiano_models.suc, SUCParams(bias=False), DIGITS_FLAT)
     assert sequence(suc) == [nn.Flatten, nn.Linear, Site] and suc[1].bias is None
 
 
@@ -173,7 +175,7 @@ def test_quadratic_pool_value_and_gradient():
 def test_quadratic_pool_gradient_finite_at_zero():
     x = torch.zeros(2, 3, 4, 4, requires_grad=True)
     y = QuadraticMeanPool2d(2)(x)
-    torch.testing.assert_close(y, torch.full((2, 3, 2, 2), math.sqrt(models.QUADRATIC_POOL_EPS)))
+    torch.testing.assert_close(y, torch.full((2, 3, 2, 2), math.sqrt(layers.QUADRATIC_POOL_EPS)))
     y.sum().backward()
     assert torch.isfinite(x.grad).all() and (x.grad == 0).all()
     # tiny non-zero inputs: the gradient stays bounded by 1/2
@@ -189,12 +191,12 @@ def test_quadratic_pool_gradient_finite_at_zero():
 def test_lenet5_gradient_finite_with_step_activation_and_zero_windows():
     """A step forward with a constant backward (a BNN of Section 5) makes many all-zero pooling
     windows; quadratic pooling must still give finite gradients everywhere."""
-    from untied_plugins.surrogates import ConstantParams, constant
+    from untied_plugins.troiano.surrogates import ConstantParams, constant
 
     step = ACTIVATIONS["step"][1]
     ctx = RunContext(seed=0, device=torch.device("cpu"))
     torch.manual_seed(0)
-    model = models.lenet5(LeNet5Params(), data=MNIST_LIKE, ctx=ctx,
+    model = troiano_models.lenet5(LeNet5Params(), data=MNIST_LIKE, ctx=ctx,
                           activation=lambda: constant(ConstantParams(), activation=step, ctx=ctx))
     x = -torch.rand(8, 1, 28, 28) - 5.0  # strongly negative: many windows of zeros after the step
     model(x).square().sum().backward()
@@ -205,19 +207,19 @@ def test_lenet5_gradient_finite_with_step_activation_and_zero_windows():
 @pytest.mark.parametrize("pool,cls", [("quadratic", QuadraticMeanPool2d), ("avg", nn.AvgPool2d),
                                       ("max", nn.MaxPool2d)])
 def test_lenet5_pool_options(pool, cls):
-    model = build(models.lenet5, LeNet5Params(pool=pool), MNIST_LIKE)
+    model = build(troiano_models.lenet5, LeNet5Params(pool=pool), MNIST_LIKE)
     assert sequence(model) == [nn.Conv2d, Site, cls, nn.Conv2d, Site, cls, nn.Flatten,
                                nn.Linear, Site, nn.Linear, Site, nn.Linear]
     x = torch.tensor([[1.0, -3.0], [2.0, 0.5]]).reshape(1, 1, 2, 2)
     expected = {"quadratic": math.sqrt((1 + 9 + 4 + 0.25) / 4), "avg": 0.125, "max": 2.0}[pool]
-    assert models.pooling(pool)(x).item() == pytest.approx(expected, rel=1e-6)
+    assert layers.pooling(pool)(x).item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_lenet5_xavier_init_bounds_every_layer_and_zeroes_biases():
     torch.manual_seed(0)
-    default = build(models.lenet5, LeNet5Params(), MNIST_LIKE)
+    default = build(troiano_models.lenet5, LeNet5Params(), MNIST_LIKE)
     torch.manual_seed(0)
-    xavier = build(models.lenet5, LeNet5Params(init="xavier_uniform"), MNIST_LIKE)
+    xavier = build(troiano_models.lenet5, LeNet5Params(init="xavier_uniform"), MNIST_LIKE)
     layers = [m for m in xavier.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     assert len(layers) == 5
     for layer in layers:
@@ -234,7 +236,7 @@ def test_lenet5_xavier_init_bounds_every_layer_and_zeroes_biases():
 
 # ---- batchnorm -------------------------------------------------------------------------------
 def test_batchnorm_after_each_hidden_layer_before_the_activation():
-    lenet = build(models.lenet5, LeNet5Params(batchnorm=True, pool="max"), MNIST_LIKE)
+    lenet = build(troiano_models.lenet5, LeNet5Params(batchnorm=True, pool="max"), MNIST_LIKE)
     assert sequence(lenet) == [
         nn.Conv2d, nn.BatchNorm2d, Site, nn.MaxPool2d, nn.Conv2d, nn.BatchNorm2d, Site,
         nn.MaxPool2d, nn.Flatten, nn.Linear, nn.BatchNorm1d, Site, nn.Linear, nn.BatchNorm1d,
@@ -248,7 +250,7 @@ def test_batchnorm_after_each_hidden_layer_before_the_activation():
     assert sequence(conv) == [nn.Conv2d, nn.BatchNorm2d, Site, nn.MaxPool2d, nn.Conv2d,
                               nn.BatchNorm2d, Site, nn.MaxPool2d, nn.Flatten, nn.Linear,
                               nn.BatchNorm1d, Site, nn.Linear]
-    for model in (build(models.lenet5, LeNet5Params(), MNIST_LIKE),
+    for model in (build(troiano_models.lenet5, LeNet5Params(), MNIST_LIKE),
                   build(models.mlp, MLPParams(), DIGITS_FLAT),
                   build(models.cnn, CNNParams(), MNIST_LIKE)):
         assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
@@ -317,7 +319,7 @@ def test_sgd_through_the_trainer_keeps_latent_weights_in_range():
     """A step-activation BNN (constant backward) with binary weights, trained by the real
     backprop trainer with a large learning rate: unclipped, the latent weights would leave
     [-1, 1]; the trainer's constrain_ calls keep them inside, some pinned at exactly +-1."""
-    from untied_plugins.surrogates import ConstantParams, constant
+    from untied_plugins.troiano.surrogates import ConstantParams, constant
 
     ctx = RunContext(seed=0, device=torch.device("cpu"))
     gen = torch.Generator().manual_seed(1)
@@ -348,10 +350,10 @@ def test_sgd_through_the_trainer_keeps_latent_weights_in_range():
 
 # ---- end to end through the host -----------------------------------------------------------
 def test_lenet5_on_digits_end_to_end_beats_chance():
-    from bench_core.plugins import get_host
     from bench_core.execution.runner import execute_task
-    from bench_core.specs.plan import expand
+    from bench_core.plugins import get_host
     from bench_core.specs.model import parse_spec
+    from bench_core.specs.plan import expand
 
     raw = {
         "title": "lenet5 on digits",

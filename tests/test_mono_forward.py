@@ -8,12 +8,13 @@ import math
 
 import pytest
 import torch
+from untied_plugins.mono_forward import estimators
+from untied_plugins.mono_forward import trainer as mf_trainer
 
-from bench_core.plugins import get_host
 from bench_core.execution.runner import execute_task
-from bench_core.specs.plan import expand
+from bench_core.plugins import get_host
 from bench_core.specs.model import parse_spec
-from untied_plugins.mono_forward import estimators, trainer as mf_trainer
+from bench_core.specs.plan import expand
 
 
 def run(*variants: dict, **trainer) -> dict | list[dict]:

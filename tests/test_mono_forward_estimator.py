@@ -9,11 +9,11 @@ import math
 import pytest
 import torch
 from torch import nn
-
-from bench_core.layered import Block
 from untied_plugins.mono_forward import directional as dd
 from untied_plugins.mono_forward.estimators import DDConfig, ad_gradient, dd_estimate
 from untied_plugins.mono_forward.readout import Readout, local_loss
+
+from bench_core.layered import Block
 
 
 @pytest.fixture

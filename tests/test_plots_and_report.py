@@ -12,14 +12,14 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import slice_plugin
 import tomli_w
+from conftest import FAST_SPEC
 from PIL import Image
 
-import slice_plugin
 from bench_core.cli import main
 from bench_core.plugins import PluginHost, set_host
 from bench_core.testing import run_spec
-from conftest import FAST_SPEC
 
 SPEC = copy.deepcopy(FAST_SPEC)
 SPEC.update(title="Plot test board", name="plot-test", source="a made-up paper, Table 1",
@@ -195,15 +195,18 @@ def test_plots_and_page_of_a_board_with_several_metrics_scale_and_summaries(tmp_
     categorical and a numeric axis, a constant axis, summary tables), plotted and paged."""
     from types import SimpleNamespace
 
-    from bench_core.results.leaderboard import aggregate, load_records, overlay_plan, summarise
+    from test_leaderboard_views import SPEC as VIEWS
+    from test_leaderboard_views import write_runs
+
+    from bench_core.results.leaderboard import aggregate, overlay_plan, summarise
     from bench_core.results.plotting import plot_leaderboard
+    from bench_core.results.records import read_records
     from bench_core.results.report import leaderboard_page
     from bench_core.specs.model import parse_spec
-    from test_leaderboard_views import SPEC as VIEWS, write_runs
 
     tasks = write_runs(tmp_path / "records")
     _, spec = parse_spec(VIEWS)
-    records = load_records(tmp_path / "records")
+    records = read_records(tmp_path / "records")
     aggs = {m: aggregate(overlay_plan(records, tasks, m, spec)) for m in ("loss", "noisy_loss")}
     agg = pl.concat(list(aggs.values()), how="diagonal_relaxed")
     plan = SimpleNamespace(spec=spec, name="views", profile="default", tasks=tasks)
@@ -225,12 +228,14 @@ def test_report_renders_a_verdict_column_when_the_aggregate_has_one(tmp_path):
     them; the page shows them per cell and counts the reproduced cells."""
     from types import SimpleNamespace
 
-    from bench_core.results.leaderboard import aggregate, load_records
-    from bench_core.results.report import metric_tables, verdict_summary
     from test_leaderboard import write_set
 
+    from bench_core.results.leaderboard import aggregate
+    from bench_core.results.records import read_records
+    from bench_core.results.report import metric_tables, verdict_summary
+
     write_set(tmp_path)
-    agg = aggregate(load_records(tmp_path))
+    agg = aggregate(read_records(tmp_path))
     assert verdict_summary(agg) is None
     verdicts = ["reproduced", "differs"] + ["not comparable"] * (agg.height - 2)
     agg = agg.with_columns(pl.Series("verdict", verdicts))

@@ -36,8 +36,8 @@ def load(**env) -> PluginHost:
 def test_builtins_come_from_entry_points_of_this_distribution():
     host = load()
     builtin = {p.name for p in host.plugins.values() if p.builtin}
-    assert {"activations", "surrogates", "update_rules", "trainers", "models", "datasets",
-            "host"} <= builtin
+    assert builtin == {"host", "backprop", "troiano", "datasets", "dual_weight", "separated",
+                       "mono_forward", "dask"}     # one plugin per origin, the host's own
     assert all(p.distribution == "untied-bench" for p in host.plugins.values() if p.builtin)
     assert "sgd" in host.family("update_rules") and "digits" in host.family("datasets")
 
@@ -140,8 +140,8 @@ def test_clash_with_a_builtin_names_both():
     host.load_entry_points()
     host.add_plugin(mod, "dup")
     host.collect()
-    assert "by plugin 'update_rules' and by plugin 'dup'" in host.plugins["dup"].error
-    assert host.get("update_rules", "sgd").plugin == "update_rules"   # the built-in stays
+    assert "by plugin 'backprop' and by plugin 'dup'" in host.plugins["dup"].error
+    assert host.get("update_rules", "sgd").plugin == "backprop"   # the built-in stays
 
 
 @pytest.mark.parametrize("name", ["Bad", "1x", "has-dash", ""])
@@ -173,10 +173,11 @@ def test_untied_plugins_env_restricts_to_builtins_plus_named(installed, monkeypa
 
 def test_untied_disable_plugins_skips_named(installed, monkeypatch):
     installed("untied-halved", {"halved": "fakeplug_halved"}, {"fakeplug_halved": GOOD})
-    monkeypatch.setenv("UNTIED_DISABLE_PLUGINS", "halved, models")
+    monkeypatch.setenv("UNTIED_DISABLE_PLUGINS", "halved, troiano, host")
     host = load()
-    assert "halved" not in host.plugins and "models" not in host.plugins
-    assert "activations" in host.plugins
+    assert "halved" not in host.plugins and "troiano" not in host.plugins
+    assert "backprop" in host.plugins
+    assert "local" in host.family("executors")   # the host's own executors cannot be disabled
 
 
 def test_unknown_family_and_component_suggest():

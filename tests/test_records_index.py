@@ -10,8 +10,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from bench_core.results.records import (INDEX_DIR, recorded_run_ids, record_files, scan_records,
-                                        update_index, write_record)
+from bench_core.results.records import (
+    INDEX_DIR,
+    read_records,
+    record_files,
+    recorded_run_ids,
+    update_index,
+    write_record,
+)
 
 
 def write(folder, i, value=0.5, status="ok"):
@@ -20,7 +26,7 @@ def write(folder, i, value=0.5, status="ok"):
 
 
 def values(folder) -> dict[str, float]:
-    df = scan_records(folder).collect()
+    df = read_records(folder, required=False).collect()
     return dict(zip(df["run_id"], df["m_x"]))
 
 
@@ -77,8 +83,8 @@ def test_read_only_folder_is_read_file_by_file(tmp_path, monkeypatch):
 def test_scan_filters_run_ids(tmp_path):
     for i in range(3):
         write(tmp_path, i)
-    assert scan_records(tmp_path, {"r001"}).collect()["run_id"].to_list() == ["r001"]
-    assert scan_records(tmp_path, {"nope"}) is None
+    assert read_records(tmp_path, {"r001"}, required=False).collect()["run_id"].to_list() == ["r001"]
+    assert read_records(tmp_path, {"nope"}, required=False) is None
     assert len(record_files(tmp_path)) == 3
 
 
@@ -92,7 +98,7 @@ def test_foreign_truncated_and_mismatched_files_are_named_and_skipped(tmp_path):
     pl.DataFrame({"run_id": ["r006"], "status": ["ok"], "m_x": ["high"]}).write_parquet(
         tmp_path / "r006.parquet")
     problems: list[str] = []
-    df = scan_records(tmp_path, problems=problems).collect()
+    df = read_records(tmp_path, problems=problems, required=False).collect()
     assert sorted(df["run_id"]) == ["r000", "r001"]
     text = "\n".join(problems)
     assert "trunc.parquet: unreadable" in text
@@ -141,3 +147,29 @@ def test_records_get_the_permissions_of_any_new_file(tmp_path):
     from bench_core.results.records import _UMASK, write_record
     path = write_record(tmp_path, {"run_id": "p", "status": "ok"})
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~_UMASK
+
+
+def test_a_grid_recorded_run_by_run_leaves_a_few_parts_and_aggregates_as_fast(tmp_path):
+    """Every work unit of a grid indexes its folder after its record is written (resume asks
+    for the recorded runs): 200 runs one by one must not leave 200 parts."""
+
+    from bench_core.results.records import COMPACT_PARTS
+
+    folder = tmp_path / "grid"
+    for i in range(200):
+        write(folder, i, value=float(i))
+        update_index(folder)
+        assert len(list((folder / INDEX_DIR).glob("part-*.parquet"))) <= COMPACT_PARTS
+    assert values(folder) == {f"r{i:03d}": float(i) for i in range(200)}
+
+    fresh = tmp_path / "fresh"
+    shutil.copytree(folder, fresh, ignore=shutil.ignore_patterns(INDEX_DIR))
+    update_index(fresh)
+    # it aggregates as fast as a fresh index because it reads about as little: a handful of
+    # parts holding the same rows (a timing here would only measure the shared machine)
+    kept = sorted((folder / INDEX_DIR).glob("part-*.parquet"))
+    assert len(kept) <= COMPACT_PARTS
+    assert sum(pl.read_parquet(p).height for p in kept) == 200
+    columns = ["run_id", "status", "m_x"]
+    assert read_records(folder, required=False).select(columns).collect().sort("run_id").equals(
+        read_records(fresh, required=False).select(columns).collect().sort("run_id"))

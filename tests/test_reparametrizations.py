@@ -12,11 +12,11 @@ import torch
 from torch import nn
 
 from bench_core.errors import SpecError
+from bench_core.execution.runner import execute_task
 from bench_core.interfaces import RunContext
 from bench_core.plugins import get_host
-from bench_core.execution.runner import execute_task
-from bench_core.specs.plan import expand, resolve_component
 from bench_core.specs.model import parse_spec
+from bench_core.specs.plan import expand, resolve_component
 
 CTX = RunContext(seed=0, device=torch.device("cpu"))
 

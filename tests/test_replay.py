@@ -6,21 +6,20 @@ leaderboards is tests/test_committed_replay.py."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 
+import judgement_plugin
 import polars as pl
 import pytest
 import tomli_w
-
-import judgement_plugin
-from bench_core.cli import main
-from bench_core.results.records import record_files, write_record
-from bench_core.execution.runner import run_plan
-from bench_core.specs.plan import expand
-from bench_core.specs.model import parse_spec
-from bench_core.results.tables import plan_report
 from judgement_plugin import SPEC
+
+from bench_core.cli import main
+from bench_core.execution.runner import run_plan
+from bench_core.results.records import record_files, write_record
+from bench_core.results.tables import plan_report
+from bench_core.specs.model import parse_spec
+from bench_core.specs.plan import expand
 
 
 @pytest.fixture
@@ -136,8 +135,8 @@ def test_a_new_component_version_reruns_old_records_and_never_mixes_them(host, t
 
 
 def test_a_version_must_be_a_short_token(host):
-    from bench_core.plugins import PluginHost
     from bench_core.hookspecs import hookimpl
+    from bench_core.plugins import PluginHost
 
     class Bad:
         @hookimpl

@@ -12,10 +12,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from bench_core.cli import main
 from conftest import REPO
 from test_plots_and_report import assert_image_not_blank, board  # noqa: F401 - fixture
+
+from bench_core.cli import main
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")

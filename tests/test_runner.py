@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import chaos_plugin
 import polars as pl
 import pytest
 
-import chaos_plugin
-from bench_core.results.records import record_files
 from bench_core.execution.runner import execute_task, run_plan
-from bench_core.specs.plan import expand
+from bench_core.results.records import record_files
 from bench_core.specs.model import parse_spec
+from bench_core.specs.plan import expand
 
 
 def plan_for(host, raw, tmp_path, **kw):
@@ -39,7 +39,7 @@ def test_records_hold_the_design_fields(untied_host, fast_spec, tmp_path):
     assert row["value"] == row["m_test_accuracy"] == row["curve_test_accuracy"][-1]
     # 240 training samples (300 subset of 1437) ... counted per sample: epochs x train size
     assert row["backward_samples"] == 2 * 300
-    assert '"surrogates": "untied-bench==' in row["plugins_json"]
+    assert '"troiano": "untied-bench==' in row["plugins_json"]
     assert row["threads"] == 1 and row["cpus"] >= 1 and row["cpu_model"]  # runs pin 1 thread
 
 

@@ -9,13 +9,16 @@ import textwrap
 
 import pytest
 import torch
+from untied_plugins.separated import targets
+from untied_plugins.separated.function_approx import (
+    FunctionApproxParams,
+    function_approx,
+)
+from untied_plugins.separated.targets import Target, get_target, register_target
 
 from bench_core.errors import SpecError
 from bench_core.interfaces import RunContext
 from bench_core.specs.plan import resolve_component
-from untied_plugins.separated import targets
-from untied_plugins.separated.function_approx import FunctionApproxParams, function_approx
-from untied_plugins.separated.targets import Target, get_target, register_target
 
 
 def bundle(seed: int = 0, **options):

@@ -12,8 +12,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from bench_core.specs.plan import expand
 from bench_core.specs.model import load_spec
+from bench_core.specs.plan import expand
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -9,12 +9,16 @@ import math
 import pytest
 import torch
 from torch import nn
+from untied_plugins.backprop.activations import ACTIVATIONS
+from untied_plugins.backprop.models import MLPParams, mlp
+from untied_plugins.separated.neuron import (
+    C_MIN,
+    SeparatedDense,
+    SeparatedMLPParams,
+    separated_mlp,
+)
 
 from bench_core.interfaces import DataInfo, NativeActivation, RunContext
-from untied_plugins.activations import ACTIVATIONS
-from untied_plugins.models import MLPParams, mlp
-from untied_plugins.separated.neuron import (C_MIN, SeparatedDense, SeparatedMLPParams,
-                                             separated_mlp)
 
 INFO = DataInfo("f", (3,), 2, "regression")
 

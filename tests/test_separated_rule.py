@@ -11,11 +11,11 @@ import math
 import pytest
 import torch
 from torch import nn
+from untied_plugins.backprop.activations import ACTIVATIONS
+from untied_plugins.separated.neuron import SeparatedDense
+from untied_plugins.separated.rule import SeparatedRuleParams, semi_sum_steps, separated
 
 from bench_core.interfaces import NativeActivation, RunContext
-from untied_plugins.activations import ACTIVATIONS
-from untied_plugins.separated.neuron import SeparatedDense
-from untied_plugins.separated.rule import SeparatedRuleParams, separated, semi_sum_steps
 
 CTX = RunContext(seed=0, device=torch.device("cpu"))
 

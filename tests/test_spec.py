@@ -6,8 +6,8 @@ import pytest
 
 from bench_core.errors import SpecError
 from bench_core.plugins import get_host
-from bench_core.specs.plan import expand
 from bench_core.specs.model import load_spec, merge, parse_spec
+from bench_core.specs.plan import expand
 
 
 def plan_of(raw, **kw):

@@ -11,11 +11,11 @@ import math
 
 import pytest
 import tomli_w
+from conftest import FAST_SPEC
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench_core.cli import main
-from conftest import FAST_SPEC
 
 CASES = {"n": 0, "accepted": 0, "refused": 0}
 

@@ -143,8 +143,8 @@ COUNTDOWN_SPEC = {
 
 def test_runs_that_miss_the_target_stay_ok_and_report_reached_zero(untied_host, tmp_path):
     from bench_core.execution.runner import run_plan
-    from bench_core.specs.plan import expand
     from bench_core.specs.model import parse_spec
+    from bench_core.specs.plan import expand
 
     untied_host.add_plugin(countdown_plugin, "countdown_test")
     name, spec = parse_spec(COUNTDOWN_SPEC, stem="cd")

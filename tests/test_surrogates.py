@@ -1,4 +1,4 @@
-"""The activation surrogates of ``untied_plugins.surrogates`` (METHODS.md section 1; Troiano et
+"""The activation surrogates of ``untied_plugins.troiano.surrogates`` (METHODS.md section 1; Troiano et
 al. 2025, Section 4, Fig. 6 and Fig. 8): each backward against its formula, the tied backward
 against autograd, jamming statistics and seeding, parameter validation, saved-tensor memory,
 ``torch.func.vmap`` and ``torch.compile(fullgraph=True)``."""
@@ -10,12 +10,12 @@ import math
 
 import pytest
 import torch
+from untied_plugins.backprop.activations import ACTIVATIONS
 
 from bench_core.errors import SpecError
 from bench_core.interfaces import RunContext
 from bench_core.plugins import get_host
 from bench_core.specs.plan import resolve_component
-from untied_plugins.activations import ACTIVATIONS
 
 ACTIVATION_NAMES = list(ACTIVATIONS)
 SURROGATE_NAMES = ["tied", "constant", "rect", "triangular", "d_logistic", "full_jamming",

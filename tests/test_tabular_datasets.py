@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import SHARED_DATA
+from untied_plugins.datasets.tabular import (
+    HousingParams,
+    WineParams,
+    california_housing,
+    wine_quality,
+)
 
 from bench_core.errors import DataError
 from bench_core.interfaces import RunContext
-from conftest import SHARED_DATA
-from untied_plugins.dual_weight.tabular import (HousingParams, WineParams, california_housing,
-                                                wine_quality)
 
 HEADER = ("fixed acidity;volatile acidity;citric acid;residual sugar;chlorides;"
           "free sulfur dioxide;total sulfur dioxide;density;pH;sulphates;alcohol;quality")

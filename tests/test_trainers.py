@@ -7,11 +7,11 @@ import json
 
 import pytest
 import torch
+from untied_plugins.backprop.losses import SampleStream, batch_loss, sample_losses
 
 from bench_core.execution.runner import execute_task
-from bench_core.specs.plan import expand
 from bench_core.specs.model import parse_spec
-from untied_plugins.trainers import SampleStream, batch_loss, sample_losses
+from bench_core.specs.plan import expand
 
 
 @pytest.mark.parametrize("loss,task,outputs", [("cross_entropy", "classification", 4),
@@ -97,8 +97,7 @@ def test_online_trainer_accepts_either_reduction_with_equal_results(untied_host)
 def test_regression_reports_mse_and_max_abs_error_over_all_batches():
     """The backprop trainer's evaluation metrics, checked against a hand computation."""
     from torch import nn
-
-    from untied_plugins.trainers import evaluate
+    from untied_plugins.backprop.losses import evaluate
 
     model = nn.Linear(1, 2, bias=False)
     with torch.no_grad():

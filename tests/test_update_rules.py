@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from untied_plugins.backprop.rules import ManipulatedGradients
 
 from bench_core.errors import SpecError
 from bench_core.interfaces import RunContext
 from bench_core.plugins import get_host
 from bench_core.specs.plan import resolve_component
-from untied_plugins.update_rules import ManipulatedGradients
 
 
 def tiny_model() -> nn.Module:

@@ -10,14 +10,14 @@ import math
 import statistics
 from types import SimpleNamespace
 
+import grouped_plugin
 import pytest
 import tomli_w
 
-import grouped_plugin
 from bench_core.results.records import write_record
 from bench_core.results.tables import plan_report
-from bench_core.specs.plan import Plan
 from bench_core.specs.model import find_reference, parse_spec
+from bench_core.specs.plan import Plan
 
 SPEC = {
     "title": "verdicts", "metric": "acc", "baseline": "A", "reference_n": 4,
@@ -102,8 +102,8 @@ def test_inconclusive_says_how_many_seeds_would_decide():
     but the tolerance is wide. Today's rule called this reproduced."""
     import polars as pl
 
-    from bench_core.specs.model import Tolerance
     from bench_core.results.verdicts import add_verdicts, verdict_text
+    from bench_core.specs.model import Tolerance
     values = [0.97, 0.96, 0.10]
     mean, std = statistics.mean(values), statistics.stdev(values)
     agg = pl.DataFrame({"mean": [mean], "std": [std], "stderr": [std / math.sqrt(3)],
@@ -128,8 +128,8 @@ def test_inconclusive_says_how_many_seeds_would_decide():
 def test_a_relative_tolerance_scales_floor_and_limit_with_the_paper_value():
     import polars as pl
 
-    from bench_core.specs.model import Tolerance
     from bench_core.results.verdicts import add_verdicts
+    from bench_core.specs.model import Tolerance
     agg = pl.DataFrame({"mean": [105.0, 1.05, 1.05], "std": [1.0, 0.01, 0.6],
                         "stderr": [0.5, 0.005, 0.3], "reference": [100.0, 1.0, 1.0],
                         "reference_std": [None, None, None]})
@@ -274,8 +274,8 @@ def test_a_single_run_source_without_std_is_one_draw_from_our_spread():
     our std; a reference std, where given, still wins."""
     import polars as pl
 
-    from bench_core.specs.model import Tolerance
     from bench_core.results.verdicts import add_verdicts
+    from bench_core.specs.model import Tolerance
     agg = pl.DataFrame({"mean": [10.0, 10.0], "std": [3.0, 3.0], "stderr": [1.0, 1.0],
                         "reference": [15.0, 15.0], "reference_std": [None, 0.5]})
     tol = Tolerance(absolute=1.0, stderr=2.0, max=10.0)

@@ -47,7 +47,7 @@ from bench_core.plugins import Component, PluginHost, get_host, set_host
 from bench_core.results.records import (
     flatten_spec,
     recorded_run_ids,
-    scan_records,
+    read_records,
     write_record,
 )
 from bench_core.specs.model import LIST_FIELDS, canonical_json, format_validation_error
@@ -247,9 +247,12 @@ def _record_row(host: PluginHost, task: RunTask, ctx: RunContext, status: str, e
                 tb: str | None, metrics: dict[str, float], wall: float, *, group_size: int = 1,
                 group_wall: float | None = None, warnings: list[str] = (),
                 slices: str | None = None) -> dict[str, Any]:
-    """The record of one finished run (not yet written). A ``diverged`` run records its last
-    logged metrics (:func:`last_logged_metrics`) and, from them, its ``value``; leaderboards
-    count it in the means unless asked not to."""
+    """The record of one finished run (not yet written): what the run was (its spec, entry,
+    cell, seed, status, metrics, curves, environment) and nothing of how a table shows it (the
+    order of entries and cells, the baseline, the paper's values, directions): tables take that
+    from the spec's plan (:func:`bench_core.results.leaderboard.overlay_plan`), the one source
+    of it. A ``diverged`` run records its last logged metrics (:func:`last_logged_metrics`)
+    and, from them, its ``value``; leaderboards count it in the means unless asked not to."""
     device = task.device
     if device.startswith("cuda"):
         torch.cuda.synchronize(torch.device(device))
@@ -265,20 +268,14 @@ def _record_row(host: PluginHost, task: RunTask, ctx: RunContext, status: str, e
         "leaderboard": task.leaderboard,
         "profile": task.profile,
         "entry": task.entry,
-        "entry_index": task.entry_index,
-        "is_baseline": task.is_baseline,
         "cell_json": canonical_json(task.cell),
-        "cell_index": task.cell_index,
         "seed_index": task.seed_index,
         "seed": task.seed,
         "status": status,
         "error": error,
         "traceback": tb,
         "metric": task.metric,
-        "higher_is_better": task.higher_is_better,
         "value": value if status in ("ok", "diverged") else None,
-        "reference": task.reference,
-        "reference_std": task.reference_std,
         "spec_json": canonical_json(task.spec),
         "base_run_id": task.base_run_id or task.run_id,
         "versions_json": canonical_json(task.versions) if task.versions else None,
@@ -429,11 +426,26 @@ def _recorded(folder: Path, run_id: str) -> bool:
         return False
 
 
+def stackable(host: PluginHost, spec: dict[str, Any]) -> bool:
+    """Whether the run's model lets its runs be grouped: a model whose parameter model sets
+    ``stackable = False`` (compute-bound convolutions, where stacking gains little and a group
+    would record its runs only at its end) keeps each run a work unit of its own, recorded as
+    it finishes and spread over the workers."""
+    model = spec.get("model")
+    if not isinstance(model, dict) or "name" not in model:
+        return True
+    try:
+        comp = host.get("models", model["name"])
+    except PluginError:
+        return True
+    return getattr(comp.params, "stackable", True) is not False
+
+
 def form_groups(tasks: list[RunTask], host: PluginHost, *, enabled: bool = True,
                 max_size: int | None = None) -> list[list[RunTask]]:
     """Partition ``tasks`` into work units: runs whose trainer implements grouped runs and whose
-    group keys match (same trainer table, device and reparametrizations too) share a unit; every other run is a
-    unit of its own. Order is kept (a group sits where its first run was). ``max_size`` and the
+    group keys match (same trainer table, device and reparametrizations too) share a unit,
+    unless their model is not :func:`stackable`; every other run is a unit of its own. Order is kept (a group sits where its first run was). ``max_size`` and the
     trainer's ``max_group_size`` cap a unit's size."""
     if not enabled:
         return [[t] for t in tasks]
@@ -445,7 +457,8 @@ def form_groups(tasks: list[RunTask], host: PluginHost, *, enabled: bool = True,
         if table not in trainers:
             trainers[table] = build_trainer(host, task.spec)
         trainer = trainers[table]
-        key = trainer.group_key(task.spec) if isinstance(trainer, GroupTrainer) else None
+        key = (trainer.group_key(task.spec)
+               if isinstance(trainer, GroupTrainer) and stackable(host, task.spec) else None)
         if key is None:
             units.append([task])
             continue
@@ -497,7 +510,7 @@ def other_version_records(tasks: list[RunTask], results_dir: Path) -> int:
     base = {t.base_run_id for t in tasks if t.base_run_id}
     if not base:
         return 0
-    lf = scan_records(results_dir, problems=[])
+    lf = read_records(results_dir, problems=[], required=False)
     if lf is None:
         return 0
     cols = lf.collect_schema().names()

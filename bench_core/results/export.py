@@ -28,20 +28,12 @@ from typing import Any
 import polars as pl
 
 from bench_core.errors import UntiedError
-from bench_core.results.records import scan_records
+from bench_core.results.records import read_records
 
 EXPORT_FORMATS = ("parquet", "csv")
 SPEC_FILE = "spec.json"
 """Written by the runner into ``<results>/<name>/``: the leaderboard spec the runs came from, so
 ``untied leaderboard DIR`` shows the same title, notes and columns as ``untied leaderboard SPEC``."""
-
-
-def read_records(folder: str | Path, run_ids: set[str] | None = None) -> pl.DataFrame:
-    """Every record of a results folder (optionally only ``run_ids``) as one frame."""
-    lf = scan_records(folder, run_ids)
-    if lf is None:
-        raise UntiedError(f"no records in {folder}: run `untied run` first")
-    return lf.collect()
 
 
 def spec_folder(spec_ref: str | Path | None) -> Any:
@@ -68,11 +60,21 @@ def committed_records(spec_ref: str | Path | None, name: str, profile: str) -> A
 
 
 def plan_records(plan: Any, results_dir: str | Path, spec_ref: str | Path | None = None,
-                 *, quiet: bool = False) -> pl.LazyFrame:
-    """The records of ``plan``'s runs: from ``results_dir``, else from the committed compacted
-    records of the spec (module docstring). Raises a one-line error when neither has any."""
+                 *, records_file: str | Path | None = None, quiet: bool = False
+                 ) -> pl.LazyFrame:
+    """The records of ``plan``'s runs: from ``records_file`` when given (``--records``), else
+    from ``results_dir``, else from the committed compacted records of the spec (module
+    docstring). Raises a one-line error when none has any. Every command that shows a plan's
+    records reads them here, through :func:`bench_core.results.records.read_records`."""
     ids = {t.run_id for t in plan.tasks}
-    lf = scan_records(results_dir, ids)
+    if records_file is not None:
+        from bench_core.results.records import is_records_file
+
+        if not is_records_file(records_file):
+            raise UntiedError(f"--records {records_file}: not a records file (.parquet), as "
+                              f"`untied export` writes")
+        return read_records(records_file, ids)
+    lf = read_records(results_dir, ids, required=False)
     if lf is not None:
         return lf
     committed = committed_records(spec_ref, plan.name, plan.profile)
@@ -97,7 +99,7 @@ def plan_perturbed(plan: Any, results_dir: str | Path, spec_ref: str | Path | No
     from bench_core.results.stability import PERTURBED_DIR
 
     ids = {t.run_id for t in plan.tasks}
-    lf = scan_records(Path(results_dir) / PERTURBED_DIR, ids)
+    lf = read_records(Path(results_dir) / PERTURBED_DIR, ids, required=False)
     if lf is not None:
         return lf
     folder = spec_folder(spec_ref)

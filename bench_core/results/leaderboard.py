@@ -26,18 +26,20 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 from tabulate import tabulate
 
-from bench_core.results.divergence import judge_divergence
 from bench_core.errors import UntiedError
-from bench_core.specs.metrics import (budget_metric, censored_median, default_direction,
-                                      is_time_to_target)
-from bench_core.results.records import scan_records
+from bench_core.results.divergence import judge_divergence
 from bench_core.results.verdicts import verdict_text
+from bench_core.specs.metrics import (
+    budget_metric,
+    censored_median,
+    default_direction,
+    is_time_to_target,
+)
 
 FORMATS = ("table", "markdown", "csv", "json", "parquet")
 COMPARISONS = {"difference": "delta_baseline", "ratio": "ratio_baseline",
@@ -75,9 +77,7 @@ def aggregate(records: pl.LazyFrame, extra_metrics: list[str] | None = None,
         *[pl.col(f"m_{budget_metric(m)}").cast(pl.Float64) for m in targets
           if f"m_{budget_metric(m)}" in cols],
     )
-    for col in ("entry_index", "cell_index"):
-        if col not in cols:
-            records = records.with_columns(pl.lit(0).alias(col))
+    records = as_recorded(records)
     counted_diverged = diverged & pl.col("value").is_not_null() & pl.col("value").is_finite()
     ok = ((pl.col("status") == "ok") | counted_diverged) if include_diverged else (
         pl.col("status") == "ok")
@@ -134,6 +134,24 @@ def aggregate(records: pl.LazyFrame, extra_metrics: list[str] | None = None,
                        "gain_pct", "rank", "reference", "reference_std",
                        "delta_reference", "is_baseline", "higher_is_better", "metric",
                        "wall_time_s", "total_wall_time_s", *extras_mean, *target_cols])
+
+
+def as_recorded(records: pl.LazyFrame) -> pl.LazyFrame:
+    """Records read without their spec (``untied leaderboard FILE``, a folder of an unknown
+    spec) shown as recorded: what only a plan says (order, baseline, paper values) left
+    neutral, each metric's direction by its name. With a spec, :func:`overlay_plan` sets them."""
+    cols = records.collect_schema().names()
+    fill = [pl.lit(0).alias(c) for c in ("entry_index", "cell_index") if c not in cols]
+    fill += [pl.lit(False).alias("is_baseline")] if "is_baseline" not in cols else []
+    fill += [pl.lit(None, dtype=pl.Float64).alias(c) for c in ("reference", "reference_std")
+             if c not in cols]
+    if "higher_is_better" not in cols and "metric" in cols:
+        fill.append(pl.col("metric").map_elements(lambda m: default_direction(m) == "higher",
+                                                  return_dtype=pl.Boolean)
+                    .alias("higher_is_better"))
+    if "profile" not in cols:
+        fill.append(pl.lit("default").alias("profile"))
+    return records.with_columns(fill) if fill else records
 
 
 def _censored_targets(out: pl.DataFrame, targets: list[str]) -> pl.DataFrame:
@@ -238,16 +256,6 @@ def summarise(agg: pl.DataFrame, by: list[str], references: list[Any] = (),
                      None)
         ref_values.append(match.value if match else None)
     return out.with_columns(pl.Series("reference", ref_values, dtype=pl.Float64))
-
-
-def load_records(results_dir: str | Path, run_ids: set[str] | None = None) -> pl.LazyFrame:
-    """The records of a results folder; a file that is not a readable run record is named on
-    stderr and skipped (the rest are aggregated)."""
-    lf = scan_records(results_dir, run_ids)
-    if lf is None:
-        what = "the runs of this spec" if run_ids is not None else "any run"
-        raise UntiedError(f"no records of {what} in {results_dir}: run `untied run` first")
-    return lf
 
 
 def _cells(agg: pl.DataFrame) -> list[str]:

@@ -34,8 +34,15 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from bench_core.results.figures import (Figures, Plot, as_number, slug, as_text, cell_caption,
-                                        varying_axes)
+from bench_core.results.figures import (
+    Figures,
+    Plot,
+    as_number,
+    as_text,
+    cell_caption,
+    slug,
+    varying_axes,
+)
 
 
 def _positions(values: list[Any]) -> tuple[list[float], list[str] | None, bool]:

@@ -1,14 +1,20 @@
 """Run records: one Parquet file per run, ``<results>/<leaderboard>/<run_id>.parquet``.
 
 Columns (one row):
-``run_id, leaderboard, profile, entry, is_baseline, cell_json, seed_index, seed, status, error,
-traceback, metric, higher_is_better, value, reference, reference_std, spec_json, p_<field.param>...,
+``run_id, leaderboard, profile, entry, cell_json, seed_index, seed, status, error, traceback,
+metric, value, spec_json, base_run_id, versions_json, p_<field.param>...,
 m_<metric>..., curve_<metric> (list per epoch)..., curves_json, slices_json (the dataset's
 function slices with the trained model's predictions, or null), wall_time_s, peak_rss_bytes,
 peak_cuda_bytes, forward_passes, backward_passes, forward_samples, backward_samples, device,
 cuda_device, cpu_model, cpus, threads (torch's intra-op threads), host, pid, group_size,
 group_wall_time_s, warnings, torch_version, python_version, platform, git_commit, plugins_json,
-untied_version, finished_at``.
+untied_version, perturbation, cpu_capability, blas, cuda_version, cudnn_version, finished_at``.
+
+A record says what the run was, never how a table shows it: ``profile`` and ``metric`` are those
+it was recorded under, and the order of entries and cells, the baseline, the paper's values and
+each metric's direction come from the spec's plan when a table is made
+(:func:`bench_core.results.leaderboard.overlay_plan`; records from before this rule still carry
+copies of them, which tables ignore).
 
 ``value`` and ``m_*`` are the final metrics of an ``ok`` run and the last logged (finite)
 metrics of a ``diverged`` one; a ``failed`` run has none.
@@ -198,9 +204,44 @@ def update_index(folder: str | Path, problems: list[str] | None = None) -> list[
         if frame is None:
             continue
         index.mkdir(exist_ok=True)
-        key = hashlib.blake2b("\n".join(chunk).encode(), digest_size=8).hexdigest()
-        parts.append(write_parquet_atomically(frame, index / f"part-{key}.parquet", ".part."))
+        parts.append(_write_part(index, frame))
+    if len(parts) > COMPACT_PARTS:
+        parts = _compact(index, parts)
     return parts
+
+
+COMPACT_PARTS = 8
+"""More parts than this are merged into parts of up to :data:`PART_ROWS` rows: a grid whose
+runs are recorded one by one (each work unit indexes its folder) would otherwise leave one part
+per run, and reading thousands of small parts is what the index is there to avoid."""
+
+
+def _write_part(index: Path, frame: pl.DataFrame) -> Path:
+    """One index part, named by the record files it covers (equal parts get equal names)."""
+    key = hashlib.blake2b("\n".join(frame["_file"].to_list()).encode(),
+                          digest_size=8).hexdigest()
+    return write_parquet_atomically(frame, index / f"part-{key}.parquet", ".part.")
+
+
+def _compact(index: Path, parts: list[Path]) -> list[Path]:
+    """Merge ``parts`` into as few as :data:`PART_ROWS` allows (atomically written, then the
+    old ones removed; a part another process removed first is simply not merged)."""
+    frames = []
+    for part in parts:
+        try:
+            frames.append(pl.read_parquet(part))
+        except Exception:  # noqa: BLE001 - gone or damaged: its records are re-read next time
+            continue
+    if not frames:
+        return []
+    merged = (pl.concat(frames, how="diagonal_relaxed")
+              .unique(subset=["_file"], keep="last", maintain_order=True).sort("_file"))
+    fresh = [_write_part(index, merged.slice(start, PART_ROWS))
+             for start in range(0, merged.height, PART_ROWS)]
+    for part in parts:
+        if part not in fresh:
+            part.unlink(missing_ok=True)
+    return fresh
 
 
 _NAMED: set[str] = set()
@@ -261,13 +302,27 @@ def recorded_run_ids(folder: str | Path, statuses: tuple[str, ...] | None = None
     return set(done["run_id"].to_list())
 
 
-def scan_records(source: str | Path, run_ids: set[str] | None = None,
+def read_records(source: str | Path, run_ids: set[str] | None = None, *, required: bool = True,
                  problems: list[str] | None = None) -> pl.LazyFrame | None:
-    """A lazy frame over the records in ``source``, a results folder (read through its index,
-    :func:`update_index`) or a records file (optionally only ``run_ids``); None if there are
-    none. Records of different components carry different ``p_``/``m_`` columns; they are
-    aligned diagonally. Files that are not readable run records are skipped and appended to
-    ``problems``, or, without a list, named on stderr (:func:`name_problems`)."""
+    """The one way to read records: a lazy frame over the records in ``source``, a results
+    folder (read through its index, :func:`update_index`) or a records file, optionally only
+    ``run_ids``. Records of different components carry different ``p_``/``m_`` columns; they
+    are aligned diagonally. Files that are not readable run records are skipped and appended to
+    ``problems``, or, without a list, named on stderr (:func:`name_problems`). No record at all
+    is a one-line error, or None when not ``required``. (Which source a plan's records come
+    from, a results folder, a records file or the committed records, is
+    :func:`bench_core.results.export.plan_records`.)"""
+    lf = _read(source, run_ids, problems)
+    if lf is None and required:
+        from bench_core.errors import UntiedError
+
+        what = "the runs asked for" if run_ids is not None else "any run"
+        raise UntiedError(f"no records of {what} in {source}: run `untied run` first")
+    return lf
+
+
+def _read(source: str | Path, run_ids: set[str] | None,
+          problems: list[str] | None) -> pl.LazyFrame | None:
     if is_records_file(source):
         lf = pl.scan_parquet(source)
         if run_ids is not None:

@@ -17,10 +17,16 @@ from typing import Any
 import polars as pl
 
 from bench_core import __version__
-from bench_core.results.leaderboard import aggregate, load_records, overlay_plan, render, summarise
-from bench_core.specs.metrics import is_time_to_target
+from bench_core.results.leaderboard import aggregate, overlay_plan, render, summarise
+from bench_core.results.records import read_records
 from bench_core.results.stability import add_stability, chaos_lines
-from bench_core.results.verdicts import add_reversals, add_verdicts, summary_lines, tolerance_rule
+from bench_core.results.verdicts import (
+    add_reversals,
+    add_verdicts,
+    summary_lines,
+    tolerance_rule,
+)
+from bench_core.specs.metrics import is_time_to_target
 
 
 @dataclass
@@ -80,7 +86,7 @@ def plan_report(plan, source: str | Path | pl.LazyFrame, *, include_diverged: bo
     generated, stated in its header with ``commit``, the source commit of the code."""
     spec = plan.spec
     records = (source if isinstance(source, pl.LazyFrame)
-               else load_records(source, {t.run_id for t in plan.tasks}))
+               else read_records(source, {t.run_id for t in plan.tasks}))
     agg, summaries = plan_aggregate(plan, records, include_diverged, perturbed)
     main = agg.filter(pl.col("metric") == spec.metric)
     notes = header_notes(plan, main, include_diverged)

@@ -4,6 +4,8 @@ that registered it, run identities and seeds, grid axes that must reach every en
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import itertools
 import sys
 from dataclasses import dataclass, field
@@ -87,9 +89,43 @@ class Plan:
 
 
 # ---- validation against plugins -----------------------------------------------------------
+_RESOLVED: contextvars.ContextVar[dict | None] = contextvars.ContextVar("resolved", default=None)
+"""While a plan is expanded (:func:`resolving_once`): each distinct component table's validation
+and identity, so that a table shared by every cell of a grid is validated once per plan."""
+
+
+@contextlib.contextmanager
+def resolving_once():
+    """Validate each distinct component table once within this block (plan expansion: a grid
+    of many cells repeats the same tables in every cell, entry and seed)."""
+    token = _RESOLVED.set({})
+    try:
+        yield
+    finally:
+        _RESOLVED.reset(token)
+
+
 def resolve_component(host: PluginHost, fieldname: str, table: Any
                       ) -> tuple[Component, BaseModel]:
-    """Validate one component table; errors name the field path, value and choices."""
+    """Validate one component table; errors name the field path, value and choices. Inside
+    :func:`resolving_once` a table validated before is not validated again."""
+    cache = _RESOLVED.get()
+    if cache is None:
+        return _resolve_component(host, fieldname, table)
+    key = ("resolve", fieldname, canonical_json(table))
+    if key not in cache:
+        try:
+            cache[key] = _resolve_component(host, fieldname, table)
+        except SpecError as exc:
+            cache[key] = exc
+    found = cache[key]
+    if isinstance(found, SpecError):
+        raise SpecError(str(found)) from None
+    return found
+
+
+def _resolve_component(host: PluginHost, fieldname: str, table: Any
+                       ) -> tuple[Component, BaseModel]:
     family = COMPONENT_FIELDS[fieldname]
     if isinstance(table, str):
         table = {"name": table}
@@ -175,6 +211,19 @@ def identity(comp: Component, model: BaseModel, *, for_seed: bool = False,
     the new ones. ``for_seed`` also leaves out the version and the parameters declared with
     :func:`bench_core.interfaces.execution_option` (they change how a run executes or rounds,
     not what it draws); ``versioned=False`` only the version (the run's id across versions)."""
+    cache = _RESOLVED.get()
+    key = ("identity", comp.family, comp.name, canonical_json(model.model_dump(mode="json")),
+           for_seed, versioned)
+    if cache is not None and key in cache:
+        return dict(cache[key])
+    out = _identity(comp, model, for_seed=for_seed, versioned=versioned)
+    if cache is not None:
+        cache[key] = out
+    return dict(out)
+
+
+def _identity(comp: Component, model: BaseModel, *, for_seed: bool, versioned: bool
+              ) -> dict[str, Any]:
     given = model.model_dump(mode="json")
     if for_seed:
         given = {k: v for k, v in given.items()
@@ -233,7 +282,14 @@ MAX_PLAN_RUNS = 100_000
 in a grid can otherwise plan millions of runs."""
 
 
-def expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str | None = None,
+def expand(host: PluginHost, name: str, spec: LeaderboardSpec, **options: Any) -> Plan:
+    """Expand a leaderboard into validated run tasks (:func:`_expand`), validating each distinct
+    component table once (:func:`resolving_once`)."""
+    with resolving_once():
+        return _expand(host, name, spec, **options)
+
+
+def _expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str | None = None,
            seeds: int | None = None, results_dir: str = "", device: str = "cpu",
            max_runs: int | None = MAX_PLAN_RUNS) -> Plan:
     """Expand a leaderboard into validated run tasks (entries x grid cells x seeds).

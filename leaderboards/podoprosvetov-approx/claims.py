@@ -32,10 +32,11 @@ from pathlib import Path
 
 import polars as pl
 
-from bench_core.results.leaderboard import load_records, overlay_plan
 from bench_core.plugins import get_host
-from bench_core.specs.plan import expand
+from bench_core.results.leaderboard import overlay_plan
+from bench_core.results.records import read_records
 from bench_core.specs.model import load_spec
+from bench_core.specs.plan import expand
 
 SPEC = Path(__file__).resolve().parent.parent / "podoprosvetov-approx.toml"
 TUNING = Path(__file__).resolve().parent / "tuning.toml"
@@ -46,7 +47,7 @@ def runs(profile: str | None, results: str, spec_path: Path = SPEC) -> tuple[pl.
     name, spec = load_spec(spec_path)
     plan = expand(get_host(), name, spec, profile=profile)
     budget = plan.tasks[0].spec["trainer"]["epochs"]
-    lf = overlay_plan(load_records(Path(results) / name, {t.run_id for t in plan.tasks}),
+    lf = overlay_plan(read_records(Path(results) / name, {t.run_id for t in plan.tasks}),
                       plan.tasks)
     df = lf.collect().with_columns(
         pl.col("cell_json").str.json_path_match("$['activation.name']").alias("activation"),

@@ -5,13 +5,14 @@ Improved Learning" (METHODS.md section 3), with everything its experiments need:
   (:mod:`.rules`), for the dense layers of any model and usable under any trainer;
 * trainer ``online`` (:mod:`.online`): batch size 1, 60,000 iterations drawn with replacement
   from a small training pool, with grouped runs (many independent models in one batched kernel);
-* datasets ``wine_quality`` and ``california_housing`` (:mod:`.tabular`), standardised on the
-  training split with targets x 0.1 as in the paper;
+* the datasets its experiments use, ``wine_quality`` and ``california_housing``, are in the
+  ``datasets`` plugin (standardised on the training split, targets x 0.1 as in the paper);
 * leaderboards ``wang-regression`` and ``wang-classification`` (in ``leaderboards/``).
 """
 
+from untied_plugins.dual_weight import online, rules
+
 from bench_core.hookspecs import hookimpl
-from untied_plugins.dual_weight import online, rules, tabular
 
 
 @hookimpl
@@ -27,8 +28,3 @@ def register_trainers(register):
              description="batch size 1, N iterations drawn with replacement from the training "
                          "pool (Wang 2025); grouped runs")
 
-
-@hookimpl
-def register_datasets(register):
-    register("wine_quality", tabular.wine_quality, params=tabular.WineParams)
-    register("california_housing", tabular.california_housing, params=tabular.HousingParams)

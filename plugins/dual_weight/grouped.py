@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from untied_plugins.dual_weight.online_form import online_form_of
 
 from bench_core.errors import Diverged
 from bench_core.grouping import global_module_hooks, plain_module
 from bench_core.interfaces import NativeActivation, TrainingSession
-from untied_plugins.dual_weight.online_form import online_form_of
 
 
 class Member:

@@ -34,11 +34,11 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
-
-from bench_core.interfaces import TrainingSession, constraint_hooks, execution_option
-from bench_core.grouping import fit_in_stacks
+from untied_plugins.backprop.losses import evaluate_all
 from untied_plugins.dual_weight.grouped import GroupedOnline, Member
-from untied_plugins.trainers import evaluate_all
+
+from bench_core.grouping import fit_in_stacks
+from bench_core.interfaces import TrainingSession, constraint_hooks, execution_option
 
 
 class OnlineParams(BaseModel):
@@ -67,7 +67,7 @@ def sample_loss(out: Tensor, y: Tensor, loss: str) -> Tensor:
 
 
 def _eval_loss(loss: str) -> str:
-    """The name :func:`untied_plugins.trainers.evaluate` knows for this loss."""
+    """The name :func:`untied_plugins.backprop.losses.evaluate` knows for this loss."""
     return "mse" if loss == "mse" else "cross_entropy"
 
 

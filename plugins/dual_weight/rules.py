@@ -46,7 +46,6 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
-
 from untied_plugins.dual_weight.online_form import OnlineForm
 
 

@@ -30,7 +30,7 @@ Updates are plain SGD with ``lr`` (the run's update rule is not used: it works o
 Both estimators use the same schedule, data order, initial weights and ``M_l``, so MF+AD vs
 MF+DD isolates the gradient estimate. ``direction_diagnostic`` logs, per block, the cosine
 between the DD estimate and the autograd gradient (``cos/<block>``, ``direction_cosine``: the
-metric family of :mod:`untied_plugins.direction`).
+metric family of :mod:`untied_plugins.backprop.direction`).
 
 Not supported on the fast path: blocks whose ``post`` has parameters (BatchNorm) or whose layer
 is not exactly ``nn.Linear``/``nn.Conv2d`` (BinaryConnect) fall back to the naive loop of 2P

@@ -14,7 +14,7 @@ from bench_core.interfaces import TrainingSession, constraint_hooks, execution_o
 from bench_core.layered import as_blocks
 from untied_plugins.mono_forward.estimators import DDConfig, ad_gradient, apply, dd_estimate
 from untied_plugins.mono_forward.readout import Readout, predict
-from untied_plugins.trainers import SampleStream
+from untied_plugins.backprop.losses import SampleStream
 
 MEAN_KEY = "direction_cosine"
 

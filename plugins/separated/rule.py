@@ -58,7 +58,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from untied_plugins.separated.neuron import SeparatedDense
-from untied_plugins.update_rules import AdamParams, SGDParams, adam, sgd
+from untied_plugins.backprop.rules import AdamParams, SGDParams, adam, sgd
 
 EPS = 1e-8
 """A side whose denominator (``|r|`` or ``sum |a + q|``) is below this gives no step

@@ -9,7 +9,7 @@ the latent range: ``dL/dW = dL/dW_b * 1{|W| <= 1}``. After every update the trai
 weights to ``[-1, 1]``; outside that range ``sign(W)`` could no longer change, so the weights
 would drift for nothing. Biases stay real-valued and are neither binarised nor clipped.
 
-The layers are imported by :mod:`untied_plugins.models`; they are not a component of their own.
+The layers are imported by :mod:`untied_plugins.backprop.models`; they are not a component of their own.
 """
 
 from __future__ import annotations

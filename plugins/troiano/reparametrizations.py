@@ -46,7 +46,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from bench_core.hookspecs import hookimpl
 from bench_core.interfaces import RunContext
 
 Over = Literal["output", "tensor"]
@@ -147,11 +146,3 @@ def weight_centralization(params: ReparametrizationParams, *, model: nn.Module,
                           ctx: RunContext) -> nn.Module:
     """Weight centralisation W - mean(W) (Troiano et al. eq. 15)."""
     return reparametrize(model, WeightCentralization, "weight_centralization", over=params.over)
-
-
-@hookimpl
-def register_reparametrizations(register):
-    register("weight_normalization", weight_normalization, params=ReparametrizationParams)
-    register("weight_standardization", weight_standardization,
-             params=WeightStandardizationParams)
-    register("weight_centralization", weight_centralization, params=ReparametrizationParams)

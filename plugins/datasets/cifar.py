@@ -46,11 +46,16 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from bench_core.data import make_bundle, split_train_test, take_subset
+from bench_core.data import (
+    SplitParams,
+    cache_folder,
+    data_folders,
+    make_bundle,
+    split_train_test,
+    take_subset,
+)
 from bench_core.errors import DataError
-from bench_core.hookspecs import hookimpl
 from bench_core.interfaces import DataBundle, DataInfo, RunContext
-from untied_plugins.datasets import SplitParams
 
 IMAGE_SHAPE = (3, 32, 32)
 PIXELS = 3 * 32 * 32
@@ -115,29 +120,10 @@ class Cifar100Params(CifarParams):
                                                                   "coarse superclasses")
 
 
-def cache_folder(name: str) -> Path:
-    """Where ``download=true`` and archive extraction put dataset ``name``."""
-    return Path.home() / ".cache" / "untied" / name
-
-
 def candidate_folders(fmt: CifarFormat, root: str | None) -> list[Path]:
     """The folders searched, in order (module docstring)."""
-    bases: list[Path] = []
-    if root is not None:
-        bases.append(Path(root).expanduser())
-    env_root = os.environ.get("UNTIED_DATA")
-    if env_root:
-        env = Path(env_root).expanduser()
-        bases += [env / sub for sub in fmt.subfolders]
-        bases += sorted(p for sub in fmt.subfolders for p in env.glob(f"{sub}-*") if p.is_dir())
-    bases.append(cache_folder(fmt.name))
-    bases += [Path(p) for p in SYSTEM_DATA_DIRS[fmt.name]]
-    out: list[Path] = []
-    for base in bases:
-        for folder in (base, base / fmt.folder):
-            if folder not in out:
-                out.append(folder)
-    return out
+    return data_folders(fmt.name, fmt.subfolders, root, system=SYSTEM_DATA_DIRS[fmt.name],
+                        inside=(fmt.folder,))
 
 
 def has_files(fmt: CifarFormat, folder: Path) -> bool:
@@ -275,9 +261,3 @@ def cifar100(params: Cifar100Params, *, ctx: RunContext) -> DataBundle:
     fine = params.labels == "fine"
     return load_cifar("cifar100", params, ctx, label_column=1 if fine else 0,
                       num_classes=100 if fine else 20)
-
-
-@hookimpl
-def register_datasets(register):
-    register("cifar10", cifar10, params=CifarParams)
-    register("cifar100", cifar100, params=Cifar100Params)

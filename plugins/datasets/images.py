@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import gzip
 import math
-import os
 import re
 import shutil
 import tempfile
@@ -48,12 +47,19 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from bench_core.data import (file_key, load_once, make_bundle, normalise, split_train_test,
-                             take_subset)
+from bench_core.data import (
+    SplitParams,
+    cache_folder,
+    data_folders,
+    file_key,
+    load_once,
+    make_bundle,
+    normalise,
+    split_train_test,
+    take_subset,
+)
 from bench_core.errors import DataError
-from bench_core.hookspecs import hookimpl
 from bench_core.interfaces import DataBundle, DataInfo, RunContext
-from untied_plugins.datasets import SplitParams
 
 IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10
@@ -105,30 +111,12 @@ class IdxPair:
 
 def candidate_folders(name: str, root: str | None) -> list[Path]:
     """The folders searched for dataset ``name``, in order (see the module docstring)."""
-    subfolders = DATASET_SUBFOLDERS[name]
-    folders: list[Path] = []
-    if root is not None:
-        base = Path(root).expanduser()
-        folders += [base] + [base / sub for sub in subfolders]
-    env_root = os.environ.get("UNTIED_DATA")
-    if env_root:
-        env = Path(env_root).expanduser()
-        folders += [env / sub for sub in subfolders]
-        # variants such as ``mnist-10k`` (a subset) after the exact names, sorted
-        folders += sorted(p for sub in subfolders if "/" not in sub for p in env.glob(f"{sub}-*"))
-    cache = download_folder(name)
-    folders += [cache] + [cache / sub for sub in subfolders if sub.endswith("/raw")]
-    folders += [Path(p) for p in SYSTEM_DATA_DIRS[name]]
-    unique: list[Path] = []
-    for folder in folders:
-        if folder not in unique:
-            unique.append(folder)
-    return unique
+    return data_folders(name, DATASET_SUBFOLDERS[name], root, system=SYSTEM_DATA_DIRS[name])
 
 
 def download_folder(name: str) -> Path:
     """Where ``download=true`` puts dataset ``name``: ``~/.cache/untied/<name>``."""
-    return Path.home() / ".cache" / "untied" / name
+    return cache_folder(name)
 
 
 def _find_file(folder: Path, stem: str) -> Path | None:
@@ -296,9 +284,3 @@ def mnist(params: ImageDatasetParams, *, ctx: RunContext) -> DataBundle:
 def fashion_mnist(params: ImageDatasetParams, *, ctx: RunContext) -> DataBundle:
     """Fashion-MNIST clothing images, 28x28 grey, 10 classes (70,000; 80/20 seeded split)."""
     return load_idx_dataset("fashion_mnist", params, ctx)
-
-
-@hookimpl
-def register_datasets(register):
-    register("mnist", mnist, params=ImageDatasetParams)
-    register("fashion_mnist", fashion_mnist, params=ImageDatasetParams)

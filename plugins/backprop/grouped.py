@@ -38,14 +38,6 @@ from bench_core.errors import Diverged
 from bench_core.grouping import fit_in_stacks, global_module_hooks, plain_module
 from bench_core.interfaces import TrainingSession
 
-
-NEVER_STACKED_MODELS = frozenset({"lenet5", "cnn"})
-"""Built-in models that are never stacked (convolutional: see the module docstring).
-``group_key`` keeps their runs out of groups altogether: a group of them would only train its
-runs one after another and record them all at its end (hours of LeNet5 runs lost to an
-interruption, no spread over ``--jobs`` workers). A plugin's model that cannot be stacked is
-still grouped and then trained alone, as every run that :meth:`StackedMember.prepare` refuses."""
-
 GATHER_BYTES = 32 * 2**20
 """Inputs gathered ahead per stack (all runs): a few batches to a whole epoch of small data."""
 
@@ -210,7 +202,7 @@ class StackedBackprop:
     def manual_step(self, xb: Tensor, yb: Tensor, loss_name: str, weight: float) -> Tensor:
         """Forward, backward by hand and the optimizer's step; returns each run's batch loss.
         ``weight``: d(batch loss)/d(sample loss) (1/B for a mean, 1 for a sum)."""
-        from untied_plugins.trainers import sample_loss_gradient, sample_losses
+        from untied_plugins.backprop.losses import sample_loss_gradient, sample_losses
 
         with torch.no_grad():
             saved: list[Tensor] = []
@@ -242,7 +234,7 @@ class StackedBackprop:
                         layer.bias.copy_(b[k])
 
     def run(self) -> list[dict[str, float] | BaseException]:
-        from untied_plugins.trainers import SampleStream, sample_losses
+        from untied_plugins.backprop.losses import SampleStream, sample_losses
 
         p, K = self.p, len(self.members)
         n = self.x.shape[1]

@@ -41,7 +41,7 @@ Under ``torch.func.vmap`` it follows vmap's ``randomness`` argument (``"differen
 per batch entry; ``"same"``: one draw shared; ``"error"``, the default: raises).
 
 The deterministic surrogates, the shared ``SurrogateActivation`` base and the memory and speed
-conventions are in :mod:`untied_plugins.surrogates`.
+conventions are in :mod:`untied_plugins.troiano.surrogates`.
 """
 
 from __future__ import annotations
@@ -54,11 +54,15 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
+from untied_plugins.troiano.surrogates import (
+    POSITIVE_FINITE,
+    Native,
+    SurrogateActivation,
+    apply_forward,
+    eager_in_place,
+)
 
-from bench_core.hookspecs import hookimpl
 from bench_core.interfaces import Activation, RunContext
-from untied_plugins.surrogates import (_POSITIVE_FINITE, Native, SurrogateActivation,
-                                       apply_forward, eager_in_place)
 
 Normalize = Literal["batch", "none"]
 """Jamming scale ``k``: ``"batch"`` = ``2 mean(f'(x)) / share(window)`` over the current tensor,
@@ -97,7 +101,7 @@ class PositiveJammingParams(_WindowJammingParams):
 
 class _RectWindow(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    window: float = Field(5.0, **_POSITIVE_FINITE, description="half-width of the closed window")
+    window: float = Field(5.0, **POSITIVE_FINITE, description="half-width of the closed window")
 
 
 class RectJammingParams(_WindowJammingParams, _RectWindow):
@@ -403,10 +407,3 @@ def rect_jamming(params: RectJammingParams, *, activation: Activation,
     """g = u*k if |x| <= window else 0, u ~ U[0,1] (the paper's /RJ, Fig. 8c)."""
     return JammingSurrogate(activation, ctx, params.window, params.normalize, params.low_memory,
                             params.window_on)
-
-
-@hookimpl
-def register_surrogates(register):
-    register("full_jamming", full_jamming, params=FullJammingParams)
-    register("positive_jamming", positive_jamming, params=PositiveJammingParams)
-    register("rect_jamming", rect_jamming, params=RectJammingParams)

@@ -36,8 +36,6 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from bench_core.hookspecs import hookimpl
-
 
 class GradientManipulationParams(BaseModel):
     """Gradient manipulations shared by every rule (all off by default)."""
@@ -189,9 +187,3 @@ def adam(params: AdamParams, *, model, ctx):
                                  betas=(params.beta1, params.beta2), eps=params.eps,
                                  weight_decay=params.weight_decay)
     return _with_manipulations(optimizer, params, ctx)
-
-
-@hookimpl
-def register_update_rules(register):
-    register("sgd", sgd, params=SGDParams)
-    register("adam", adam, params=AdamParams)

@@ -13,7 +13,7 @@ name                   g(x)                                                 pape
 ``rect``               ``height if |x| < width else 0`` (open window)       ``/Rect`` Fig. 6c
 ``triangular``         ``max(0, 1 - |x| / width)``                          ``/Triang`` Fig. 6d
 ``d_logistic``         ``s(x) (1 - s(x))``, ``s`` = sigmoid                 ``/d(Log)``
-``full_jamming``       ``u k`` (in :mod:`untied_plugins.jamming`)           ``/FJ`` Fig. 8a
+``full_jamming``       ``u k`` (in :mod:`untied_plugins.troiano.jamming`)           ``/FJ`` Fig. 8a
 ``positive_jamming``   ``u k if x >= 0 else 0`` (jamming)                   ``/PJ`` Fig. 8b
 ``rect_jamming``       ``u k if |x| <= window else 0`` (jamming)            ``/RJ`` Fig. 8c
 =====================  ===================================================  ============
@@ -29,7 +29,7 @@ window instead of ``x``. ``triangular`` has no mask mode: its ``g`` takes a cont
 inside the window, which a 1-bit mask cannot encode. Speed: the backward formulas use fused aten
 kernels (``hardtanh_backward`` is exactly the open-window product ``grad * [lo < x < hi]``;
 the closed jamming windows use as ``lo``/``hi`` the neighbouring floats of their ends, see
-:func:`untied_plugins.jamming.closed_window_bounds`; ``sigmoid_backward`` is ``grad * s (1 - s)``) and in-place
+:func:`untied_plugins.troiano.jamming.closed_window_bounds`; ``sigmoid_backward`` is ``grad * s (1 - s)``) and in-place
 updates of fresh temporaries, and masks are multiplied as ``uint8`` (a byte view of the
 ``bool`` mask), which is several times faster on CPU than a ``bool`` multiply, ``where`` or
 ``masked_fill``. The low-memory mode pays one extra pass in forward to build the mask.
@@ -43,29 +43,27 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from bench_core.hookspecs import hookimpl
 from bench_core.interfaces import Activation, NativeActivation, RunContext
-
 
 # ---------------------------------------------------------------------------------------------
 # Parameter models
 # ---------------------------------------------------------------------------------------------
-_POSITIVE_FINITE = dict(gt=0, allow_inf_nan=False)
+POSITIVE_FINITE = dict(gt=0, allow_inf_nan=False)
 
 
 class ConstantParams(BaseModel):
     """``g(x) = scale``."""
 
     model_config = ConfigDict(extra="forbid")
-    scale: float = Field(1.0, **_POSITIVE_FINITE, description="the constant g")
+    scale: float = Field(1.0, **POSITIVE_FINITE, description="the constant g")
 
 
 class RectParams(BaseModel):
     """``g(x) = height if |x| < width else 0``."""
 
     model_config = ConfigDict(extra="forbid")
-    width: float = Field(1.0, **_POSITIVE_FINITE, description="half-width of the open window")
-    height: float = Field(1.0, **_POSITIVE_FINITE, description="g inside the window")
+    width: float = Field(1.0, **POSITIVE_FINITE, description="half-width of the open window")
+    height: float = Field(1.0, **POSITIVE_FINITE, description="g inside the window")
     low_memory: bool = Field(False, description="keep a 1-byte window mask instead of x")
 
 
@@ -73,7 +71,7 @@ class TriangularParams(BaseModel):
     """``g(x) = max(0, 1 - |x| / width)``; no ``low_memory``: g is not a 0/1 mask."""
 
     model_config = ConfigDict(extra="forbid")
-    width: float = Field(1.0, **_POSITIVE_FINITE, description="half-width of the triangle's base")
+    width: float = Field(1.0, **POSITIVE_FINITE, description="half-width of the triangle's base")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,9 +370,3 @@ SURROGATES: dict[str, tuple[Callable[..., nn.Module], type[BaseModel] | None]] =
     "d_logistic": (d_logistic, None),
 }
 """Name -> (factory, parameter model) of the deterministic surrogates (jamming: jamming.py)."""
-
-
-@hookimpl
-def register_surrogates(register):
-    for name, (factory, params) in SURROGATES.items():
-        register(name, factory, params=params)

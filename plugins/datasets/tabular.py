@@ -24,10 +24,18 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from bench_core.data import file_key, load_once, make_bundle, split_train_test, take_subset
+from bench_core.data import (
+    SplitParams,
+    cache_folder,
+    data_folders,
+    file_key,
+    load_once,
+    make_bundle,
+    split_train_test,
+    take_subset,
+)
 from bench_core.errors import DataError
 from bench_core.interfaces import DataInfo, RunContext
-from untied_plugins.datasets import SplitParams
 
 WINE_URL = "https://archive.ics.uci.edu/ml/machine-learning-databases/wine-quality/{}"
 WINE_FILES = {"red": "winequality-red.csv", "white": "winequality-white.csv"}
@@ -53,10 +61,9 @@ class HousingParams(TabularParams):
 
 
 def search_folders(folders: tuple[str, ...], root: str | None) -> list[Path]:
-    out = [Path(root).expanduser()] if root else []
-    bases = [os.environ.get("UNTIED_DATA"), str(Path.home() / ".cache" / "untied")]
-    out += [Path(b).expanduser() / f for b in bases if b for f in folders]
-    return out
+    """Where a table is looked for (:func:`bench_core.data.data_folders`; its download and
+    cache folder is the first name)."""
+    return data_folders(folders[0], folders, root)
 
 
 def find_file(names: tuple[str, ...], folders: list[Path]) -> Path | None:
@@ -130,7 +137,7 @@ def load_wine(params: WineParams) -> tuple[torch.Tensor, torch.Tensor]:
         name = WINE_FILES[colour]
         path = find_file((name,), folders)
         if path is None and params.download:
-            path = Path.home() / ".cache" / "untied" / "wine_quality" / name
+            path = cache_folder("wine-quality") / name
             _fetch(WINE_URL.format(name), path)
         if path is None:
             raise DataError(f"wine_quality: {name} not found in "

@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from bench_core.hookspecs import hookimpl
 from bench_core.interfaces import Activation
 
 
@@ -56,9 +55,3 @@ ACTIVATIONS: dict[str, tuple[str, Activation]] = {
     "softplus": ("f(x) = ln(1 + exp(x))",
                  Activation("softplus", torch.nn.functional.softplus, torch.sigmoid, "input")),
 }
-
-
-@hookimpl
-def register_activations(register):
-    for name, (description, activation) in ACTIVATIONS.items():
-        register(name, lambda params, _a=activation: _a, description=description)
