@@ -9,8 +9,17 @@ import contextlib
 import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import (Any, Callable, Collection, Hashable, Iterable, Iterator, Literal, Protocol,
-                    runtime_checkable)
+from typing import (
+    Any,
+    Callable,
+    Collection,
+    Hashable,
+    Iterable,
+    Iterator,
+    Literal,
+    Protocol,
+    runtime_checkable,
+)
 
 import torch
 from pydantic import Field
@@ -34,9 +43,30 @@ def execution_option(default: Any, **field_kwargs: Any) -> Any:
 
 
 def is_execution_option(field_info: Any) -> bool:
-    """Whether a pydantic field was declared with :func:`execution_option`."""
+    """Whether a pydantic field was declared with :func:`execution_option` (or
+    :func:`location_option`)."""
     extra = getattr(field_info, "json_schema_extra", None)
-    return isinstance(extra, dict) and bool(extra.get(EXECUTION_ONLY))
+    return isinstance(extra, dict) and bool(extra.get(EXECUTION_ONLY) or extra.get(LOCATION_ONLY))
+
+
+LOCATION_ONLY = "untied_location_only"
+
+
+def location_option(default: Any, **field_kwargs: Any) -> Any:
+    """A pydantic ``Field`` for a parameter that says where a run's inputs come from, never what
+    they are: a dataset's ``root`` folder, whether it may ``download`` missing files. It
+    identifies neither the run (its run id) nor its seed, so writing ``download = true`` into a
+    spec trains nothing new and a run reads the same records wherever its files lie; the
+    record still holds the value. The files must be the same wherever they come from."""
+    extra = dict(field_kwargs.pop("json_schema_extra", None) or {})
+    extra[LOCATION_ONLY] = True
+    return Field(default, json_schema_extra=extra, **field_kwargs)
+
+
+def is_location_option(field_info: Any) -> bool:
+    """Whether a pydantic field was declared with :func:`location_option`."""
+    extra = getattr(field_info, "json_schema_extra", None)
+    return isinstance(extra, dict) and bool(extra.get(LOCATION_ONLY))
 
 
 def derive_seed(*parts: Any) -> int:

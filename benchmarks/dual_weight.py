@@ -12,7 +12,7 @@ trains ``--iterations`` samples
 
 both with one evaluation at the end, in this process, with the thread count pinned and printed
 (grouped is timed before and after the sequential pass; the median of its repeats is used).
-Data: MNIST's 10k split from ``$UNTIED_DATA`` or ``../shared/data``; without it, random inputs
+Data: MNIST's 10k split from ``$UNTIED_DATA`` (a folder with ``mnist-10k/``); without it, random inputs
 of the same shape (said so in the output). The last line is machine-readable::
 
     dual_weight: sequential_samples_per_s=A grouped_samples_per_s=B speedup=C

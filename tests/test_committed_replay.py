@@ -13,7 +13,7 @@ all) are trained again in this process and compared with their records:
   floor. A chaotic run is not a failure; the test says which ones are (a warning naming run,
   cell and values).
 
-The data the leaderboards need come from ``UNTIED_DATA`` or ``../shared/data`` (and Debian's
+The data the leaderboards need come from ``UNTIED_DATA`` or the data folder beside the repository (``conftest.SHARED_DATA``) (and Debian's
 Fashion-MNIST); a leaderboard whose data are missing here is skipped, with its reason.
 """
 

@@ -191,7 +191,7 @@ def test_search_order_untied_data_subfolders_cache_and_system(isolated, monkeypa
     monkeypatch.setenv("UNTIED_DATA", str(data_root))
     assert len(mnist(params(split="random"), ctx=ctx()).y_test) == 2
     assert len(fashion_mnist(params(), ctx=ctx()).y_test) == 4
-    # a suffixed variant (mnist-10k, as in ../shared/data) counts after the exact names
+    # a suffixed variant (mnist-10k, a subset) counts after the exact names
     variants = isolated / "variants"
     make_part(variants / "mnist-10k", "t10k", 50, seed=20, gz=False)
     monkeypatch.setenv("UNTIED_DATA", str(variants))

@@ -143,3 +143,51 @@ def test_each_component_table_is_validated_once_per_plan(untied_host):
     name, parsed = parse_spec(spec, stem="counted")
     plan = expand(untied_host, name, parsed)
     assert len(plan.tasks) == 60 and seen[0.2] == 1
+
+
+DOCUMENTS = ["README.md", "CONTRIBUTING.md", "leaderboards/README.md", "leaderboards/*/*.md",
+             "docs/methods/*.md", "examples/*/README.md"]
+
+
+def test_every_document_link_resolves_inside_the_repository():
+    """A user has the repository and nothing beside it: every relative link of the README,
+    CONTRIBUTING, the committed tables and the method pages points at a file of the
+    repository, and no document, spec or docstring sends the reader to ../shared."""
+    import re
+
+    missing = []
+    for pattern in DOCUMENTS:
+        for doc in REPO.glob(pattern):
+            for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text()):
+                if target.startswith(("http://", "https://", "mailto:")):
+                    continue
+                if not (doc.parent / target).resolve().exists():
+                    missing.append(f"{doc.relative_to(REPO)} -> {target}")
+    assert not missing, missing
+    outside = []
+    for root in ("README.md", "CONTRIBUTING.md", "leaderboards", "docs/methods", "bench_core",
+                 "plugins", "examples", "benchmarks", "scripts"):
+        for path in ([REPO / root] if (REPO / root).is_file() else (REPO / root).rglob("*")):
+            if path.is_file() and path.suffix in (".md", ".toml", ".py"):
+                text = path.read_text(errors="replace")
+                if "../shared" in text or "METHODS.md" in text:
+                    outside.append(str(path.relative_to(REPO)))
+    assert not outside, outside
+
+
+def test_where_the_data_come_from_changes_no_run_id(untied_host, tmp_path):
+    """``root`` and ``download`` are location options: a spec that downloads its MNIST, or reads
+    it from a folder of its own, plans the runs of the committed records."""
+    from bench_core.specs.model import load_spec, parse_spec
+    from bench_core.specs.plan import expand
+
+    name, spec = load_spec(BOARDS / "troiano-lenet5-relu.toml")
+    raw = spec.model_dump(mode="json", exclude_none=True)
+    plain = expand(untied_host, name, spec, profile="cpu")
+    raw["defaults"]["dataset"] = {**raw["defaults"]["dataset"], "download": True,
+                                  "root": str(tmp_path)}
+    _, moved = parse_spec(raw, stem=name)
+    located = expand(untied_host, name, moved, profile="cpu")
+    assert [t.run_id for t in located.tasks] == [t.run_id for t in plain.tasks]
+    assert [t.seed for t in located.tasks] == [t.seed for t in plain.tasks]
+    assert located.tasks[0].spec["dataset"]["download"] is True     # the record still says so

@@ -1,4 +1,4 @@
-"""The directional-derivative estimator of MF+DD (METHODS.md section 4): unbiased along the true
+"""The directional-derivative estimator of MF+DD (docs/methods/mono-forward.md): unbiased along the true
 gradient, variance falling with P, chunks covering every parameter once, and the batched
 evaluation equal to the naive loop of 2P forwards per chunk."""
 

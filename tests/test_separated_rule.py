@@ -1,4 +1,4 @@
-"""The separated rule (Podoprosvetov et al. eqs. 17-24, METHODS.md section 2): dq and dd against
+"""The separated rule (Podoprosvetov et al. eqs. 17-24, docs/methods/separated.md): dq and dd against
 a hand computation and against a plain-Python transcription of the formulas (empty sides, r near
 0), the rule's hooks and its composition with the base rule, and the paper's Fig. 3: a ReLU
 neuron whose linear activation grows against the target dies under back-propagation, the
@@ -83,7 +83,7 @@ def test_the_rule_applies_them_through_its_hooks_with_per_sample_errors():
 
 
 def reference_steps(a, delta, q, c, d, p, do_dd, gamma_q, gamma_d, eps=1e-8):
-    """METHODS.md section 2 transcribed in plain Python, one neuron at a time."""
+    """docs/methods/separated.md transcribed in plain Python, one neuron at a time."""
     dqs, dds = [], []
     for i in range(len(q)):
         sides = {"left": [], "right": []}

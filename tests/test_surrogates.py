@@ -1,4 +1,4 @@
-"""The activation surrogates of ``untied_plugins.troiano.surrogates`` (METHODS.md section 1; Troiano et
+"""The activation surrogates of ``untied_plugins.troiano.surrogates`` (docs/methods/troiano.md; Troiano et
 al. 2025, Section 4, Fig. 6 and Fig. 8): each backward against its formula, the tied backward
 against autograd, jamming statistics and seeding, parameter validation, saved-tensor memory,
 ``torch.func.vmap`` and ``torch.compile(fullgraph=True)``."""
@@ -191,7 +191,7 @@ def jam_multiplier(name, window_on, x, grad_out, act, normalize="batch"):
 @pytest.mark.parametrize("name,window_on", JAMMING_WINDOWS)
 @pytest.mark.parametrize("act", ["relu", "logistic", "identity"])
 def test_jamming_mean_matches_mean_tied_derivative(name, window_on, act):
-    """Monte Carlo check of the normalisation (METHODS.md section 1): over the whole tensor,
+    """Monte Carlo check of the normalisation (docs/methods/troiano.md): over the whole tensor,
     E[g] = mean f'(x) for full, positive and rectangular jamming, with the window on x or on the
     feedback gradient; with normalize="none", E[g] = share(window) / 2. n = 2^20 elements: with
     k = 2 m / share, sd(g) <= 1.3 m / sqrt(share) and the standard error is < 0.2% of m, so a

@@ -135,7 +135,7 @@ def test_housing_from_cal_housing_data_and_from_a_csv_with_header(tmp_path):
         california_housing(HousingParams(root=str(tmp_path / "b")), ctx=ctx())
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "wine-quality").is_dir(), reason="no ../shared/data")
+@pytest.mark.skipif(not (SHARED_DATA / "wine-quality").is_dir(), reason="no data folder beside the repository (conftest.SHARED_DATA)")
 def test_real_files_have_the_documented_sizes():
     white = wine_quality(WineParams(root=str(SHARED_DATA / "wine-quality"), test_fraction=0.5),
                          ctx=ctx())

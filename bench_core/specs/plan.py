@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from bench_core.errors import PluginError, SpecError
-from bench_core.interfaces import derive_seed, is_execution_option
+from bench_core.interfaces import derive_seed, is_execution_option, is_location_option
 from bench_core.plugins import Component, PluginHost, did_you_mean
 from bench_core.specs.model import (
     COMPONENT_FIELDS,
@@ -225,10 +225,11 @@ def identity(comp: Component, model: BaseModel, *, for_seed: bool = False,
 def _identity(comp: Component, model: BaseModel, *, for_seed: bool, versioned: bool
               ) -> dict[str, Any]:
     given = model.model_dump(mode="json")
+    fields = comp.params.model_fields
+    given = {k: v for k, v in given.items() if k not in fields or not is_location_option(fields[k])}
     if for_seed:
         given = {k: v for k, v in given.items()
-                 if k not in comp.params.model_fields
-                 or not is_execution_option(comp.params.model_fields[k])}
+                 if k not in fields or not is_execution_option(fields[k])}
     required = {k: given[k] for k, f in comp.params.model_fields.items() if f.is_required()}
     try:
         defaults = comp.params.model_validate(required).model_dump(mode="json")

@@ -1,7 +1,7 @@
-"""Forward activations ``f`` (METHODS.md section 1) with their derivatives ``f'``.
+"""Forward activations ``f`` (docs/methods/backprop.md) with their derivatives ``f'``.
 
 ``step`` and ``sign`` break the tie at 0 towards the positive side: ``step(0) = 1`` and
-``sign(0) = +1`` (METHODS.md section 1); their derivative is 0 almost everywhere, so the tied
+``sign(0) = +1`` (docs/methods/backprop.md); their derivative is 0 almost everywhere, so the tied
 configuration of either learns nothing.
 """
 

@@ -1,5 +1,5 @@
 """BinaryConnect layers (Courbariaux, Bengio & David 2015), the binary-weight option of the BNN
-experiments in Troiano et al. (2025), Section 5 and METHODS.md section 1 "BNN".
+experiments in Troiano et al. (2025), Section 5 and docs/methods/troiano.md "BNN".
 
 Each layer keeps *latent* real-valued weights ``W`` (what the optimiser updates) and computes its
 forward pass with ``W_b = sign(W)``, where ``sign(0) = +1`` (the same tie-break as the ``sign``

@@ -6,7 +6,7 @@ quadratic-mean pooling; ``cnn``: conv blocks then a dense head (used by later me
 Every activation site calls ``activation()``, which returns the run's forward activation with
 its surrogate backward, so any model trains under any surrogate.
 
-Options shared by several models (METHODS.md section 1):
+Options shared by several models (docs/methods/backprop.md):
 
 ``batchnorm``
     BatchNorm after each hidden conv/dense layer, before its activation (the paper's

@@ -1,5 +1,5 @@
 """Weight-update rules: plain SGD (with momentum and weight decay) and Adam, each with the
-composable gradient manipulations of Troiano et al. (Section 2, eqs. 17-21; METHODS.md
+composable gradient manipulations of Troiano et al. (Section 2, eqs. 17-21; docs/methods/backprop.md
 section 5).
 
 Both rules share :class:`GradientManipulationParams`. With every manipulation off (the

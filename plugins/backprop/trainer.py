@@ -3,7 +3,7 @@
 Losses (``loss``):
 ``cross_entropy``: softmax cross-entropy on the model's outputs (logits); with a single output,
 binary cross-entropy on the logit.
-``mse``: ``1/2 ||y - y_hat||^2`` per sample (Troiano et al. eq. 1; the SUC's loss); class
+``mse``: ``1/2 ||y - y_hat||^2`` per sample (the SUC's loss, Troiano et al. Section 3); class
 targets become one-hot vectors, or 0/1 for a single output.
 
 Reduction over the batch (``loss_reduction``): ``"mean"`` (torch's default) averages the

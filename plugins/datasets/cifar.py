@@ -55,7 +55,7 @@ from bench_core.data import (
     take_subset,
 )
 from bench_core.errors import DataError
-from bench_core.interfaces import DataBundle, DataInfo, RunContext
+from bench_core.interfaces import DataBundle, DataInfo, RunContext, location_option
 
 IMAGE_SHAPE = (3, 32, 32)
 PIXELS = 3 * 32 * 32
@@ -103,9 +103,9 @@ class CifarParams(SplitParams):
     """Parameters of ``cifar10`` and ``cifar100``; ``test_fraction`` applies to
     ``split="random"`` only."""
 
-    root: str | None = Field(None, min_length=1,
+    root: str | None = location_option(None, min_length=1,
                              description="folder holding the binary files (searched first)")
-    download: bool = Field(False, description="download the binary archive into "
+    download: bool = location_option(False, description="download the binary archive into "
                                               "~/.cache/untied/<name> if missing")
     split: Literal["official", "random"] = Field(
         "official", description="official: 50,000 train / 10,000 test; random: pool all and hold "

@@ -17,7 +17,7 @@ are searched in this order, the first that counts wins:
 1. the ``root`` parameter, then its dataset subfolders (``mnist/``, ``MNIST/raw`` ... below);
 2. the dataset subfolders of ``$UNTIED_DATA``: ``mnist/`` and ``MNIST/raw`` for MNIST,
    ``fashion-mnist/``, ``fashion_mnist/`` and ``FashionMNIST/raw`` for Fashion-MNIST, then
-   variants of those names with a suffix (``mnist-10k/``, as in ``../shared/data``). The top level
+   variants of those names with a suffix (``mnist-10k/``, a subset). The top level
    of ``$UNTIED_DATA`` itself is not searched: both datasets use the same file names, so files
    there could not be told apart and Fashion-MNIST could silently be read as MNIST;
 3. ``~/.cache/untied/<name>`` and its torchvision subfolder (where ``download=true`` puts files);
@@ -59,7 +59,7 @@ from bench_core.data import (
     take_subset,
 )
 from bench_core.errors import DataError
-from bench_core.interfaces import DataBundle, DataInfo, RunContext
+from bench_core.interfaces import DataBundle, DataInfo, RunContext, location_option
 
 IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10
@@ -90,9 +90,10 @@ class ImageDatasetParams(SplitParams):
     """Parameters of ``mnist`` and ``fashion_mnist``; ``test_fraction`` applies to
     ``split="random"`` only."""
 
-    root: str | None = Field(None, min_length=1,
+    root: str | None = location_option(None, min_length=1,
                              description="folder holding the IDX files (searched first)")
-    download: bool = Field(False, description="download into ~/.cache/untied/<name> if missing")
+    download: bool = location_option(False, description="download into ~/.cache/untied/<name> "
+                                                        "if missing")
     split: Literal["random", "official"] = Field(
         "random", description="random: pool all images, hold out test_fraction with the run's "
                               "seed (the paper's 80/20); official: the original train/test files")

@@ -35,7 +35,7 @@ from bench_core.data import (
     take_subset,
 )
 from bench_core.errors import DataError
-from bench_core.interfaces import DataInfo, RunContext
+from bench_core.interfaces import DataInfo, RunContext, location_option
 
 WINE_URL = "https://archive.ics.uci.edu/ml/machine-learning-databases/wine-quality/{}"
 WINE_FILES = {"red": "winequality-red.csv", "white": "winequality-white.csv"}
@@ -46,8 +46,9 @@ HOUSING_COLUMNS = ("longitude", "latitude", "housing_median_age", "total_rooms",
 
 
 class TabularParams(SplitParams):
-    root: str | None = Field(None, description="folder holding the files (else the search path)")
-    download: bool = Field(False, description="fetch the files when they are not found")
+    root: str | None = location_option(None, description="folder holding the files (else the "
+                                                         "search path)")
+    download: bool = location_option(False, description="fetch the files when they are not found")
     target_scale: float = Field(0.1, gt=0, description="multiply the standardised target")
 
 

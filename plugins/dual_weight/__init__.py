@@ -1,5 +1,5 @@
 """Dual-weight method of Wang (2025), "Revisiting Gradient Descent: A Dual-Weight Method for
-Improved Learning" (METHODS.md section 3), with everything its experiments need:
+Improved Learning" (docs/methods/dual-weight.md), with everything its experiments need:
 
 * update rules ``dual_weight``, ``dual_weight_stable`` (Appendix B) and the ``l2`` baseline
   (:mod:`.rules`), for the dense layers of any model and usable under any trainer;

@@ -1,5 +1,5 @@
 """The dual-weight update rule of Wang (2025) and the paper's L2 baseline, for the dense layers
-of any model (METHODS.md section 3).
+of any model (docs/methods/dual-weight.md).
 
 Each dense layer (``nn.Linear``) keeps two matrices, ``W1`` (what the neuron should respond to)
 and ``W2`` (what it should not); the model's own weight holds ``W = W1 - W2``, so the forward

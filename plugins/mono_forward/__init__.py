@@ -1,5 +1,5 @@
 """Mono-Forward with autograd (MF+AD) and with zeroth-order directional derivatives (MF+DD)
-(METHODS.md section 4; the poster "Mono-Forward with zeroth-order directional derivatives",
+(docs/methods/mono-forward.md; the poster "Mono-Forward with zeroth-order directional derivatives",
 ``papers/mono-forward-zeroth-order-poster.md``; Mono-Forward: Gong, Li & Abdulla 2025).
 
 Registers the trainer ``mono_forward``. It trains any model that exposes its hidden layers as
@@ -14,7 +14,7 @@ own loss, the block's input detached (no gradient crosses blocks):
   ``M_l <- M_l - eta dL_l/dM_l`` (poster, "Weight Updates (AD)"; :mod:`.estimators`);
 * MF+DD (``estimator = "directional"``): the same updates with the gradient replaced by
   ``n / P sum_p [(L(w + eps v_hat_p) - L(w - eps v_hat_p)) / (2 eps)] v_hat_p`` over chunks ``w``
-  of ``W_l`` and ``M_l`` (poster section 2, "Directional Derivative-Based Approach"; METHODS.md
+  of ``W_l`` and ``M_l`` (poster section 2, "Directional Derivative-Based Approach"; docs/methods/mono-forward.md
   section 4), with no autograd: the whole step runs under ``torch.inference_mode()`` and no
   tensor ever holds ``.grad`` (:mod:`.directional`, which also explains how the P directions and
   both signs of every chunk are evaluated in one batched computation);

@@ -1,5 +1,5 @@
 """Zeroth-order directional-derivative (DD) gradient estimates of a block's local loss, with no
-autograd (METHODS.md section 4; the poster's section 2):
+autograd (docs/methods/mono-forward.md; the poster's section 2):
 
 ``g_hat = n / P * sum_p [(L(w + eps v_hat_p) - L(w - eps v_hat_p)) / (2 eps)] v_hat_p``,
 ``v_p ~ N(0, I)``, ``v_hat_p = v_p / ||v_p||``, ``n`` = entries of the chunk ``w``.

@@ -8,7 +8,7 @@ trained): ``G_l = (a_l R_l^T) M_l^T`` (the poster's "random projections ... of t
 activations"). The read-out is linear in ``a_l``: ``G_l = a_l Q_l^T`` with ``Q_l = M_l R_l`` (or
 ``M_l``), which the directional estimator uses to update goodness incrementally.
 
-Prediction (METHODS.md section 4): ``final`` = argmax of the last block's ``G_L``;
+Prediction (docs/methods/mono-forward.md): ``final`` = argmax of the last block's ``G_L``;
 ``cumulative`` = argmax of ``sum_l softmax(G_l)`` (the poster's primary metric).
 """
 

@@ -1,5 +1,5 @@
 """Separated linear and nonlinear parameters (Podoprosvetov, Smolin & Sokolov, "Separate
-adjustment of linear and nonlinear parameters in neural network training"; METHODS.md section 2).
+adjustment of linear and nonlinear parameters in neural network training"; docs/methods/separated.md).
 
 Registers:
 
@@ -22,7 +22,7 @@ as formulas (Sections 12-14 describe them in words and cite the earlier report),
 implemented: implementing them from prose would be our invention, not the paper's method. Only
 what the paper specifies is here: the neuron (eqs. 13-16), the semi-sum rule (eqs. 17-24) and
 gradient descent on the SoftPlus curvature (Section 11, which gives no formula either; plain
-gradient descent is METHODS.md's choice). Our numbers therefore test the separated neuron and its
+gradient descent is the choice of docs/methods/separated.md). Our numbers therefore test the separated neuron and its
 rule on their own, not the authors' full training system.
 """
 

@@ -9,7 +9,7 @@ linear activation, batch x width), ``delta`` (the per-sample error at the neuron
 by a tensor hook: the paper's sums run over per-sample errors, and the factor ``B`` keeps
 ``gamma_q`` and ``gamma_d`` independent of the batch size), ``v = c (a + q)``. The batch
 is split at ``v = 0`` into ``left`` (``v < 0``) and ``right`` (``v >= 0``); per side ``n`` =
-samples, ``S = sum(delta)`` (eq. 18's semi-sums), and (eq. 20, METHODS.md's reading)
+samples, ``S = sum(delta)`` (eq. 18's semi-sums), and (eq. 20, the reading of docs/methods/separated.md)
 ``r_left = p - c d``, ``r_right = p + c d`` with ``p = ||W_i||`` (the row norm of the weights,
 bias excluded; the paper's "algebraic sums" of ``p`` and ``d``, where the actual slopes of ``o``
 along ``W_i / ||W_i||`` are ``p (1 -+ c d)``: the two agree when ``p = 1``):
@@ -20,26 +20,26 @@ along ``W_i / ||W_i||`` are ``p (1 -+ c d)``: the two agree when ``p = 1``):
 - both combined by the ``|S|``-weighted average of eq. 23:
   ``dq = (dq_left |S_left| + dq_right |S_right|) / (|S_left| + |S_right|)``, likewise ``dd``.
 
-A side with no samples, with ``|r| < min_slope`` (for ``dq``; METHODS.md's 1e-8 by default) or
+A side with no samples, with ``|r| < min_slope`` (for ``dq``; 1e-8 by default) or
 with ``sum |a + q| < 1e-8`` (for ``dd``) has no defined step: it is left out of the average (its
 weight is 0, so the other side's step is used alone); with no usable side, or
 ``S_left = S_right = 0``, the step is 0. Eq. 22 divides by the slope ``r``: when ``c d``
 approaches ``p`` a side turns flat and its offset step grows without bound (we see runs diverge
 from it at large ``gamma_q``); ``min_slope`` is the one safeguard offered, off by default.
 
-Readings and departures, stated because the paper is inconsistent here (METHODS.md section 2):
+Readings and departures, stated because the paper is inconsistent here (docs/methods/separated.md):
 
 - eq. 24 as printed has ``delta o_j^(l-1)`` over ``sum(a - q)`` on one side only; we read it as
   a semi-sum gradient step in ``d`` normalised by the summed "arm lengths" ``|a + q|`` (``v = 0``
-  at ``a = -q``), as METHODS.md does; the paper's remark that the arm lengths "must be multiplied
-  by c" for SoftPlus is not applied (METHODS.md writes ``|a + q|``; ``gamma_d`` absorbs it).
+  at ``a = -q``), as docs/methods/separated.md does; the paper's remark that the arm lengths "must be multiplied
+  by c" for SoftPlus is not applied (docs/methods/separated.md writes ``|a + q|``; ``gamma_d`` absorbs it).
 - eqs. 21-22 model a change of ``q`` as a shift of the whole function along ``u`` (in eq. 12,
   ``q`` is the bias ``w_0``), which moves each side's outputs by ``r_side dq``. In the neuron of
   eqs. 13-15 ``q`` moves only the kink: ``o`` changes by ``+c d dq`` right of it and ``-c d dq``
   left of it (ReLU analog), so these steps are not a gradient step of the loss. We implement
-  the paper's steps on ``q`` as METHODS.md states them, not a corrected version; the
+  the paper's steps on ``q`` as docs/methods/separated.md states them, not a corrected version; the
   leaderboard ``podoprosvetov-approx`` measures whether they help.
-- ``delta`` is the error at the output ``o`` (METHODS.md), where the paper's eq. 5 defines
+- ``delta`` is the error at the output ``o`` (docs/methods/separated.md), where the paper's eq. 5 defines
   ``delta = dE/da``.
 - ``c`` follows plain gradient descent on ``c_raw`` (``c = 1e-4 + softplus(c_raw)``), step
   ``lr_c``; it is fixed (not a parameter) for the ReLU analog.
@@ -62,7 +62,7 @@ from untied_plugins.backprop.rules import AdamParams, SGDParams, adam, sgd
 
 EPS = 1e-8
 """A side whose denominator (``|r|`` or ``sum |a + q|``) is below this gives no step
-(METHODS.md; ``min_slope`` raises the bound for ``|r|``)."""
+(docs/methods/separated.md; ``min_slope`` raises the bound for ``|r|``)."""
 
 
 class BaseSGD(SGDParams):
@@ -97,7 +97,7 @@ class SeparatedRuleParams(BaseModel):
     lr_c: float = Field(10.0, ge=0, description="gradient-descent step of c_raw (SoftPlus "
                                                "curvature c = 1e-4 + softplus(c_raw))")
     min_slope: float = Field(EPS, gt=0, description="a side with |r| below this gives no q "
-                             "step (METHODS.md: 1e-8; larger bounds the 1/r of eq. 22)")
+                             "step (docs/methods/separated.md: 1e-8; larger bounds the 1/r of eq. 22)")
 
 
 def semi_sum_steps(a: Tensor, delta: Tensor, *, q: Tensor, c: Tensor, d: Tensor, p: Tensor,

@@ -13,7 +13,7 @@ Jamming (Section 4, Experiment 5): ``u ~ U[0, 1)`` is drawn afresh for every ele
 backward pass from the run's seeded ``surrogate`` stream (``ctx.generator("surrogate")`` on the
 gradient's device), never from the global RNG. The paper scales the noise "such that [its] mean
 aligns with the average gradient magnitude observed in traditional gradient configurations"
-(METHODS.md section 1, as corrected): with ``normalize="batch"``, over the current tensor,
+(docs/methods/troiano.md, as corrected): with ``normalize="batch"``, over the current tensor,
 
     ``k = 2 mean(f'(x)) / share(window)``,
 
@@ -27,7 +27,7 @@ gives ``g = 0`` (the share is bounded below by ``1/numel`` so that ``k`` stays f
 
 Where the window is taken (``window_on``, PJ and RJ): the paper's text puts it on the *feedback
 gradient* ``dL/dy`` ("exclusively when the feedback gradient is non-negative"), the caption of
-its Fig. 8 on the pre-activation ``x``. ``window_on="input"`` (the default, METHODS.md) windows
+its Fig. 8 on the pre-activation ``x``. ``window_on="input"`` (the default, docs/methods/troiano.md) windows
 ``x``: ``k`` is computed in the forward pass (one scalar kept for backward) and ``x`` (or a
 1-byte mask, ``low_memory``) is kept for the window. ``window_on="gradient"`` windows ``dL/dy``:
 only the scalar ``2 mean(f'(x))`` is kept, and the share of the gradient's elements inside the

@@ -20,7 +20,7 @@ class OnesParams(SplitParams):
 def ones(params: OnesParams, *, ctx):
     """Synthetic Ones task: x in {0,1}^dim, label 1 iff the share of ones exceeds threshold.
 
-    Per sample p ~ U[0,1], then bits ~ Bernoulli(p) (METHODS.md section 1), so both classes
+    Per sample p ~ U[0,1], then bits ~ Bernoulli(p) (docs/methods/troiano.md), so both classes
     occur at every dimension. Generated from the run's ``data`` stream.
     """
     gen = ctx.generator("data", device="cpu")

@@ -1,4 +1,4 @@
-"""Weight re-parametrisations named in Troiano et al. (2025), Section 2.2 (METHODS.md section 5):
+"""Weight re-parametrisations named in Troiano et al. (2025), Section 2.2 (docs/methods/troiano.md):
 weight normalisation (eq. 13), weight standardisation (eq. 14) and weight centralisation
 (eq. 15), for any model and any update rule.
 

@@ -1,4 +1,4 @@
-"""Backward functions ``g`` that replace ``f'`` in back-propagation (METHODS.md section 1).
+"""Backward functions ``g`` that replace ``f'`` in back-propagation (docs/methods/troiano.md).
 
 A surrogate activation computes the forward activation ``f(x)`` unchanged and, in the backward
 pass, ``dL/dx = dL/dy * g(x)`` with ``x`` the pre-activation (Troiano et al. 2025, Section 4,
