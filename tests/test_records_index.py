@@ -173,3 +173,19 @@ def test_a_grid_recorded_run_by_run_leaves_a_few_parts_and_aggregates_as_fast(tm
     columns = ["run_id", "status", "m_x"]
     assert read_records(folder, required=False).select(columns).collect().sort("run_id").equals(
         read_records(fresh, required=False).select(columns).collect().sort("run_id"))
+
+
+def test_full_parts_are_never_merged_again(tmp_path, monkeypatch):
+    """Compaction merges small parts only: a large folder indexed into many full parts is read
+    as it is, call after call (merging full parts would rewrite the whole index every time)."""
+    import bench_core.results.records as records
+
+    monkeypatch.setattr(records, "PART_ROWS", 10)
+    for i in range(200):
+        write(tmp_path, i)
+    first = update_index(tmp_path)
+    assert len(first) == 20
+    stamps = {p: p.stat().st_mtime_ns for p in first}
+    again = update_index(tmp_path)
+    assert sorted(again) == sorted(first)
+    assert {p: p.stat().st_mtime_ns for p in again} == stamps

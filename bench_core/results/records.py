@@ -184,7 +184,7 @@ def update_index(folder: str | Path, problems: list[str] | None = None) -> list[
     folder = Path(folder)
     files = _stat_records(folder)
     index = folder / INDEX_DIR
-    parts, covered = [], set()
+    parts, covered, rows = [], set(), {}
     for part in sorted(index.glob("part-*.parquet")) if index.is_dir() else []:
         try:
             stamps = pl.read_parquet(part, columns=list(_STAMP))
@@ -194,6 +194,7 @@ def update_index(folder: str | Path, problems: list[str] | None = None) -> list[
         names = stamps["_file"].to_list()
         if all(files.get(n) == (sz, mt) for n, sz, mt in stamps.iter_rows()):
             parts.append(part)
+            rows[part] = stamps.height
             covered.update(names)
         else:
             part.unlink(missing_ok=True)
@@ -205,15 +206,17 @@ def update_index(folder: str | Path, problems: list[str] | None = None) -> list[
             continue
         index.mkdir(exist_ok=True)
         parts.append(_write_part(index, frame))
-    if len(parts) > COMPACT_PARTS:
-        parts = _compact(index, parts)
+        rows[parts[-1]] = frame.height
+    small = [part for part in parts if rows[part] < PART_ROWS]
+    if len(small) > COMPACT_PARTS:
+        parts = [part for part in parts if part not in small] + _compact(index, small)
     return parts
 
 
 COMPACT_PARTS = 8
-"""More parts than this are merged into parts of up to :data:`PART_ROWS` rows: a grid whose
-runs are recorded one by one (each work unit indexes its folder) would otherwise leave one part
-per run, and reading thousands of small parts is what the index is there to avoid."""
+"""More parts than this below :data:`PART_ROWS` rows are merged into full ones: a grid whose runs
+are recorded one by one (each work unit indexes its folder) would otherwise leave one part per
+run, and reading thousands of small parts is what the index is there to avoid."""
 
 
 def _write_part(index: Path, frame: pl.DataFrame) -> Path:
