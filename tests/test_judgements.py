@@ -175,30 +175,43 @@ def test_a_run_that_never_reaches_the_target_counts_at_its_budget_end_to_end(hos
 
 
 # ---- a grid axis must reach every entry's run ------------------------------------------------
-def test_a_grid_axis_an_override_keeps_from_its_runs_is_an_error(host):
+def test_a_grid_axis_reaches_every_entry_or_is_an_error(host):
+    """A grid axis (or profile default) reaches a component an entry replaced (it is applied
+    after the override); an entry that sets the same parameter itself, or names another
+    component where the grid names one, keeps the cell's value from its runs: an error."""
     from bench_core.errors import SpecError
 
     spec = copy.deepcopy(SPEC)
     spec["grid"] = {"trainer.lr": [0.01, 0.02]}
     spec["entries"] = [{"label": "calm"},
                        {"label": "other", "overrides": {"trainer": {"name": "toy_other"}}}]
+    plan = plan_of(host, spec)                   # the replacing table gets the grid's value
+    assert {(t.spec["trainer"]["name"], t.spec["trainer"]["lr"], t.cell["trainer.lr"])
+            for t in plan.tasks} == {("toy_curve", 0.01, 0.01), ("toy_curve", 0.02, 0.02),
+                                     ("toy_other", 0.01, 0.01), ("toy_other", 0.02, 0.02)}
+    spec["entries"][1]["overrides"] = {"trainer": {"name": "toy_other", "lr": 0.05}}
     with pytest.raises(SpecError) as err:
         plan_of(host, spec)
     assert str(err.value) == (
-        "grid axis trainer.lr = 0.01 does not reach entry 'other': its overrides replace the "
-        "trainer table (name = 'toy_other'), which the grid set, so its runs would use "
-        "trainer.lr = 0.1, in a cell labelled 0.01; drop trainer.lr from the entry's "
-        "overrides, or restrict the profile's entries")
+        "grid axis trainer.lr = 0.01 does not reach entry 'other': its overrides set "
+        "trainer.lr = 0.05 themselves, so its runs would use trainer.lr = 0.05, in a cell "
+        "labelled 0.01; drop trainer.lr from the entry's overrides, or restrict the profile's "
+        "entries")
     spec["entries"][1]["overrides"] = {"trainer": {"lr": 0.05}}
     with pytest.raises(SpecError, match="its overrides set trainer.lr = 0.05 themselves"):
         plan_of(host, spec)
     spec["entries"][1]["overrides"] = {"trainer": {"accuracy": 0.5}}  # another parameter: fine
     plan = plan_of(host, spec)
     assert all(t.spec["trainer"]["lr"] == t.cell["trainer.lr"] for t in plan.tasks)
+    spec["entries"][1]["overrides"] = {"trainer": {"accuracy": 0.5}}
     spec["profiles"] = {"p": {"defaults": {"trainer.accuracy": 0.7}}}
     with pytest.raises(SpecError, match="profile 'p' default trainer.accuracy = 0.7 does not "
                                         "reach entry 'other'"):
         plan_of(host, spec, profile="p")
+    spec["grid"] = {"trainer.name": ["toy_curve"]}
+    spec["entries"][1]["overrides"] = {"trainer": {"name": "toy_other"}}
+    with pytest.raises(SpecError, match="grid axis trainer = \"toy_curve\" does not reach"):
+        plan_of(host, spec)
 
 
 # ---- bad files named by every command that reads records -------------------------------------

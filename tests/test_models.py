@@ -374,3 +374,15 @@ def test_lenet5_on_digits_end_to_end_beats_chance():
     row = execute_task(plan.tasks[0], host)
     assert row["status"] == "ok", row["error"]
     assert row["value"] > 0.5  # chance is 0.1
+
+
+def test_quadratic_sum_pooling_is_lppool_with_a_finite_gradient_at_zero():
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    pool = layers.pooling("quadratic_sum")
+    torch.testing.assert_close(pool(x), nn.LPPool2d(2, 2)(x), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(pool(x), 2 * layers.pooling("quadratic")(x))
+    zeros = torch.zeros(1, 1, 4, 4, requires_grad=True)
+    pool(zeros).sum().backward()
+    assert torch.isfinite(zeros.grad).all()
+    assert build(troiano_models.lenet5, LeNet5Params(pool="quadratic_sum"), MNIST_LIKE)(
+        torch.zeros(2, 1, 28, 28)).shape == (2, 10)

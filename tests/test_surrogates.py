@@ -112,6 +112,12 @@ def test_triangular(act):
     x = torch.linspace(-3, 3, 601)
     torch.testing.assert_close(g_values("triangular", x, act), (1 - x.abs()).clamp_min(0),
                                rtol=0, atol=1e-6)
+    # height: the triangle under the logistic's derivative (peak 1/4, half-width 4, area 1)
+    x = torch.linspace(-6, 6, 1201)
+    under = g_values({"name": "triangular", "width": 4.0, "height": 0.25}, x, act)
+    torch.testing.assert_close(under, 0.25 * (1 - x.abs() / 4).clamp_min(0), rtol=0, atol=1e-7)
+    assert under.max().item() == pytest.approx(0.25)
+    assert (under * 0.01).sum().item() == pytest.approx(1.0, 1e-3)
 
 
 @pytest.mark.parametrize("act", ["relu", "logistic", "step", "softplus"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import copy
 import itertools
 import sys
 from dataclasses import dataclass, field
@@ -335,7 +336,7 @@ def _expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str 
         cell_canonical = _canonical_cell(host, cell_raw)
         for entry in entries:
             entry_index = spec.entries.index(entry)
-            raw = merge(cell_raw, entry.overrides)
+            raw = reapply(cell, prof.defaults, entry, merge(cell_raw, entry.overrides))
             where = f"entry '{entry.label}'" + (f", cell {canonical_json(cell)}" if cell else "")
             try:
                 resolved = resolve_run(host, raw)
@@ -399,15 +400,38 @@ def _same(given: Any, used: Any) -> bool:
     return given == used
 
 
+def reapply(cell: dict[str, Any], profile_defaults: dict[str, Any], entry: Entry,
+            raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` (the cell's run spec merged with the entry's overrides) with the grid values and
+    profile defaults put back into a component the overrides replaced (another ``name``), so
+    that they reach the entry's own component: a grid axis ``surrogate.normalize`` applies to
+    every entry's jamming surrogate. Only parameters the entry does not set itself; a value the
+    replacing component has no parameter for is then a clear validation error."""
+    overrides = _leaves(entry.overrides)
+    replaced = {comp for (comp, key) in overrides if key == "name"}
+    if not replaced:
+        return raw
+    cell_leaves = _leaves(cell)
+    given = {**{k: v for k, v in _leaves(profile_defaults).items() if k not in cell_leaves},
+             **cell_leaves}
+    out = copy.deepcopy(raw)
+    for (comp, key), value in given.items():
+        if comp in replaced and key != "name" and (comp, key) not in overrides \
+                and isinstance(out.get(comp), dict):
+            out[comp][key] = copy.deepcopy(value)
+    return out
+
+
 def check_reach(cell: dict[str, Any], profile_defaults: dict[str, Any], entry: Entry,
                 resolved: dict[str, dict[str, Any]], profile: str | None) -> None:
     """Refuse a grid value or profile default that an entry's overrides keep from its runs.
 
-    Overrides are merged after the grid and the profile, and an override that gives a
-    component another ``name`` replaces its whole table: a grid axis ``trainer.lr`` then never
-    reaches an entry that overrides ``trainer``, and its runs would sit in cells labelled with
-    learning rates they did not use. That is an error naming the axis and the entry; so is an
-    entry that sets the same parameter itself."""
+    Overrides are merged after the grid and the profile. An override that gives a component
+    another ``name`` replaces its whole table, and :func:`reapply` puts the grid's and the
+    profile's values back into it. An entry that sets the same parameter itself, or names
+    another component where the grid names one, would keep the cell's value from its runs,
+    which would sit in cells labelled with values they did not use: that is an error naming
+    the axis and the entry."""
     overrides = _leaves(entry.overrides)
     replaced = {comp for (comp, key) in overrides if key == "name"}
     given = [("grid axis", k, v) for k, v in _leaves(cell).items()]

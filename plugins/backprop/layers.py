@@ -31,28 +31,35 @@ class QuadraticMeanPool2d(nn.Module):
     :data:`QUADRATIC_POOL_EPS` for why the gradient stays finite at ``x = 0``.
     """
 
-    def __init__(self, kernel_size: int = 2, eps: float = QUADRATIC_POOL_EPS) -> None:
+    def __init__(self, kernel_size: int = 2, eps: float = QUADRATIC_POOL_EPS,
+                 total: bool = False) -> None:
         super().__init__()
         if kernel_size < 1 or eps <= 0:
             raise ValueError(f"need kernel_size >= 1 and eps > 0 (got {kernel_size}, {eps})")
-        self.kernel_size, self.eps = kernel_size, eps
+        self.kernel_size, self.eps, self.total = kernel_size, eps, total
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.sqrt(F.avg_pool2d(x * x, self.kernel_size) + self.eps)
+        y = torch.sqrt(F.avg_pool2d(x * x, self.kernel_size) + self.eps)
+        return y * self.kernel_size if self.total else y
 
     def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, eps={self.eps}"
+        return (f"kernel_size={self.kernel_size}, eps={self.eps}"
+                + (", total=True" if self.total else ""))
 
 
 def pooling(kind: str) -> nn.Module:
-    """A 2x2, stride-2 pooling layer: ``quadratic``, ``avg`` or ``max``."""
+    """A 2x2, stride-2 pooling layer: ``quadratic`` (the root mean square of the window),
+    ``quadratic_sum`` (the root of its sum of squares, ``nn.LPPool2d(2, 2)``: twice the quadratic
+    mean, with the same ``eps``), ``avg`` or ``max``."""
     if kind == "quadratic":
         return QuadraticMeanPool2d(2)
+    if kind == "quadratic_sum":
+        return QuadraticMeanPool2d(2, total=True)
     if kind == "avg":
         return nn.AvgPool2d(2)
     if kind == "max":
         return nn.MaxPool2d(2)
-    raise ValueError(f"unknown pooling '{kind}' (expected quadratic, avg or max)")
+    raise ValueError(f"unknown pooling '{kind}' (expected quadratic, quadratic_sum, avg or max)")
 
 
 def dense(n_in: int, n_out: int, *, bias: bool = True, binary: bool = False) -> nn.Linear:

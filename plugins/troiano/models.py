@@ -34,9 +34,9 @@ class LeNet5Params(BaseModel):
     stackable: ClassVar[bool] = False
     """Runs of this model are never grouped (convolutions are compute-bound: stacking gains
     little on a CPU, and each run recorded as it finishes is worth more)."""
-    pool: Literal["quadratic", "avg", "max"] = Field(
+    pool: Literal["quadratic", "quadratic_sum", "avg", "max"] = Field(
         "quadratic", description="2x2 pooling: quadratic mean sqrt(mean(x^2)) (the paper's), "
-                                 "average or max")
+                                 "sqrt(sum(x^2)) (nn.LPPool2d(2, 2): twice it), average or max")
     batchnorm: bool = Field(False, description="BatchNorm after each conv/FC before activation")
     binary_weights: bool = Field(False, description="BinaryConnect sign(W) weights (Section 5)")
     conv2_padding: int | None = Field(

@@ -68,10 +68,14 @@ class RectParams(BaseModel):
 
 
 class TriangularParams(BaseModel):
-    """``g(x) = max(0, 1 - |x| / width)``; no ``low_memory``: g is not a 0/1 mask."""
+    """``g(x) = height max(0, 1 - |x| / width)``; no ``low_memory``: g is not a 0/1 mask. The
+    paper's Fig. 6d shows the shape only: ``height = 0.25, width = 4`` is the triangle under the
+    logistic's derivative ``s(1 - s)`` (same peak, same area), the reading that would make the
+    paper's Triang and d(Log) columns agree."""
 
     model_config = ConfigDict(extra="forbid")
     width: float = Field(1.0, **POSITIVE_FINITE, description="half-width of the triangle's base")
+    height: float = Field(1.0, **POSITIVE_FINITE, description="g at x = 0 (the peak)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,22 +191,23 @@ class TriangularBackward(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x: Tensor, native: Native, width: float) -> Tensor:
+    def forward(x: Tensor, native: Native, width: float, height: float = 1.0) -> Tensor:
         return apply_forward(native, x)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
         ctx.width = inputs[2]
+        ctx.height = inputs[3] if len(inputs) > 3 else 1.0
         ctx.save_for_backward(inputs[0])
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         (x,) = ctx.saved_tensors
-        w = ctx.width
+        w, h = ctx.width, ctx.height
         g = x.abs().clamp_max_(w).neg_().add_(w)
-        if w != 1.0:
-            g = g.div_(w)
-        return g.mul_(grad), None, None
+        if w != h:
+            g = g.mul_(h / w)
+        return g.mul_(grad), None, None, None
 
 
 class DLogisticBackward(torch.autograd.Function):
@@ -302,22 +307,23 @@ class RectSurrogate(SurrogateActivation):
 
 
 class TriangularSurrogate(SurrogateActivation):
-    """``f/Triang``: ``g = max(0, 1 - |x| / width)``."""
+    """``f/Triang``: ``g = height max(0, 1 - |x| / width)``."""
 
     label = "triangular"
 
-    def __init__(self, activation: Activation, width: float) -> None:
+    def __init__(self, activation: Activation, width: float, height: float = 1.0) -> None:
         super().__init__(activation)
-        self.width = width
+        self.width, self.height = width, height
 
     def settings(self) -> str:
-        return f"width={self.width}"
+        return f"width={self.width}" + (f", height={self.height}" if self.height != 1.0 else "")
 
     def forward(self, x: Tensor) -> Tensor:
-        return TriangularBackward.apply(x, self.activation.native, self.width)
+        return TriangularBackward.apply(x, self.activation.native, self.width, self.height)
 
     def local_gradient(self, x: Tensor) -> Tensor:
-        return x.abs().clamp_max_(self.width).neg_().add_(self.width).div_(self.width)
+        return (x.abs().clamp_max_(self.width).neg_().add_(self.width)
+                .mul_(self.height / self.width))
 
 
 class DLogisticSurrogate(SurrogateActivation):
@@ -353,8 +359,8 @@ def rect(params: RectParams, *, activation: Activation, ctx: RunContext) -> nn.M
 
 def triangular(params: TriangularParams, *, activation: Activation,
                ctx: RunContext) -> nn.Module:
-    """g(x) = max(0, 1 - |x|/width) (the paper's /Triang, Fig. 6d)."""
-    return TriangularSurrogate(activation, params.width)
+    """g(x) = height max(0, 1 - |x|/width) (the paper's /Triang, Fig. 6d)."""
+    return TriangularSurrogate(activation, params.width, params.height)
 
 
 def d_logistic(params: BaseModel, *, activation: Activation, ctx: RunContext) -> nn.Module:
