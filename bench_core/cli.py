@@ -133,8 +133,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         n_entries = len({t.entry for t in plan.tasks})
         cells = math.prod(len(values) for values in plan.grid.values())
         pairs = len(plan.tasks) // len(plan.seeds)
+        prof = spec.profiles.get(plan.profile)
+        why = (" with a paper value" if prof is not None and prof.referenced_only else
+               " of the profile's pairs" if prof is not None and prof.pairs is not None else "")
         shape = (f"{n_entries} entries x {cells} grid cells" if pairs == n_entries * cells else
-                 f"{pairs} (entry, grid cell) pairs with a paper value")
+                 f"{pairs} (entry, grid cell) pairs{why}")
         print(f"ok: {name} [{plan.profile}]: {shape} x {len(plan.seeds)} seeds = "
               f"{len(plan.tasks)} runs")
         if args.no_data_check:

@@ -135,6 +135,23 @@ def test_referenced_only_profile_runs_the_pairs_with_a_reference(fast_spec):
     assert "referenced_only, but no entry has a reference" in error_of(fast_spec, profile="none")
 
 
+def test_a_profile_may_run_only_some_pairs_of_its_grid(fast_spec):
+    fast_spec["profiles"] = {"two": {"pairs": [{"entry": "tied", "cell": {"rule.lr": 0.2}},
+                                               {"entry": "const", "cell": {"rule.lr": 0.5}}]},
+                             "none": {"pairs": [{"entry": "tied", "cell": {"rule.lr": 0.9}}]},
+                             "bad": {"pairs": [{"entry": "tide"}]}}
+    plan = plan_of({**fast_spec, "profiles": {"two": fast_spec["profiles"]["two"]}},
+                   profile="two")
+    assert {(t.entry, t.cell["rule.lr"]) for t in plan.tasks} == {("tied", 0.2), ("const", 0.5)}
+    full = plan_of({**fast_spec, "profiles": {}})
+    assert {t.run_id for t in plan.tasks} <= {t.run_id for t in full.tasks}   # the same runs
+    assert "none of its pairs" in error_of(
+        {**fast_spec, "profiles": {"none": fast_spec["profiles"]["none"]}}, profile="none")
+    with pytest.raises(SpecError, match=r"pairs\[0\].entry: 'tide' is not an entry label; "
+                                        r"did you mean 'tied'"):
+        parse_spec(fast_spec)
+
+
 def test_toml_errors_and_builtin_names(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("title = \n")

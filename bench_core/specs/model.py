@@ -64,6 +64,18 @@ class Entry(_Strict):
     description: str = ""
 
 
+class Pair(_Strict):
+    """An (entry, grid cell) pair of a profile's ``pairs``: ``cell`` names the axes it needs;
+    others match any value (as a reference's ``cell`` does)."""
+
+    entry: str
+    cell: dict[str, Any] = Field(default_factory=dict)
+
+    def matches(self, entry: str, cell: dict[str, Any]) -> bool:
+        return self.entry == entry and all(
+            k in cell and canonical_json(cell[k]) == canonical_json(v) for k, v in self.cell.items())
+
+
 class Profile(_Strict):
     description: str = ""
     comparable: bool = Field(False, description="every run follows the source's protocol "
@@ -77,6 +89,9 @@ class Profile(_Strict):
         False, description="run only the (entry, grid cell) pairs for which the spec gives a "
                            "reference value of its metric: a reproduction profile that spends "
                            "no compute on pairs the source does not report")
+    pairs: list[Pair] | None = Field(
+        None, description="run only these (entry, grid cell) pairs: a check that needs a few "
+                          "pairs of a grid, not its every combination")
 
 
 class Tolerance(_Strict):
@@ -230,6 +245,10 @@ class LeaderboardSpec(_Strict):
             for lab in prof.entries or []:
                 if lab not in labels:
                     raise ValueError(f"profiles.{name}.entries: '{lab}' is not an entry label")
+            for i, pair in enumerate(prof.pairs or []):
+                if pair.entry not in labels:
+                    raise ValueError(f"profiles.{name}.pairs[{i}].entry: '{pair.entry}' is not "
+                                     f"an entry label; {did_you_mean(pair.entry, labels)}")
         if self.default_profile and self.default_profile not in self.profiles:
             raise ValueError(f"default_profile '{self.default_profile}' is not a profile")
         if self.summary_by and not self.baseline:

@@ -346,6 +346,9 @@ def _expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str 
             ref = find_reference(spec, entry.label, cell, spec.metric)
             if prof.referenced_only and ref is None:
                 continue
+            if prof.pairs is not None and not any(pair.matches(entry.label, cell)
+                                                  for pair in prof.pairs):
+                continue
             ident = run_identity(host, resolved)
             unversioned = run_identity(host, resolved, versioned=False)
             versions = component_versions(host, resolved)
@@ -369,6 +372,8 @@ def _expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str 
     if not tasks and prof.referenced_only:
         raise SpecError(f"profile '{profile}': referenced_only, but no entry has a reference "
                         f"value of {spec.metric} in the profile's grid")
+    if not tasks and prof.pairs is not None:
+        raise SpecError(f"profile '{profile}': none of its pairs is an (entry, cell) of its grid")
     return Plan(spec=spec, name=name, profile=profile or "default", seeds=seed_list, grid=grid,
                 tasks=tasks)
 
