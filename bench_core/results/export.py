@@ -20,6 +20,7 @@ Where a spec's records are read from (:func:`plan_records`):
 from __future__ import annotations
 
 import json
+import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -138,7 +139,9 @@ def write_spec_file(folder: str | Path, plan: Any) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / SPEC_FILE
     payload = {"name": plan.name, "spec": plan.spec.model_dump(mode="json")}
-    tmp = folder / f".{SPEC_FILE}.tmp"
+    # a temporary name of this process's own: two processes starting on one folder at once
+    # would otherwise rename each other's file away
+    tmp = folder / f".{SPEC_FILE}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(payload, indent=1), encoding="utf-8")  # keeps grid order
     tmp.replace(path)
     return path
