@@ -147,6 +147,22 @@ def test_root_with_only_t10k_is_split_80_20(isolated):
     assert len(bundle.x_train) == 40 and len(bundle.x_test) == 10
 
 
+def test_complete_passes_over_a_subset_folder(isolated, monkeypatch):
+    data_root = isolated / "untied-data"
+    make_part(data_root / "mnist-10k", "t10k", 20, seed=14, gz=False)
+    monkeypatch.setenv("UNTIED_DATA", str(data_root))
+    assert len(mnist(params(), ctx=ctx()).x_train) == 16  # the subset counts by default
+    with pytest.raises(DataError, match="both the train and the t10k") as err:
+        mnist(params(complete=True), ctx=ctx())
+    assert str(data_root / "mnist-10k") in str(err.value) and "\n" not in str(err.value)
+    cache = isolated / "home" / ".cache" / "untied" / "mnist"  # searched after UNTIED_DATA
+    make_part(cache, "train", 30, seed=15, gz=False)
+    make_part(cache, "t10k", 10, seed=16, gz=False)
+    assert len(mnist(params(), ctx=ctx()).x_train) == 16  # still the subset, found first
+    bundle = mnist(params(complete=True), ctx=ctx())
+    assert len(bundle.x_train) + len(bundle.x_test) == 40
+
+
 def test_official_split_without_train_files_names_them(isolated):
     root = isolated / "only-test"
     make_part(root, "t10k", 10, seed=12, gz=False)

@@ -24,6 +24,8 @@ are searched in this order, the first that counts wins:
 4. system folders: ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``),
    ``/usr/share/datasets/mnist``.
 
+With ``complete=true`` only a folder holding both parts counts (the whole data set: a subset
+folder is passed over), as the ``full`` profiles of the paper specs require.
 With ``download=true`` and nothing found, torchvision downloads the files into
 ``~/.cache/untied/<name>``; otherwise a :class:`~bench_core.errors.DataError` names every folder
 searched. Decoded files are cached in memory per process, keyed on path, size and mtime.
@@ -94,6 +96,10 @@ class ImageDatasetParams(SplitParams):
                              description="folder holding the IDX files (searched first)")
     download: bool = location_option(False, description="download into ~/.cache/untied/<name> "
                                                         "if missing")
+    complete: bool = Field(
+        False, description="only a folder holding both official parts (train and t10k: all 70,000 "
+                           "images) counts; a subset folder such as mnist-10k/ is passed over, and "
+                           "with download=true the complete set is fetched")
     split: Literal["random", "official"] = Field(
         "random", description="random: pool all images, hold out test_fraction with the run's "
                               "seed (the paper's 80/20); official: the original train/test files")
@@ -141,23 +147,28 @@ def idx_files_in(folder: Path) -> dict[str, IdxPair]:
     return found
 
 
-def locate(name: str, root: str | None) -> tuple[Path, dict[str, IdxPair]]:
-    """The first searched folder holding a complete pair, with its pairs; a one-line
-    :class:`DataError` naming every folder searched when there is none."""
+def locate(name: str, root: str | None, complete: bool = False
+           ) -> tuple[Path, dict[str, IdxPair]]:
+    """The first searched folder holding a complete pair (``complete``: both parts), with its
+    pairs; a one-line :class:`DataError` naming every folder searched when there is none."""
     searched = candidate_folders(name, root)
     for folder in searched:
         pairs = idx_files_in(folder)
-        if pairs:
+        if pairs and (not complete or all(part in pairs for part in PARTS)):
             return folder, pairs
-    raise _not_found(name, searched)
+    raise _not_found(name, searched, complete=complete)
 
 
-def _not_found(name: str, searched: list[Path], reason: str = "") -> DataError:
+def _not_found(name: str, searched: list[Path], reason: str = "", *, complete: bool = False,
+               download_tried: bool = False) -> DataError:
     folders = ", ".join(str(f) for f in searched)
+    what = ("no folder with both the train and the t10k IDX files (complete=true: the whole "
+            "data set; a subset folder such as mnist-10k/ does not count)" if complete else
+            "no IDX files (train-/t10k-images-idx3-ubyte[.gz] with matching labels)")
+    remedy = "" if download_tried else ", or set download=true"
     return DataError(
-        f"{name}: no IDX files (train-/t10k-images-idx3-ubyte[.gz] with matching labels) in any "
-        f"of: {folders}{reason}; to get them: {HOW_TO_GET[name]}set UNTIED_DATA or the "
-        f"dataset's `root` to a folder holding them, or set download=true")
+        f"{name}: {what} in any of: {folders}{reason}; to get them: {HOW_TO_GET[name]}set "
+        f"UNTIED_DATA or the dataset's `root` to a folder holding them{remedy}")
 
 
 def download(name: str) -> None:
@@ -237,7 +248,7 @@ def normalise_images(x_train: Tensor, x_test: Tensor,
 def load_idx_dataset(name: str, params: ImageDatasetParams, ctx: RunContext) -> DataBundle:
     """Find (or download), read, split, subset, normalise and move one IDX dataset."""
     try:
-        folder, pairs = locate(name, params.root)
+        folder, pairs = locate(name, params.root, params.complete)
     except DataError:
         if not params.download:
             raise
@@ -246,8 +257,9 @@ def load_idx_dataset(name: str, params: ImageDatasetParams, ctx: RunContext) -> 
         except Exception as err:  # torchvision raises RuntimeError / URLError / OSError
             detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise _not_found(name, candidate_folders(name, params.root),
-                             f" (download failed: {detail})") from err
-        folder, pairs = locate(name, params.root)
+                             f" (download failed: {detail})", complete=params.complete,
+                             download_tried=True) from err
+        folder, pairs = locate(name, params.root, params.complete)
 
     gen = ctx.generator("data", device="cpu")
     if params.split == "official":
