@@ -138,12 +138,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
                " of the profile's pairs" if prof is not None and prof.pairs is not None else "")
         shape = (f"{n_entries} entries x {cells} grid cells" if pairs == n_entries * cells else
                  f"{pairs} (entry, grid cell) pairs{why}")
+        selecting = ""
+        if plan.selection is not None:
+            sel = plan.selection.select
+            pairs_ = len(plan.selection.builders)
+            shape = f"{pairs_} (entry, grid cell) pairs" if pairs_ != n_entries * cells else shape
+            selecting = (f", after {len(plan.selection.tasks)} selection runs choosing "
+                         f"{sel.parameter} per pair")
+            n_final = pairs_ * len(plan.seeds)
+        else:
+            n_final = len(plan.tasks)
         print(f"ok: {name} [{plan.profile}]: {shape} x {len(plan.seeds)} seeds = "
-              f"{len(plan.tasks)} runs")
+              f"{n_final} runs{selecting}")
         if args.no_data_check:
             continue
         try:
-            check_data(host, plan.tasks)
+            check_data(host, plan.all_tasks)
         except DataError as exc:
             if prof == runs_by_default:
                 raise
@@ -171,6 +181,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UntiedError(f"--run-timeout must be a positive number of seconds "
                           f"(got {args.run_timeout})")
     if args.dry_run:
+        if plan.selection is not None:
+            from dataclasses import replace
+
+            from bench_core.results.records import read_records
+            from bench_core.results.selection import resolve
+
+            sel_plan = replace(plan, tasks=plan.selection.tasks, selection=None)
+            todo, skipped = pending_tasks(sel_plan, results_dir, args.force)
+            print(f"{plan.name} [{plan.profile}]: {len(sel_plan.tasks)} selection runs "
+                  f"({plan.selection.select.parameter}), {skipped} recorded, {len(todo)} to run")
+            for t in todo:
+                print(f"  {t.run_id}  {t.entry:<24} selection seed {t.seed_index}  "
+                      f"{json.dumps(t.cell)}")
+            resolve(plan, read_records(results_dir, {t.run_id for t in sel_plan.tasks},
+                                       required=False, problems=[]))
+            waiting = len(plan.selection.builders) - len(plan.selection.choices)
+            if waiting:
+                print(f"  then the final runs of {waiting} (entry, cell) pairs, once their "
+                      f"selection runs are recorded")
         todo, skipped = pending_tasks(plan, results_dir, args.force)
         units = form_groups(todo, host, enabled=not args.no_group, max_size=args.group_size)
         grouped = "" if len(units) == len(todo) else f" in {len(units)} groups"
@@ -183,7 +212,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     if not args.no_data_check:
         todo, _ = pending_tasks(plan, results_dir, args.force)
-        check_data(host, todo)
+        check_data(host, [*(plan.selection.tasks if plan.selection else []), *todo])
     summary = run_plan(plan, args.results, executor=args.executor, jobs=args.jobs,
                        force=args.force, host=host, progress=not args.quiet,
                        group=not args.no_group, max_group_size=args.group_size,
@@ -304,15 +333,23 @@ def _results_plan(args: argparse.Namespace, folder: Path):
 
 def _target_plan(args: argparse.Namespace):
     """``(plan, records, results folder)`` of a SPEC or RESULTS_DIR argument; ``plan`` is None
-    for a results folder whose spec is unknown (``records`` are then all its records)."""
-    from bench_core.results.records import read_records
+    for a results folder whose spec is unknown (``records`` are then all its records but
+    selection runs, which were evaluated on validation splits)."""
+    from bench_core.results.records import final_records, read_records
 
     target = Path(args.target)
     if target.is_dir():
         plan = _results_plan(args, target)
-        records = read_records(target, {t.run_id for t in plan.tasks}, required=False) if plan else None
-        return (plan, records, target) if records is not None else (None, read_records(target),
-                                                                    target)
+        records = None
+        if plan is not None:
+            if plan.selection is not None:
+                from bench_core.results.selection import resolve
+
+                resolve(plan, read_records(target, {t.run_id for t in plan.selection.tasks},
+                                           required=False, problems=[]))
+            records = read_records(target, {t.run_id for t in plan.all_tasks}, required=False)
+        return (plan, records, target) if records is not None else (
+            None, final_records(read_records(target)), target)
     args.spec = args.target
     _, plan = _plan(args)
     folder = Path(args.results) / plan.name
@@ -335,12 +372,13 @@ def _write_plots(plan, records, folder: Path, out_dir: str, args_include=None) -
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from bench_core.results.divergence import judge_divergence
     from bench_core.results.leaderboard import aggregate, render
-    from bench_core.results.records import is_records_file, read_records
+    from bench_core.results.records import final_records, is_records_file, read_records
 
     include = not args.exclude_diverged
     target = Path(args.target)
     if is_records_file(target):                       # a records file on its own
-        agg = aggregate(judge_divergence(read_records(target)), include_diverged=include)
+        agg = aggregate(judge_divergence(final_records(read_records(target))),
+                        include_diverged=include)
         _emit(render(agg, args.format, title=f"Leaderboard of {target}"), args.output)
         return 0
     if target.is_dir() and args.records:
@@ -379,10 +417,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         args.spec = args.target
         _, plan = _plan(args)
-        order = [t.run_id for t in plan.tasks]
         records = _records(args, plan, Path(args.results) / plan.name).collect()
         records = records.with_columns(pl.lit(plan.profile).alias("profile"))
-        what = f"the {len(order)} runs of {plan.name} [{plan.profile}]"
+        order = [t.run_id for t in plan.all_tasks]      # selection runs first, if any
+        what = f"the {len(plan.tasks)} runs of {plan.name} [{plan.profile}]" + (
+            f" and its {len(plan.selection.tasks)} selection runs" if plan.selection else "")
     if fmt == "parquet" and args.output:
         rows = write_records_file(records.lazy(), args.output, order)
         print(f"wrote {args.output}: {rows} of {what}", file=sys.stderr)

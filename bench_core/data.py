@@ -99,6 +99,26 @@ def split_train_test(x: Tensor, y: Tensor, test_fraction: float, generator: torc
     return x[train], y[train], x[test], y[test]
 
 
+def hold_out_validation(data: DataBundle, fraction: float, generator: torch.Generator
+                        ) -> DataBundle:
+    """The bundle a selection run trains on (:class:`~bench_core.specs.model.Select`): its
+    training split less ``round(fraction * n)`` samples drawn with ``generator``, which become
+    its test split; the test split and further evaluation sets are dropped, so a selection
+    never sees them. The kept training samples stay in their order; the data stay on their
+    device (only the index tensors move). A dataset's own preprocessing (a ``standard``
+    normalisation's statistics) was computed before, on the whole training split."""
+    n = len(data.x_train)
+    n_val = int(round(fraction * n))
+    if not 0 < n_val < n:
+        raise ValueError(f"select.validation_fraction {fraction} of {n} training samples leaves "
+                         f"an empty validation or training split")
+    perm = torch.randperm(n, generator=generator, device=generator.device)
+    val = perm[:n_val].sort().values.to(data.x_train.device)
+    train = perm[n_val:].sort().values.to(data.x_train.device)
+    return DataBundle(data.info, data.x_train[train], data.y_train[train], data.x_train[val],
+                      data.y_train[val], eval_sets={}, slices=dict(data.slices))
+
+
 def take_subset(x: Tensor, y: Tensor, size: int | None, generator: torch.Generator
                 ) -> tuple[Tensor, Tensor]:
     """A random subset of ``size`` samples (all of them if ``size`` is None or too large)."""

@@ -15,7 +15,7 @@ import platform
 import resource
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -25,6 +25,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from bench_core.data import hold_out_validation
 from bench_core.errors import Diverged, PluginError, SpecError, UntiedError
 from bench_core.execution.environment import environment, git_commit
 from bench_core.execution.safeguards import (
@@ -46,12 +47,18 @@ from bench_core.interfaces import (
 from bench_core.plugins import Component, PluginHost, get_host, set_host
 from bench_core.results.records import (
     flatten_spec,
-    recorded_run_ids,
     read_records,
+    recorded_run_ids,
     write_record,
 )
 from bench_core.specs.model import LIST_FIELDS, canonical_json, format_validation_error
-from bench_core.specs.plan import Plan, RunTask, resolve_component, resolve_components
+from bench_core.specs.plan import (
+    Plan,
+    RunTask,
+    resolve_component,
+    resolve_components,
+    validation_name,
+)
 
 
 def checked(comp: Component, made: Any, expected: str, ok: bool) -> Any:
@@ -89,6 +96,9 @@ def build_session(host: PluginHost, task: RunTask, ctx: RunContext) -> TrainingS
     ds_comp, ds_params = comps["dataset"]
     data = ds_comp.factory(ds_params, ctx=ctx)
     checked(ds_comp, data, "a DataBundle", isinstance(data, DataBundle))
+    if task.validation_fraction is not None:      # a selection run: never sees the test split
+        data = hold_out_validation(data, task.validation_fraction,
+                                   ctx.generator("validation", device="cpu"))
 
     activation: Activation | None = None
     if "activation" in comps:
@@ -258,6 +268,10 @@ def _record_row(host: PluginHost, task: RunTask, ctx: RunContext, status: str, e
         torch.cuda.synchronize(torch.device(device))
     if status == "diverged":
         metrics = {**last_logged_metrics(ctx), **metrics}
+    curves = ctx.curves
+    if task.stage == "selection":                 # its test split is a validation split
+        metrics = {validation_name(k): v for k, v in metrics.items()}
+        curves = {validation_name(k): v for k, v in curves.items()}
     value = metrics.get(task.metric)
     if status == "ok" and value is None:
         status = "failed"
@@ -278,11 +292,14 @@ def _record_row(host: PluginHost, task: RunTask, ctx: RunContext, status: str, e
         "value": value if status in ("ok", "diverged") else None,
         "spec_json": canonical_json(task.spec),
         "base_run_id": task.base_run_id or task.run_id,
+        "stage": task.stage,
+        "validation_fraction": task.validation_fraction,
+        "selected_json": canonical_json(task.selected) if task.selected else None,
         "versions_json": canonical_json(task.versions) if task.versions else None,
         **flatten_spec(task.spec),
         **{f"m_{k}": v for k, v in metrics.items()},
-        **{f"curve_{k}": list(v) for k, v in ctx.curves.items()},
-        "curves_json": json.dumps(ctx.curves),
+        **{f"curve_{k}": list(v) for k, v in curves.items()},
+        "curves_json": json.dumps(curves),
         "slices_json": slices,
         "wall_time_s": wall,
         "group_size": group_size,
@@ -467,7 +484,8 @@ def form_groups(tasks: list[RunTask], host: PluginHost, *, enabled: bool = True,
         # the host applies reparametrizations to whatever model a trainer builds: runs that
         # differ in them never share a unit, whatever the trainer's key says
         full_key = (table, task.device, key,
-                    canonical_json(task.spec.get("reparametrization")))
+                    canonical_json(task.spec.get("reparametrization")), task.stage,
+                    task.validation_fraction)
         unit = open_units.get(full_key)
         if unit is None or (cap is not None and len(unit) >= cap):
             unit = []
@@ -520,17 +538,45 @@ def other_version_records(tasks: list[RunTask], results_dir: Path) -> int:
     return len({b for b, r in found.iter_rows() if b in base and r not in ids})
 
 
-def run_plan(plan: Plan, results_root: str | Path, *, executor: str = "local", jobs: int = 1,
-             force: bool = False, host: PluginHost | None = None, console=None,
-             progress: bool = True, group: bool = True,
-             max_group_size: int | None = None, threads: int | None = DEFAULT_THREADS,
-             executor_options: dict[str, Any] | None = None,
-             run_timeout: float | None = None, subfolder: str | None = None) -> RunSummary:
-    """Run every task of ``plan`` not yet recorded (all of them with ``force``). A ``host``
+def run_plan(plan: Plan, results_root: str | Path, **options: Any) -> RunSummary:
+    """Run every task of ``plan`` not yet recorded (all of them with ``force``); options as
+    :func:`run_tasks`. A plan that selects a parameter (:class:`~bench_core.specs.model.
+    Select`) runs in two stages: its selection runs, then, once a pair's are all recorded, the
+    final runs with the value chosen (:mod:`bench_core.results.selection`)."""
+    stage = plan.selection
+    if stage is None or options.get("subfolder"):
+        return run_tasks(plan, results_root, **options)
+    from bench_core.results.selection import resolve
+
+    first = RunSummary(total=0, skipped=0, ran=0, ok=0, diverged=0, failed=0)
+    if stage.tasks:
+        first = run_tasks(replace(plan, tasks=stage.tasks, selection=None), results_root,
+                          label=f"{plan.name} (selection)", **options)
+        if first.interrupted:
+            return first
+    results_dir = Path(results_root) / plan.name
+    resolve(plan, read_records(results_dir, {t.run_id for t in stage.tasks}, required=False,
+                               problems=[]))
+    second = (run_tasks(plan, results_root, **options) if plan.tasks else
+              RunSummary(total=0, skipped=0, ran=0, ok=0, diverged=0, failed=0))
+    return RunSummary(**{f.name: getattr(first, f.name) + getattr(second, f.name)
+                         for f in fields(RunSummary) if f.name != "interrupted"},
+                      interrupted=second.interrupted)
+
+
+def run_tasks(plan: Plan, results_root: str | Path, *, executor: str = "local", jobs: int = 1,
+              force: bool = False, host: PluginHost | None = None, console=None,
+              progress: bool = True, group: bool = True,
+              max_group_size: int | None = None, threads: int | None = DEFAULT_THREADS,
+              executor_options: dict[str, Any] | None = None,
+              run_timeout: float | None = None, subfolder: str | None = None,
+              label: str | None = None) -> RunSummary:
+    """Run every task of ``plan.tasks`` not yet recorded (all of them with ``force``). A ``host``
     given here becomes the process-wide host, so in-process executors use its plugins.
     ``group``: let trainers that can train compatible runs as one batched computation do so
     (:func:`form_groups`); ``False`` runs them one by one. ``subfolder``: record into
-    ``<results>/<name>/<subfolder>/`` (the perturbed twins of ``untied stability``)."""
+    ``<results>/<name>/<subfolder>/`` (the perturbed twins of ``untied stability``).
+    ``label``: the progress bar's name (default: the plan's)."""
     from rich.console import Console
     from rich.markup import escape
     from rich.progress import (
@@ -594,7 +640,7 @@ def run_plan(plan: Plan, results_root: str | Path, *, executor: str = "local", j
                TextColumn("eta"), TimeRemainingColumn()]
     threads_before = torch.get_num_threads()
     with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
-        job = bar.add_task(plan.name, total=len(plan.tasks), completed=skipped, bad=0)
+        job = bar.add_task(label or plan.name, total=len(plan.tasks), completed=skipped, bad=0)
         try:
             for outcomes in runner.map(execute_and_record, units):
                 for outcome in outcomes:

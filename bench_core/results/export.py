@@ -66,15 +66,38 @@ def plan_records(plan: Any, results_dir: str | Path, spec_ref: str | Path | None
     """The records of ``plan``'s runs: from ``records_file`` when given (``--records``), else
     from ``results_dir``, else from the committed compacted records of the spec (module
     docstring). Raises a one-line error when none has any. Every command that shows a plan's
-    records reads them here, through :func:`bench_core.results.records.read_records`."""
-    ids = {t.run_id for t in plan.tasks}
+    records reads them here, through :func:`bench_core.results.records.read_records`.
+
+    A plan that selects a parameter is resolved here first (:mod:`bench_core.results.selection`:
+    its final runs are those of the values its selection records chose), and its selection
+    records come with the final ones (tables show only the final runs; exports keep both)."""
+    if getattr(plan, "selection", None) is not None:
+        from bench_core.results.selection import resolve
+
+        sel_ids = {t.run_id for t in plan.selection.tasks}
+        resolve(plan, _first_source(plan, sel_ids, results_dir, spec_ref, records_file,
+                                    quiet=True, required=False) if sel_ids else None)
+    ids = {t.run_id for t in getattr(plan, "all_tasks", plan.tasks)}
+    found = _first_source(plan, ids, results_dir, spec_ref, records_file, quiet=quiet)
+    if found is not None:
+        return found
+    committed = committed_records(spec_ref, plan.name, plan.profile)
+    where = f"{results_dir}" + (f" or {committed}" if committed is not None else "")
+    raise UntiedError(f"no records of the runs of {plan.name} [{plan.profile}] in {where}: "
+                      f"run `untied run` first")
+
+
+def _first_source(plan: Any, ids: set[str], results_dir: str | Path,
+                  spec_ref: str | Path | None, records_file: str | Path | None, *,
+                  quiet: bool, required: bool = True) -> pl.LazyFrame | None:
+    """The records of ``ids`` from the first source of :func:`plan_records` that has any."""
     if records_file is not None:
         from bench_core.results.records import is_records_file
 
         if not is_records_file(records_file):
             raise UntiedError(f"--records {records_file}: not a records file (.parquet), as "
                               f"`untied export` writes")
-        return read_records(records_file, ids)
+        return read_records(records_file, ids, required=required)
     lf = read_records(results_dir, ids, required=False)
     if lf is not None:
         return lf
@@ -87,9 +110,7 @@ def plan_records(plan: Any, results_dir: str | Path, spec_ref: str | Path | None
                 print(f"note: no records in {results_dir}; reading the committed records "
                       f"{committed}", file=sys.stderr)
             return frame.lazy()
-    where = f"{results_dir}" + (f" or {committed}" if committed is not None else "")
-    raise UntiedError(f"no records of the runs of {plan.name} [{plan.profile}] in {where}: "
-                      f"run `untied run` first")
+    return None
 
 
 def plan_perturbed(plan: Any, results_dir: str | Path, spec_ref: str | Path | None = None

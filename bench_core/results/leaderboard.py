@@ -98,6 +98,8 @@ def aggregate(records: pl.LazyFrame, extra_metrics: list[str] | None = None,
         pl.col("reference_std").first().alias("reference_std"),
         pl.col("higher_is_better").first().alias("higher_is_better"),
         pl.col("metric").first().alias("metric"),
+        (pl.col("selected").first() if "selected" in cols
+         else pl.lit(None, dtype=pl.String)).alias("selected"),
         pl.col("entry_index").min().alias("entry_index"),
         pl.col("cell_index").min().alias("cell_index"),
         pl.col("wall_time_s").filter(ok).mean().alias("wall_time_s"),
@@ -133,7 +135,8 @@ def aggregate(records: pl.LazyFrame, extra_metrics: list[str] | None = None,
                        "delta_baseline", *([compared] if compared != "delta_baseline" else []),
                        "gain_pct", "rank", "reference", "reference_std",
                        "delta_reference", "is_baseline", "higher_is_better", "metric",
-                       "wall_time_s", "total_wall_time_s", *extras_mean, *target_cols])
+                       "selected", "wall_time_s", "total_wall_time_s", *extras_mean,
+                       *target_cols])
 
 
 def as_recorded(records: pl.LazyFrame) -> pl.LazyFrame:
@@ -212,10 +215,12 @@ def overlay_plan(records: pl.LazyFrame, tasks: list[Any], metric: str | None = N
         "reference": values,
         "reference_std": stds,
         "metric": [metric] * len(tasks),
+        "selected": [_selected_text(getattr(t, "selected", None)) for t in tasks],
         "higher_is_better": ([spec.higher_is_better_for(metric)] * len(tasks)
                              if hasattr(spec, "higher_is_better_for")
                              else [t.higher_is_better for t in tasks]),
-    }, schema_overrides={"reference": pl.Float64, "reference_std": pl.Float64})
+    }, schema_overrides={"reference": pl.Float64, "reference_std": pl.Float64,
+                         "selected": pl.String})
     rule = getattr(spec, "divergence", None)
     records = (judge_divergence(records, rule.factor, rule.curve) if rule is not None
                else judge_divergence(records))
@@ -226,6 +231,13 @@ def overlay_plan(records: pl.LazyFrame, tasks: list[Any], metric: str | None = N
     keep = [c for c in cols if c not in plan.collect_schema().names() or c == "run_id"]
     return records.select(keep).join(plan, on="run_id", how="inner").with_columns(
         value.alias("value"))
+
+
+def _selected_text(selected: dict[str, Any] | None) -> str | None:
+    """A final run's chosen value as its table cell shows it (one parameter is chosen)."""
+    if not selected:
+        return None
+    return ", ".join(_cell_text(v) for v in selected.values())
 
 
 def summarise(agg: pl.DataFrame, by: list[str], references: list[Any] = (),
@@ -351,8 +363,10 @@ def display_rows(agg: pl.DataFrame, extras: list[str] | None = None, relative: b
     extras = [e for e in (extras or []) if e in agg.columns]
     compared = next((c for c in ("log10_ratio_baseline", "ratio_baseline") if c in agg.columns),
                     "delta_baseline")
+    show_selected = "selected" in agg.columns and agg["selected"].is_not_null().any()
     header = (["profile"] if multi_profile else []) + cell_keys + [
-        "entry", f"{metric} {arrow}", "± std", "n", _COMPARISON_HEADERS[compared]]
+        "entry"] + (["selected"] if show_selected else []) + [
+        f"{metric} {arrow}", "± std", "n", _COMPARISON_HEADERS[compared]]
     if relative:
         header += ["gain %"]
     header += ["rank"]
@@ -374,7 +388,8 @@ def display_rows(agg: pl.DataFrame, extras: list[str] | None = None, relative: b
         row = ([r["profile"]] if multi_profile else []) + [
             _cell_text(cell[k]) if k in cell else "" for k in cell_keys]
         label = r["entry"] + (" (baseline)" if r["is_baseline"] else "")
-        row += [label, _fmt(r["mean"]), _fmt(r["std"]), str(r["n"]),
+        row += [label] + ([r["selected"] or ""] if show_selected else [])
+        row += [_fmt(r["mean"]), _fmt(r["std"]), str(r["n"]),
                 "" if r["is_baseline"] else _fmt(r[compared], signed=compared != "ratio_baseline")]
         if relative:
             row += ["" if r["is_baseline"] else _fmt(r["gain_pct"], 1, signed=True)]
@@ -425,7 +440,8 @@ def render(agg: pl.DataFrame, fmt: str, *, title: str = "", notes: list[str] | N
            extras: list[str] | None = None, relative: bool = False,
            directions: dict[str, str] | None = None,
            summaries: dict[str, pl.DataFrame] | None = None, summary_by: list[str] = (),
-           metric_notes: dict[str, list[str]] | None = None) -> str | bytes:
+           metric_notes: dict[str, list[str]] | None = None,
+           appendix: list[tuple[str, list[str], list[list[str]]]] = ()) -> str | bytes:
     """Render the aggregate as ``table`` / ``markdown`` text or ``csv`` / ``json`` / ``parquet``.
 
     ``agg`` may hold several metrics (its ``metric`` column): the text formats give one table
@@ -477,6 +493,11 @@ def render(agg: pl.DataFrame, fmt: str, *, title: str = "", notes: list[str] | N
                 f"other grid axes" if markdown else f"summary of {metric}: mean relative gain "
                 f"over the baseline (%), averaged over the other grid axes")
         header, rows = summary_rows(summary, list(summary_by))
+        lines.append(tabulate(rows, headers=header, tablefmt=tablefmt, disable_numparse=True))
+        if markdown:
+            lines.append("")
+    for title_, header, rows in appendix:          # e.g. the selection's candidates
+        heading(title_)
         lines.append(tabulate(rows, headers=header, tablefmt=tablefmt, disable_numparse=True))
         if markdown:
             lines.append("")

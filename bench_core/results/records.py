@@ -305,6 +305,15 @@ def recorded_run_ids(folder: str | Path, statuses: tuple[str, ...] | None = None
     return set(done["run_id"].to_list())
 
 
+def final_records(records: pl.LazyFrame) -> pl.LazyFrame:
+    """``records`` without the selection runs of a plan that selects a parameter (stage
+    ``selection``, evaluated on a validation split, :mod:`bench_core.results.selection`):
+    what a table of records read without their spec shows."""
+    if "stage" not in records.collect_schema().names():
+        return records
+    return records.filter(pl.col("stage").fill_null("final") != "selection")
+
+
 def read_records(source: str | Path, run_ids: set[str] | None = None, *, required: bool = True,
                  problems: list[str] | None = None) -> pl.LazyFrame | None:
     """The one way to read records: a lazy frame over the records in ``source``, a results

@@ -28,7 +28,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bench_core.errors import SpecError
 from bench_core.plugins import PluginHost, did_you_mean
@@ -62,6 +69,43 @@ class Entry(_Strict):
     label: str = Field(min_length=1, description="name of the method in the table")
     overrides: dict[str, Any] = Field(default_factory=dict, description="partial run spec")
     description: str = ""
+    select_values: list[Any] | None = Field(
+        None, description="this entry's own candidates for the spec's `select.parameter` "
+                          "(e.g. another optimiser's rates); one value fixes it")
+
+
+class Select(_Strict):
+    """Choose one parameter's value per entry and grid cell on a validation split, before the
+    runs the table shows (:mod:`bench_core.results.selection`).
+
+    For every entry, cell and candidate in ``values``, ``seeds`` selection runs train on the
+    run's training split less a held-out ``validation_fraction`` of it and are evaluated on that
+    held-out part (the test split is never used); the candidate with the best mean of
+    ``metric`` there (by the metric's direction; a candidate with more failed or diverged
+    seeds always ranks below one with fewer; ties go to the first listed) is the value the
+    entry's runs in that cell then train with, on the whole training split, as usual."""
+
+    parameter: str = Field(pattern=r"^[A-Za-z_][\w]*\.[A-Za-z_][\w]*$",
+                           description="the parameter to choose, as a grid axis names it "
+                                       "(`rule.lr`, `trainer.lr`)")
+    values: list[Any] = Field(min_length=1, description="the candidates, in order of preference "
+                                                         "on ties")
+    metric: str | None = Field(None, description="a metric the trainer reports for its test "
+                                                 "split (`test_loss`; `validation_loss` alike), "
+                                                 "measured on the validation split; default: "
+                                                 "the spec's metric")
+    validation_fraction: float = Field(0.1, gt=0, lt=1, description="share of each run's "
+                                       "training split held out for validation")
+    seeds: int = Field(1, ge=1, description="selection runs per candidate (their own seeds, "
+                                            "not the table's)")
+    enabled: bool = Field(True, description="false: a profile that runs the spec's default "
+                                            "value of the parameter instead")
+
+    @field_validator("values")
+    @classmethod
+    def _distinct(cls, values: list[Any]) -> list[Any]:
+        check_axis("select.values", values)
+        return values
 
 
 class Pair(_Strict):
@@ -92,6 +136,9 @@ class Profile(_Strict):
     pairs: list[Pair] | None = Field(
         None, description="run only these (entry, grid cell) pairs: a check that needs a few "
                           "pairs of a grid, not its every combination")
+    select: dict[str, Any] | None = Field(
+        None, description="merged over the spec's `select` (e.g. other candidates, more seeds, "
+                          "or enabled = false)")
 
 
 class Tolerance(_Strict):
@@ -190,6 +237,8 @@ class LeaderboardSpec(_Strict):
                                    description="when a finished run counts as diverged")
     defaults: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
+    select: Select | None = Field(None, description="a parameter chosen per entry and grid cell "
+                                  "on a validation split before the table's runs")
     entries: list[Entry] = Field(min_length=1)
     baseline: str | None = None
     seeds: int | list[int] = 1
@@ -249,6 +298,20 @@ class LeaderboardSpec(_Strict):
                 if pair.entry not in labels:
                     raise ValueError(f"profiles.{name}.pairs[{i}].entry: '{pair.entry}' is not "
                                      f"an entry label; {did_you_mean(pair.entry, labels)}")
+        for name, prof in [(None, None), *self.profiles.items()]:
+            chosen = self.select_for(name)
+            where = "select" if name is None else f"profiles.{name}.select"
+            if chosen is None:
+                if name is None and any(e.select_values is not None for e in self.entries):
+                    raise ValueError("an entry sets select_values, but the spec has no `select`")
+                continue
+            grids = {**self.grid, **(prof.grid if prof is not None else {})}
+            if chosen.parameter in grids:
+                raise ValueError(f"{where}.parameter '{chosen.parameter}' is also a grid axis: "
+                                 f"a parameter is either chosen or varied, not both")
+        for entry in self.entries:
+            if entry.select_values is not None:
+                check_axis(f"entry '{entry.label}' select_values", entry.select_values)
         if self.default_profile and self.default_profile not in self.profiles:
             raise ValueError(f"default_profile '{self.default_profile}' is not a profile")
         if self.summary_by and not self.baseline:
@@ -273,6 +336,22 @@ class LeaderboardSpec(_Strict):
                     f"{did_you_mean(ref.entry, labels)}"
                 )
         return self
+
+    def select_for(self, profile: str | None) -> Select | None:
+        """The selection a profile runs (the spec's, with the profile's `select` merged over
+        it); None when there is none or it is disabled."""
+        given = self.select.model_dump() if self.select is not None else None
+        prof = self.profiles.get(profile) if profile is not None else None
+        if prof is not None and prof.select is not None:
+            given = {**(given or {}), **prof.select}
+        if given is None:
+            return None
+        try:
+            chosen = Select.model_validate(given)
+        except ValidationError as exc:
+            where = f"profiles.{profile}.select" if prof is not None and prof.select else "select"
+            raise ValueError(f"{where}: {format_validation_error(exc)}") from None
+        return chosen if chosen.enabled else None
 
     def direction_of(self, metric: str) -> str:
         """``higher`` or ``lower``: the spec's word for ``metric``, else its name's convention

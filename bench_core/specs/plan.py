@@ -68,6 +68,39 @@ class RunTask:
     another version are recognised, and re-run, by it)."""
     versions: dict[str, Any] = field(default_factory=dict)
     """Each component's version (a list field: a list), as recorded."""
+    stage: str = "final"
+    """``"final"``: a run the table shows; ``"selection"``: a run that chooses a parameter's
+    value on a validation split (:class:`~bench_core.specs.model.Select`)."""
+    validation_fraction: float | None = None
+    """A selection run's held-out share of the training split (its test split then)."""
+    selected: dict[str, Any] | None = None
+    """A final run's parameter value chosen by selection (``{"rule.lr": 0.02}``)."""
+
+
+@dataclass
+class SelectionStage:
+    """The selection runs of a plan (:class:`~bench_core.specs.model.Select`) and how each
+    (entry, cell) pair's final runs are made once its value is chosen."""
+
+    select: Any
+    tasks: list[RunTask]
+    candidates: dict[tuple[str, int], list[Any]]
+    """The candidates of each (entry, cell index) pair, in order."""
+    builders: dict[tuple[str, int], Any] = field(repr=False, default_factory=dict)
+    """(entry, cell index) -> a function of the chosen value that gives the pair's final runs."""
+    choices: dict[tuple[str, int], Any] = field(default_factory=dict)
+    """The value chosen for each pair whose selection is complete (:func:`finalize`)."""
+
+    @property
+    def metric(self) -> str:
+        """The selection metric as selection records name it (``validation_*``)."""
+        return validation_name(self.select.metric)
+
+
+def validation_name(metric: str) -> str:
+    """``test_loss`` -> ``validation_loss``: a selection run's test split is its validation
+    split, and its records say so."""
+    return "validation_" + metric[len("test_"):] if metric.startswith("test_") else metric
 
 
 @dataclass
@@ -80,6 +113,14 @@ class Plan:
     tasks: list[RunTask]
     spec_ref: str | None = None
     """The spec file or built-in name the plan came from (finds its committed records)."""
+    selection: SelectionStage | None = None
+    """Where the spec chooses a parameter on a validation split: its selection runs; then
+    ``tasks`` holds the final runs of the pairs whose choice is made (:func:`finalize`)."""
+
+    @property
+    def all_tasks(self) -> list[RunTask]:
+        """Selection runs, then final runs: every run whose records belong to the plan."""
+        return [*(self.selection.tasks if self.selection else []), *self.tasks]
 
     @property
     def comparable(self) -> bool:
@@ -328,8 +369,47 @@ def _expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str 
         raise SpecError(f"the plan has {size:,} runs, more than {max_runs:,}; check the grid, or "
                         f"pass --yes to expand it anyway")
 
+    select = spec.select_for(profile)
+    if select is not None:
+        metric = select.metric or spec.metric
+        select = select.model_copy(update={"metric": "test_" + metric[len("validation_"):]
+                                           if metric.startswith("validation_") else metric})
+        size *= 1 + len(select.values) * select.seeds
+
+    def make_tasks(entry: Entry, entry_index: int, cell: dict[str, Any], cell_index: int,
+                   resolved: dict[str, Any], seeds: list[tuple[int, int]], ref: Any,
+                   **stage: Any) -> list[RunTask]:
+        ident = run_identity(host, resolved)
+        unversioned = run_identity(host, resolved, versioned=False)
+        versions = component_versions(host, resolved)
+        marker = ({"select": {"validation_fraction": stage["validation_fraction"]}}
+                  if stage.get("stage") == "selection" else {})
+        out = []
+        for base, seed in seeds:
+            run_id = short_hash({"entry": entry.label, "spec": ident, "seed": seed, **marker})
+            base_id = (run_id if unversioned == ident else short_hash(
+                {"entry": entry.label, "spec": unversioned, "seed": seed, **marker}))
+            metric = (validation_name(select.metric) if stage.get("stage") == "selection"
+                      else spec.metric)
+            out.append(RunTask(
+                leaderboard=name, profile=profile or "default", entry=entry.label,
+                entry_index=entry_index,
+                is_baseline=entry.label == spec.baseline, cell=cell, cell_index=cell_index,
+                seed_index=base,
+                seed=seed, spec=resolved, run_id=run_id, metric=metric,
+                higher_is_better=spec.higher_is_better_for(
+                    select.metric if stage.get("stage") == "selection" else spec.metric),
+                reference=ref.value if ref else None,
+                reference_std=ref.std if ref else None,
+                results_dir=results_dir, device=device,
+                base_run_id=base_id, versions=versions, **stage,
+            ))
+        return out
+
     keys = list(grid)
     tasks: list[RunTask] = []
+    stage = (SelectionStage(select=select, tasks=[], candidates={})
+             if select is not None else None)
     for cell_index, values in enumerate(itertools.product(*(grid[k] for k in keys))):
         cell = dict(zip(keys, values))
         cell_raw = merge(defaults, cell)
@@ -349,33 +429,79 @@ def _expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str 
             if prof.pairs is not None and not any(pair.matches(entry.label, cell)
                                                   for pair in prof.pairs):
                 continue
-            ident = run_identity(host, resolved)
-            unversioned = run_identity(host, resolved, versioned=False)
-            versions = component_versions(host, resolved)
-            for base in seed_list:
-                seed = derive_seed(base, cell_canonical)
-                run_id = short_hash({"entry": entry.label, "spec": ident, "seed": seed})
-                base_id = (run_id if unversioned == ident else
-                           short_hash({"entry": entry.label, "spec": unversioned, "seed": seed}))
-                tasks.append(RunTask(
-                    leaderboard=name, profile=profile or "default", entry=entry.label,
-                    entry_index=entry_index,
-                    is_baseline=entry.label == spec.baseline, cell=cell, cell_index=cell_index,
-                    seed_index=base,
-                    seed=seed, spec=resolved, run_id=run_id, metric=spec.metric,
-                    higher_is_better=spec.higher_is_better_for(spec.metric),
-                    reference=ref.value if ref else None,
-                    reference_std=ref.std if ref else None,
-                    results_dir=results_dir, device=device,
-                    base_run_id=base_id, versions=versions,
-                ))
-    if not tasks and prof.referenced_only:
+            final_seeds = [(base, derive_seed(base, cell_canonical)) for base in seed_list]
+            if stage is None:
+                tasks += make_tasks(entry, entry_index, cell, cell_index, resolved,
+                                    final_seeds, ref)
+                continue
+            param = select.parameter
+            candidates = (entry.select_values if entry.select_values is not None
+                          else select.values)
+            key = (entry.label, cell_index)
+            stage.candidates[key] = list(candidates)
+            with_value = {}
+            for value in candidates:
+                raw_v = merge(_as_tables(raw), {param: value})
+                try:
+                    resolved_v = resolve_run(host, raw_v)
+                except SpecError as exc:
+                    raise SpecError(f"{exc} [{where}, select.parameter {param} = "
+                                    f"{canonical_json(value)}]") from None
+                comp, field_name = param.split(".")
+                if not _same(value, resolved_v.get(comp, {}).get(field_name)):
+                    raise SpecError(f"select.parameter {param} = {canonical_json(value)} does "
+                                    f"not reach entry '{entry.label}' (its {comp} has no "
+                                    f"parameter {field_name}) [{where}]")
+                with_value[canonical_json(value)] = resolved_v
+                if len(candidates) > 1:
+                    sel_seeds = [(s, derive_seed(f"select-{s}", cell_canonical))
+                                 for s in range(select.seeds)]
+                    stage.tasks += make_tasks(
+                        entry, entry_index, {**cell, param: value}, cell_index, resolved_v,
+                        sel_seeds, None, stage="selection",
+                        validation_fraction=select.validation_fraction)
+
+            def builder(value: Any, *, _e=entry, _ei=entry_index, _c=cell, _ci=cell_index,
+                        _r=with_value, _s=final_seeds, _ref=ref) -> list[RunTask]:
+                return make_tasks(_e, _ei, _c, _ci, _r[canonical_json(value)], _s, _ref,
+                                  selected={select.parameter: value})
+
+            stage.builders[key] = builder
+            if len(candidates) == 1:           # nothing to choose: the entry's fixed value
+                stage.choices[key] = candidates[0]
+    planned = bool(tasks) or (stage is not None and bool(stage.builders))
+    if not planned and prof.referenced_only:
         raise SpecError(f"profile '{profile}': referenced_only, but no entry has a reference "
                         f"value of {spec.metric} in the profile's grid")
-    if not tasks and prof.pairs is not None:
+    if not planned and prof.pairs is not None:
         raise SpecError(f"profile '{profile}': none of its pairs is an (entry, cell) of its grid")
-    return Plan(spec=spec, name=name, profile=profile or "default", seeds=seed_list, grid=grid,
-                tasks=tasks)
+    plan = Plan(spec=spec, name=name, profile=profile or "default", seeds=seed_list, grid=grid,
+                tasks=tasks, selection=stage)
+    if stage is not None:
+        finalize(plan, stage.choices)
+    return plan
+
+
+def _as_tables(raw: dict[str, Any]) -> dict[str, Any]:
+    """A run spec whose components given by name alone (``rule = "sgd"``) are tables."""
+    return {k: {"name": v} if isinstance(v, str) and k in COMPONENT_FIELDS else v
+            for k, v in raw.items()}
+
+
+def finalize(plan: Plan, choices: dict[tuple[str, int], Any]) -> Plan:
+    """Set the value chosen for each (entry, cell index) pair in ``choices`` and make
+    ``plan.tasks`` the final runs of every pair chosen so far, in the table's order (cells,
+    then entries); pairs still being selected have none yet."""
+    stage = plan.selection
+    if stage is None:
+        return plan
+    stage.choices.update(choices)
+    tasks = []
+    for key, build in stage.builders.items():
+        if key in stage.choices:
+            tasks += build(stage.choices[key])
+    plan.tasks = tasks
+    return plan
 
 
 def _leaves(table: dict[str, Any]) -> dict[tuple[str, str], Any]:
