@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Hashable, Literal, Sequence, TypeVar
@@ -89,6 +90,83 @@ def load_once(key: Hashable, load: Callable[[], T]) -> T:
     return value
 
 
+_SHARED: dict[Hashable, tuple[weakref.ref, tuple]] = {}
+
+
+def share_while_used(key: Hashable, build: Callable[[], tuple[Any, ...]]
+                     ) -> tuple[Any, ...]:
+    """``build()``'s tuple, built once and shared by every caller with an equal ``key`` for as
+    long as some caller still holds its first item, the *anchor* (a tensor every user keeps,
+    such as a test split); once the anchor is freed, the entry goes and the next call builds
+    afresh. The other items are held by the entry while the anchor lives.
+
+    For data a grouped run's members would otherwise each hold a copy of: the runs of a group
+    that use the same data (same files, options, seed of the ``data`` stream, device) then hold
+    one test split between them, not one each (75 Fashion-MNIST runs held 75 copies). Unlike
+    :func:`load_once` nothing stays cached after the last user is done. Never modify the
+    result in place."""
+    with _LOADED_LOCK:
+        entry = _SHARED.get(key)
+        if entry is not None:
+            anchor = entry[0]()
+            if anchor is not None:
+                return (anchor, *entry[1])
+    value = build()
+    anchor, rest = value[0], tuple(value[1:])
+    with _LOADED_LOCK:
+        _SHARED[key] = (weakref.ref(anchor), rest)
+    weakref.finalize(anchor, _forget_shared, key, id(anchor))
+    return value
+
+
+def _forget_shared(key: Hashable, anchor_id: int) -> None:
+    with _LOADED_LOCK:
+        entry = _SHARED.get(key)
+        if entry is not None and (entry[0]() is None or id(entry[0]()) == anchor_id):
+            del _SHARED[key]
+
+
+def prepared_split(key: Hashable, ctx: RunContext, train_subset: int | None,
+                   split: Callable[[torch.Generator], tuple[Tensor, Tensor, Tensor, Tensor]],
+                   finish: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], *,
+                   elementwise: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """A run's ``x_train, y_train, x_test, y_test`` on its device, with what runs on the same
+    data can share built once (:func:`share_while_used`).
+
+    ``split(gen)``: the raw training and test parts (drawing from the run's ``data`` stream
+    ``gen`` if the split is random; ``key`` must then include that stream's seed); then the
+    training pool is cut to ``train_subset`` (:func:`take_subset`, same stream) and
+    ``finish(x_train, x_test)`` converts and normalises. ``elementwise``: ``finish`` treats each
+    sample on its own (pixels / 255), so the test part does not depend on the pool and is shared
+    by runs with different pools, each cutting its own (the data stream continues from the same
+    state, so every run draws what it would alone); otherwise (statistics of the pool) the pool
+    size and seed join the key. The numbers are those of split, subset, finish done per run."""
+    gen = ctx.generator("data", device="cpu")
+    dev = ctx.device
+    pool_per_run = train_subset is not None and elementwise
+    # what the entry's training part is: raw (each run cuts its pool), all of it, or one pool
+    pool_key = "raw" if pool_per_run else "all" if train_subset is None else (
+        train_subset, ctx.stream_seed("data"))
+
+    def build():
+        x_tr, y_tr, x_te, y_te = split(gen)
+        if pool_per_run:
+            _, x_te = finish(x_tr[:0], x_te)
+        else:
+            x_tr, y_tr = take_subset(x_tr, y_tr, train_subset, gen)
+            x_tr, x_te = finish(x_tr, x_te)
+            x_tr, y_tr = x_tr.to(dev), y_tr.to(dev)
+        return x_te.to(dev), y_te.to(dev), x_tr, y_tr, gen.get_state()
+
+    x_te, y_te, x_tr, y_tr, state = share_while_used(("split", key, pool_key, str(dev)), build)
+    gen.set_state(state)
+    if pool_per_run:
+        x_tr, y_tr = take_subset(x_tr, y_tr, train_subset, gen)
+        x_tr = finish(x_tr, x_te[:0])[0].to(dev)
+        y_tr = y_tr.to(dev)
+    return x_tr, y_tr, x_te, y_te
+
+
 def split_train_test(x: Tensor, y: Tensor, test_fraction: float, generator: torch.Generator
                      ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Shuffle with ``generator`` and hold out ``round(test_fraction * n)`` samples for test."""
@@ -144,26 +222,38 @@ def normalise(x_train: Tensor, x_test: Tensor, how: Literal["none", "unit", "sta
 
 def make_bundle(info: DataInfo, x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor,
                 ctx: RunContext, test_noise: float = 0.0, *, noisy_test_std: float = 0.0,
-                noisy_test_clip: tuple[float, float] | None = None) -> DataBundle:
+                noisy_test_clip: tuple[float, float] | None = None,
+                share_key: Hashable | None = None) -> DataBundle:
     """Move the split to the run's device (once).
 
     ``test_noise``: replace the test inputs by ``x + N(0, test_noise^2)`` (drawn from the run's
     ``test_noise`` stream). ``noisy_test_std``: keep the clean test set and add a second
     evaluation set ``"noisy"`` = the same test inputs plus ``N(0, noisy_test_std^2)`` (the run's
     ``noisy_test`` stream), clipped to ``noisy_test_clip`` if given (e.g. ``(0, 1)`` for pixels);
-    trainers report its metrics as ``noisy_test_<metric>``, from the same trained model."""
+    trainers report its metrics as ``noisy_test_<metric>``, from the same trained model.
+
+    ``share_key``: a key naming ``x_test``'s content (that of :func:`prepared_split`): the noisy
+    copies are then built once per noise seed and shared by the runs that hold them
+    (:func:`share_while_used`)."""
     dev = ctx.device
+
+    def noisy(stream: str, base: Tensor, std: float, clip) -> Tensor:
+        def build() -> tuple[Tensor]:
+            gen = ctx.generator(stream, device="cpu")
+            draw = std * torch.randn(base.shape, generator=gen, dtype=base.dtype)
+            out = base + draw.to(base.device)
+            return ((out if clip is None else out.clamp(*clip)).to(dev),)
+        if share_key is None:
+            return build()[0]
+        key = ("noisy", share_key, test_noise, stream, std, clip, ctx.stream_seed(stream), str(dev))
+        return share_while_used(key, build)[0]
+
     if test_noise > 0:
-        gen = ctx.generator("test_noise", device="cpu")
-        x_test = x_test + test_noise * torch.randn(x_test.shape, generator=gen, dtype=x_test.dtype)
+        x_test = noisy("test_noise", x_test, test_noise, None)
     eval_sets: dict[str, tuple[Tensor, Tensor]] = {}
     if noisy_test_std > 0:
-        gen = ctx.generator("noisy_test", device="cpu")
-        x_noisy = x_test + noisy_test_std * torch.randn(x_test.shape, generator=gen,
-                                                        dtype=x_test.dtype)
-        if noisy_test_clip is not None:
-            x_noisy = x_noisy.clamp(*noisy_test_clip)
-        eval_sets["noisy"] = (x_noisy.to(dev), y_test.to(dev))
+        eval_sets["noisy"] = (noisy("noisy_test", x_test, noisy_test_std, noisy_test_clip),
+                              y_test.to(dev))
     return DataBundle(info, x_train.to(dev), y_train.to(dev), x_test.to(dev), y_test.to(dev),
                       eval_sets=eval_sets)
 

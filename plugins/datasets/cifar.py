@@ -50,9 +50,10 @@ from bench_core.data import (
     SplitParams,
     cache_folder,
     data_folders,
+    file_key,
     make_bundle,
+    prepared_split,
     split_train_test,
-    take_subset,
 )
 from bench_core.errors import DataError
 from bench_core.interfaces import DataBundle, DataInfo, RunContext, location_option
@@ -237,17 +238,26 @@ def load_cifar(name: str, params: CifarParams, ctx: RunContext, label_column: in
                num_classes: int = 10) -> DataBundle:
     fmt = FORMATS[name]
     folder = locate(fmt, params.root, params.download)
-    x_train, y_train = read_part(fmt, folder, fmt.train_files, label_column, num_classes)
-    x_test, y_test = read_part(fmt, folder, fmt.test_files, label_column, num_classes)
-    gen = ctx.generator("data", device="cpu")
-    if params.split == "random":
-        x_train, y_train, x_test, y_test = split_train_test(
-            torch.cat([x_train, x_test]), torch.cat([y_train, y_test]), params.test_fraction, gen)
-    x_train, y_train = take_subset(x_train, y_train, params.train_subset, gen)
-    x_train, x_test = normalise_channels(x_train.to(torch.float32), x_test.to(torch.float32),
-                                         params.normalize)
+
+    def split(gen: torch.Generator):
+        x_train, y_train = read_part(fmt, folder, fmt.train_files, label_column, num_classes)
+        x_test, y_test = read_part(fmt, folder, fmt.test_files, label_column, num_classes)
+        if params.split == "random":
+            return split_train_test(torch.cat([x_train, x_test]), torch.cat([y_train, y_test]),
+                                    params.test_fraction, gen)
+        return x_train, y_train, x_test, y_test
+
+    def finish(x_train: Tensor, x_test: Tensor) -> tuple[Tensor, Tensor]:
+        return normalise_channels(x_train.to(torch.float32), x_test.to(torch.float32),
+                                  params.normalize)
+
+    files = tuple(file_key(folder / f) for f in (*fmt.train_files, *fmt.test_files))
+    key = (name, label_column, files, params.split, params.normalize, *(
+        (params.test_fraction, ctx.stream_seed("data")) if params.split == "random" else ()))
+    x_train, y_train, x_test, y_test = prepared_split(
+        key, ctx, params.train_subset, split, finish, elementwise=params.normalize != "standard")
     info = DataInfo(name, IMAGE_SHAPE, num_classes, "classification", num_classes)
-    return make_bundle(info, x_train, y_train, x_test, y_test, ctx,
+    return make_bundle(info, x_train, y_train, x_test, y_test, ctx, share_key=key,
                        **params.bundle_options())
 
 

@@ -57,8 +57,8 @@ from bench_core.data import (
     load_once,
     make_bundle,
     normalise,
+    prepared_split,
     split_train_test,
-    take_subset,
 )
 from bench_core.errors import DataError
 from bench_core.interfaces import DataBundle, DataInfo, RunContext, location_option
@@ -261,7 +261,6 @@ def load_idx_dataset(name: str, params: ImageDatasetParams, ctx: RunContext) -> 
                              download_tried=True) from err
         folder, pairs = locate(name, params.root, params.complete)
 
-    gen = ctx.generator("data", device="cpu")
     if params.split == "official":
         missing = [p for p in PARTS if p not in pairs]
         if missing:
@@ -270,22 +269,30 @@ def load_idx_dataset(name: str, params: ImageDatasetParams, ctx: RunContext) -> 
             raise DataError(f"{name}: split=\"official\" needs {wanted} in {folder}, which holds "
                             f"only the {', '.join(pairs)} files; use split=\"random\" or point "
                             f"root/UNTIED_DATA to the complete set")
-        x_train, y_train = read_part(pairs["train"])
-        x_test, y_test = read_part(pairs["t10k"])
-        y_train, y_test = y_train.clone(), y_test.clone()
-    else:
+
+    def split(gen: torch.Generator):
+        if params.split == "official":
+            x_train, y_train = read_part(pairs["train"])
+            x_test, y_test = read_part(pairs["t10k"])
+            return x_train, y_train.clone(), x_test, y_test.clone()
         parts = [read_part(pairs[p]) for p in PARTS if p in pairs]
         x_pool = torch.cat([images for images, _ in parts])
         y_pool = torch.cat([labels for _, labels in parts])
-        x_train, y_train, x_test, y_test = split_train_test(x_pool, y_pool, params.test_fraction,
-                                                            gen)
-    x_train, y_train = take_subset(x_train, y_train, params.train_subset, gen)
-    # (n, 28, 28) uint8 -> (n, 1, 28, 28) float32 (a copy: the cached tensors stay untouched)
-    x_train = x_train.unsqueeze(1).to(torch.float32)
-    x_test = x_test.unsqueeze(1).to(torch.float32)
-    x_train, x_test = normalise_images(x_train, x_test, params.normalize)
+        return split_train_test(x_pool, y_pool, params.test_fraction, gen)
+
+    def finish(x_train: Tensor, x_test: Tensor) -> tuple[Tensor, Tensor]:
+        # (n, 28, 28) uint8 -> (n, 1, 28, 28) float32 (a copy: the cached tensors stay untouched)
+        return normalise_images(x_train.unsqueeze(1).to(torch.float32),
+                                x_test.unsqueeze(1).to(torch.float32), params.normalize)
+
+    files = tuple((part, file_key(pair.images), file_key(pair.labels))
+                  for part, pair in sorted(pairs.items()))
+    key = (name, files, params.split, params.normalize, *(
+        (params.test_fraction, ctx.stream_seed("data")) if params.split == "random" else ()))
+    x_train, y_train, x_test, y_test = prepared_split(
+        key, ctx, params.train_subset, split, finish, elementwise=params.normalize != "standard")
     info = DataInfo(name, (1, *IMAGE_SHAPE), NUM_CLASSES, "classification", NUM_CLASSES)
-    return make_bundle(info, x_train, y_train, x_test, y_test, ctx,
+    return make_bundle(info, x_train, y_train, x_test, y_test, ctx, share_key=key,
                        **params.bundle_options())
 
 

@@ -123,8 +123,10 @@ class OnlineTrainer:
 
     # ---- grouped runs -------------------------------------------------------------------
     max_group_size: int | None = 40
-    """Runs per group: every run keeps its own test sets in memory (Fashion-MNIST: ~90 MB with
-    the noisy copy), so groups stay at a few GB; ``untied run --group-size`` lowers it."""
+    """Runs per group. The runs of a group on the same split share its test sets (the image
+    datasets build them with :func:`bench_core.data.prepared_split`), but run seeds are derived
+    per grid cell, so each pool size and seed has its own split (Fashion-MNIST: ~130 MB with the
+    noisy copy and the raw training part); ``untied run --group-size`` lowers it."""
 
     def group_key(self, spec: dict[str, Any]) -> str:
         dataset = {k: v for k, v in spec["dataset"].items() if k != "train_subset"}
