@@ -35,6 +35,7 @@ check the metric against the target; stop when reached (unless ``target_stop = f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from typing import Literal
@@ -76,6 +77,11 @@ class _BackpropOptions(BaseModel):
                            "every epoch (restores every random stream: training is unchanged)")
     compile: bool = execution_option(False, description="train through torch.compile(model) "
                                      "(runs are then trained one by one, not grouped)")
+    autocast: Literal["none", "bfloat16"] = execution_option(
+        "none", description="mixed precision: the training forward and loss under "
+        "torch.autocast(dtype=bfloat16) on the run's device (weights, gradients and updates stay "
+        "float32; evaluation stays float32); float16 is not offered: it needs loss scaling, "
+        "which update rules do not do. Runs are then trained one by one, not grouped")
 
 
 class BackpropParams(TargetStopParams, _BackpropOptions):
@@ -112,8 +118,8 @@ class BackpropTrainer:
     def group_key(self, spec: dict) -> str | None:
         """Runs that may share a stack (models that declare ``stackable = False`` are never
         grouped: the host sees to it, :func:`bench_core.execution.runner.form_groups`)."""
-        if self.p.compile or self.p.target_metric is not None:
-            return None  # compiled or stop-at-target runs are trained one by one
+        if self.p.compile or self.p.autocast != "none" or self.p.target_metric is not None:
+            return None  # compiled, mixed-precision or stop-at-target runs: one by one
         same = {k: spec.get(k) for k in ("dataset", "model", "activation", "surrogate",
                                           "reparametrization")}
         return json.dumps({**same, "rule": spec.get("rule", {}).get("name")}, sort_keys=True,
@@ -138,14 +144,17 @@ class BackpropTrainer:
         model.train()
         watcher = TargetWatcher(p)
         summed = p.loss_reduction == "sum"
+        mixed = p.autocast != "none"
         for epoch in range(1, p.epochs + 1):
             order = stream.next_epoch()
             loss_sum = torch.zeros((), device=ctx.device)  # summed per-sample losses
             for i in range(0, len(order), p.batch_size):
                 idx = order[i:i + p.batch_size]
                 xb, yb = data.x_train[idx], data.y_train[idx]
-                out = forward(xb)
-                loss = batch_loss(out, yb, p.loss, task, p.loss_reduction)
+                with (torch.autocast(ctx.device.type, dtype=torch.bfloat16) if mixed
+                      else contextlib.nullcontext()):
+                    out = forward(xb)
+                    loss = batch_loss(out, yb, p.loss, task, p.loss_reduction)
                 rule.zero_grad(set_to_none=True)
                 loss.backward()
                 rule.step()
