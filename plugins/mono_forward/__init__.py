@@ -40,10 +40,11 @@ statistics.
 
 from __future__ import annotations
 
-from bench_core.hookspecs import hookimpl
 from untied_plugins.mono_forward.trainer import MonoForwardParams, mono_forward
+
+from bench_core.hookspecs import hookimpl
 
 
 @hookimpl
 def register_trainers(register):
-    register("mono_forward", mono_forward, params=MonoForwardParams)
+    register("mono_forward", mono_forward, params=MonoForwardParams, version="2")

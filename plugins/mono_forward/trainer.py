@@ -9,12 +9,18 @@ from typing import ClassVar, Literal, Union
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import Tensor
+from untied_plugins.backprop.losses import SampleStream
+from untied_plugins.mono_forward.estimators import (
+    DDConfig,
+    ad_gradient,
+    apply,
+    dd_chunks,
+    dd_estimate,
+)
+from untied_plugins.mono_forward.readout import Readout, predict
 
 from bench_core.interfaces import TrainingSession, constraint_hooks, execution_option
 from bench_core.layered import as_blocks
-from untied_plugins.mono_forward.estimators import DDConfig, ad_gradient, apply, dd_estimate
-from untied_plugins.mono_forward.readout import Readout, predict
-from untied_plugins.backprop.losses import SampleStream
 
 MEAN_KEY = "direction_cosine"
 
@@ -39,8 +45,14 @@ class MonoForwardParams(BaseModel):
                              "`epochs` epochs, then block 2 on block 1's frozen outputs, ...")
     projection_dim: int | None = Field(
         256, ge=1, description="spatial (conv) blocks: fixed seeded random projection of the "
-                               "flattened activations to this size before M_l; none = no "
-                               "projection")
+                               "activations to this size before M_l; none = no projection")
+    projection: Literal["channel", "whole"] = Field(
+        "channel", description="channel: one projection per channel (projection_dim / C "
+                               "values each; the poster's); whole: one projection of the "
+                               "flattened map")
+    direction_kind: Literal["gaussian", "rademacher"] = Field(
+        "gaussian", description="DD directions: normalised Gaussian (the poster's) or random "
+                                "signs / sqrt(n) (same mean and covariance, cheaper to draw)")
     lr: float = Field(0.01, gt=0, description="SGD learning rate of W_l, b_l and M_l")
     epochs: int = Field(10, ge=1, description="epochs (per block under the greedy schedule)")
     batch_size: int = Field(64, ge=1)
@@ -68,7 +80,7 @@ class MonoForwardTrainer:
     def __init__(self, params: MonoForwardParams) -> None:
         self.p = params
         self.dd = DDConfig(params.directions, params.eps, params.chunk_size,
-                           params.loss_reduction, params.slab_budget)
+                           params.loss_reduction, params.slab_budget, params.direction_kind)
 
     # ---- one step -----------------------------------------------------------------------
     def step(self, block, readout: Readout, x: Tensor, y: Tensor, gen: torch.Generator
@@ -104,7 +116,7 @@ class MonoForwardTrainer:
         n = len(data.x_train)
         stream = SampleStream(n, p.epoch_size or n, p.shuffle, ctx.generator("batches"),
                               ctx.device)
-        counted = 1 + 2 * p.directions if directional else 1
+        chunks = [dd_chunks(block, readout, self.dd) for block, readout in zip(blocks, readouts)]
         final: dict[str, float] = {}
         train_seconds = 0.0
         model.train()
@@ -125,13 +137,16 @@ class MonoForwardTrainer:
                             x = block.forward(x)
                     for hook in constrain:
                         hook()
-                ctx.counters.forward(len(idx), passes=counted)
+                # the clean forward, and every perturbed local loss DD evaluated (2P per chunk)
+                perturbed = sum(chunks[b] for b in active) if directional else 0
+                ctx.counters.forward(len(idx), passes=1 + 2 * p.directions * perturbed)
                 if not directional:
                     ctx.counters.backward(len(idx))
             if ctx.device.type == "cuda":  # kernels run asynchronously: time them, not launches
                 torch.cuda.synchronize(ctx.device)
             train_seconds += time.perf_counter() - started
-            diag = self._diagnose(model, blocks, readouts, session, epoch)
+            diag = {**self._diagnose(model, blocks, readouts, session, epoch),
+                    **self._health(blocks, readouts, session)}
             metrics = {"train_loss": loss_sum[active].sum() / (len(active) * len(order)),
                        **self.evaluate(model, blocks, readouts, session), **diag}
             values = ctx.log_epoch(epoch, diagnostics=diag.keys(), **metrics)
@@ -151,7 +166,9 @@ class MonoForwardTrainer:
             for block in blocks:
                 x = block.forward(x)
                 proj = self.p.projection_dim if block.spatial else None
-                out.append(Readout(data.info.num_outputs, x[0].numel(), proj, gen, ctx.device))
+                channels = x.shape[1] if block.spatial and self.p.projection == "channel" else 1
+                out.append(Readout(data.info.num_outputs, x[0].numel(), proj, gen, ctx.device,
+                                   channels))
         model.train()
         return out
 
@@ -180,6 +197,32 @@ class MonoForwardTrainer:
                             f"{prefix}_loss_final": sums["loss_final"] / m})
         model.train()
         return {k: v.clone() for k, v in out.items()}
+
+    # ---- block health ------------------------------------------------------------------
+    def _health(self, blocks, readouts, session: TrainingSession) -> dict[str, Tensor]:
+        """Per block: ``weight_norm/<block>`` (Frobenius norm of all the block's parameters),
+        ``projection_norm/<block>`` (of ``M_l``) and ``dead_units/<block>``, the share of its
+        output units (channels of a spatial block) that are zero on every sample of the first
+        evaluation set, so a collapse shows in the curves. Diagnostics: a non-finite norm is
+        recorded, not taken for divergence (the losses say that)."""
+        out: dict[str, Tensor] = {}
+        x = next(iter(session.data.test_sets().values()))[0]
+        bs = self.p.eval_batch_size
+        alive = [None] * len(blocks)
+        with torch.inference_mode():
+            for i in range(0, len(x), bs):
+                h = x[i:i + bs]
+                for b, block in enumerate(blocks):
+                    h = block.forward(h)
+                    on = (h.reshape(len(h), h.shape[1], -1) != 0).any(-1).any(0)
+                    alive[b] = on if alive[b] is None else alive[b] | on
+            for block, readout, on in zip(blocks, readouts, alive):
+                params = [w.detach().flatten() for w in block.parameters()]
+                out[f"weight_norm/{block.name}"] = torch.linalg.vector_norm(
+                    torch.cat(params) if params else readout.M.new_zeros(0))
+                out[f"projection_norm/{block.name}"] = torch.linalg.vector_norm(readout.M)
+                out[f"dead_units/{block.name}"] = 1 - on.float().mean()
+        return out
 
     # ---- direction diagnostic -----------------------------------------------------------
     def _diagnose(self, model, blocks, readouts, session: TrainingSession, epoch: int
