@@ -99,32 +99,34 @@ def chunking(rows: int, row: int, chunk_size: int | None) -> Chunking:
     return Chunking(rows, row, per)
 
 
-def _sign_table(device) -> Tensor:
-    """Row ``b`` holds the 8 bits of the byte ``b`` as signs ``+-1``."""
+def _sign_table(scale: float, device) -> Tensor:
+    """Row ``b`` holds the 8 bits of the byte ``b`` as ``+-scale``."""
     bits = torch.arange(256, device=device)[:, None] >> torch.arange(8, device=device)
-    return (bits & 1).to(torch.get_default_dtype()) * 2 - 1
+    return ((bits & 1).to(torch.get_default_dtype()) * 2 - 1) * scale
 
 
 def directions(P: int, rows: int, c: Chunking, gen: torch.Generator, device,
                kind: str = "gaussian") -> Tensor:
     """``v_hat``: ``(P, rows, c.width)``, contiguous, ``rows`` a multiple of ``c.per_chunk``,
     each chunk's direction of unit length, zero on the padding. ``gaussian``: ``v / ||v||``,
-    ``v ~ N(0, I)`` (the poster's); ``rademacher``: independent signs ``/ sqrt(n)`` (drawn as
-    random bytes, 8 signs each)."""
-    groups, S = rows // c.per_chunk, c.segments
-    shape = (P, groups, S, c.per_chunk * c.segment)
+    ``v ~ N(0, I)`` (the poster's); ``rademacher``: independent signs ``/ sqrt(n)`` (random
+    bytes, 8 signs each, looked up in a table)."""
+    groups, S, s = rows // c.per_chunk, c.segments, c.segment
+    shape = (P, groups, S, c.per_chunk * s)
     if kind == "gaussian":
         v = torch.randn(shape, generator=gen, device=device)
     else:
         count = math.prod(shape)
         byte = torch.randint(0, 256, (-(-count // 8),), generator=gen, device=device)
-        v = _sign_table(device)[byte].view(-1)[:count].view(shape)
+        table = _sign_table(1 / math.sqrt(c.per_chunk * s), device)
+        v = torch.index_select(table, 0, byte).view(-1)[:count].view(shape)
+        last = c.row - (S - 1) * s
+        if last < s:   # the shorter last segment of each row: signs / sqrt(its size)
+            v[:, :, -1] *= math.sqrt(s / last)
     if c.width > c.row:
         v.view(P, rows, c.width)[..., c.row:] = 0
     if kind == "gaussian":
         v /= torch.linalg.vector_norm(v, dim=-1, keepdim=True)
-    else:
-        v *= c.sizes(rows, device).rsqrt().view(1, groups, S, 1)
     return v.view(P, rows, c.width)
 
 
@@ -134,9 +136,12 @@ def combine(losses: Tensor, v_hat: Tensor, c: Chunking, eps: float) -> Tensor:
     P, rows = v_hat.shape[:2]
     groups = rows // c.per_chunk
     coef = (losses[0] - losses[1]) * (c.sizes(rows, v_hat.device) / (2 * eps * P))
-    g = torch.einsum("pgs,pgsj->gsj", coef.view(P, groups, c.segments),
-                     v_hat.view(P, groups, c.segments, -1))
-    g = g.reshape(rows, c.width)
+    coef = coef.view(P, groups, c.segments, 1)
+    v = v_hat.view(P, groups, c.segments, -1)
+    g = v[0] * coef[0]
+    for p in range(1, P):   # P passes over the directions, no (P, ...) temporary
+        g.addcmul_(v[p], coef[p])
+    g = g.view(rows, c.width)
     return g if c.width == c.row else g[:, :c.row]
 
 
@@ -151,6 +156,11 @@ def rows_of(layer: nn.Module) -> Tensor:
     """``[W | b]`` of a Linear or Conv2d as ``(units, entries per unit)`` (a copy)."""
     w = layer.weight.reshape(layer.weight.shape[0], -1)
     return w if layer.bias is None else torch.cat([w, layer.bias[:, None]], 1)
+
+
+def row_shape(layer: nn.Module) -> tuple[int, int]:
+    """``(units, entries per unit)`` of :func:`rows_of` without building it."""
+    return layer.weight.shape[0], layer.weight[0].numel() + (layer.bias is not None)
 
 
 def split_rows(g: Tensor, layer: nn.Module) -> list[tuple[Tensor, Tensor]]:
@@ -190,22 +200,28 @@ def perturbation(layer: nn.Module, xin: Tensor, v: Tensor, c: Chunking) -> Tenso
     return dz.view(dz.shape[0], P, U, *dz.shape[2:]).transpose(0, 1)
 
 
-def _rank_one_lse(G: Tensor, lse: Tensor, d: Tensor, q: Tensor) -> Tensor:
-    """``LSE(G_n + d q_c) - LSE(G_n)`` for ``d`` ``(C, M, N)`` and ``q`` ``(C, K)``: the cumulant
-    expansion to third order, exact where ``|d| (max q - min q)`` exceeds the limit."""
+def _rank_one_losses(G: Tensor, y: Tensor, d: Tensor, q: Tensor) -> Tensor:
+    """Per-sample loss changes ``LSE(G_n + d q_c) - LSE(G_n) - d q_c[y_n]`` for ``d``
+    ``(M, N, C)`` and ``q`` ``(C, K)``: the cumulant expansion to third order, in Horner form,
+    exact where ``|d| (max q - min q)`` exceeds :data:`EXPANSION_LIMIT` (CPU)."""
     p = torch.softmax(G, -1)                                            # (N, K)
-    qc = q - q.mean(-1, keepdim=True)
-    k1 = (p @ q.T).T[:, None]                                          # (C, 1, N)
-    m1, m2, m3 = ((p @ qc.pow(i).T).T[:, None] for i in (1, 2, 3))
-    k2, k3 = m2 - m1 * m1, m3 - 3 * m1 * m2 + 2 * m1.pow(3)
-    out = d * (k1 + d * (k2 / 2 + d * (k3 / 6)))
+    mean = q.mean(-1)
+    qc = q - mean[:, None]
+    m1, m2, m3 = (p @ qc.pow(i).T for i in (1, 2, 3))                  # (N, C) each
+    a1 = m1 + mean - q.T[y]                                             # k1 - q_y
+    a2 = (m2 - m1 * m1) / 2                                             # k2 / 2
+    a3 = (m3 - 3 * m1 * m2 + 2 * m1.pow(3)) / 6                         # k3 / 6
+    out = torch.addcmul(a2, d, a3)                                      # Horner, in place
+    torch.addcmul(a1, d, out, out=out)
+    out.mul_(d)
     if G.device.type == "cpu":
-        spread = (q.amax(-1) - q.amin(-1))[:, None, None]
-        far = d.abs() * spread > EXPANSION_LIMIT
-        if far.any():
-            ci, _, ni = far.nonzero(as_tuple=True)
-            exact = torch.logsumexp(G[ni] + d[far][:, None] * q[ci], -1) - lse[ni]
-            out[far] = exact
+        spread = q.amax(-1) - q.amin(-1)                                # (C,)
+        if d.abs().amax() * spread.amax() > EXPANSION_LIMIT:             # a bound first
+            far = d.abs() * spread > EXPANSION_LIMIT
+            _, ni, ci = far.nonzero(as_tuple=True)
+            df = d[far]
+            lse = torch.logsumexp(G[ni] + df[:, None] * q[ci], -1) - torch.logsumexp(G[ni], -1)
+            out[far] = lse - df * q[ci, y[ni]]
     return out
 
 
@@ -219,32 +235,36 @@ def unit_losses(block, xin: Tensor, z: Tensor, a: Tensor, G: Tensor, Q: Tensor, 
     P, U = v.shape[:2]
     N, K = G.shape
     S, stop = c.segments, start + U
-    step = perturbation(block.layer, xin, v, c).mul_(eps)               # (P, N, U*S, ...)
+    step = perturbation(block.layer, xin, v, c)                         # (P, N, U*S, ...)
     z_s, a_s = z[:, start:stop], a[:, start:stop]
     q = Q.view(K, z.shape[1], -1)[:, start:stop]
     if S > 1:
         z_s, a_s, q = (t.repeat_interleave(S, 1) for t in (z_s, a_s, q))
-    zs = torch.stack((z_s + step, z_s - step))                           # shared V x, +- eps
+    zs = step.new_empty((2, *step.shape))                               # shared V x, +- eps
+    torch.add(z_s, step, alpha=eps, out=zs[0])
+    torch.sub(z_s, step, alpha=eps, out=zs[1])
     a_pm = block.post(zs.view(2 * P * N, *zs.shape[3:]))
     C = U * S // c.per_chunk
     j = a_pm[0].numel() // C
-    delta = (a_pm.view(2 * P, N, U * S, -1) - a_s.reshape(N, U * S, -1))
-    delta = delta.view(2 * P * N, C, j).transpose(0, 1)                  # (C, 2PN, j)
-    q = q.reshape(K, C, j).permute(1, 2, 0)                             # (C, j, K)
-    m = G.amax(-1, keepdim=True)
-    lse = torch.logsumexp(G, -1)                                         # (N,)
+    if a_pm.data_ptr() == zs.data_ptr():   # post returned its input (Identity): a copy
+        a_pm = a_pm.clone()
+    delta = a_pm.view(2 * P, N, U * S, -1).sub_(a_s.reshape(N, U * S, -1))
     if j == 1 and expansion:
-        d = delta.view(C, 2 * P, N)
-        lse_pm = lse + _rank_one_lse(G, lse, d, q[:, 0])
+        change = _rank_one_losses(G, y, delta.view(2 * P, N, C), q.reshape(K, C).T)
+        clean = F.cross_entropy(G, y, reduction=reduction)
+        losses = change.sum(1) if reduction == "sum" else change.mean(1)
+        return (losses + clean).view(2, P, C)
+    delta = delta.view(2 * P * N, C, j).transpose(0, 1)                 # (C, 2PN, j)
+    q = q.reshape(K, C, j).permute(1, 2, 0)                             # (C, j, K)
+    # goodness of every chunk's perturbed networks, G + delta q (only the chunk's units moved),
+    # shifted by the clean goodness' row maximum m (exact; G_pm is close to G)
+    m = G.amax(-1, keepdim=True)
+    base = (G - m).repeat(2 * P, 1)                                     # (2PN, K)
+    if j == 1:  # one entry per chunk: an outer product, not C tiny matmuls
+        shifted = torch.addcmul(base, delta.contiguous(), q)
     else:
-        # goodness of every chunk's perturbed networks, G + delta q (only the chunk's units
-        # moved), shifted by the clean goodness' row maximum m (exact; G_pm is close to G)
-        base = (G - m).repeat(2 * P, 1)                                  # (2PN, K)
-        if j == 1:  # one entry per chunk: an outer product, not C tiny matmuls
-            shifted = torch.addcmul(base, delta.contiguous(), q)
-        else:
-            shifted = torch.baddbmm(base.expand(C, -1, -1), delta, q)
-        lse_pm = shifted.exp_().sum(-1).log_().view(C, 2 * P, N) + m.squeeze(1)
+        shifted = torch.baddbmm(base.expand(C, -1, -1), delta, q)
+    lse_pm = shifted.exp_().sum(-1).log_().view(C, 2 * P, N) + m.squeeze(1)
     target = G.gather(1, y[:, None]).squeeze(1) + (
         delta.view(C, 2 * P, N, j) * q[:, :, y].transpose(1, 2)[:, None]).sum(-1)
     per_sample = lse_pm - target

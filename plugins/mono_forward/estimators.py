@@ -67,8 +67,7 @@ def dd_estimate(block, readout: Readout, x: Tensor, y: Tensor, cfg: DDConfig,
     loss = local_loss(G, y, red)
     pairs: Pairs = []
     if fast:
-        rows = dd.rows_of(block.layer)
-        c = dd.chunking(rows.shape[0], rows.shape[1], cfg.chunk_size)
+        c = dd.chunking(*dd.row_shape(block.layer), cfg.chunk_size)
         Q = readout.combined()
         expansion = x.device.type == "cpu" if cfg.expansion is None else cfg.expansion
         S = c.segments
@@ -100,8 +99,7 @@ def dd_estimate(block, readout: Readout, x: Tensor, y: Tensor, cfg: DDConfig,
 def dd_chunks(block, readout: Readout, cfg: DDConfig) -> int:
     """Chunks of a block and its ``M_l`` (each costs ``2P`` perturbed local-loss evaluations)."""
     if dd.fast_path(block):
-        rows = dd.rows_of(block.layer)
-        n = dd.chunking(rows.shape[0], rows.shape[1], cfg.chunk_size).chunks
+        n = dd.chunking(*dd.row_shape(block.layer), cfg.chunk_size).chunks
     else:
         n = sum(dd.chunking(p.shape[0] if p.dim() else 1, max(1, p[0].numel() if p.dim() else 1),
                             cfg.chunk_size).chunks for p in block.parameters())
