@@ -216,7 +216,7 @@ def _rank_one_losses(G: Tensor, y: Tensor, d: Tensor, q: Tensor) -> Tensor:
     out.mul_(d)
     if G.device.type == "cpu":
         spread = q.amax(-1) - q.amin(-1)                                # (C,)
-        if d.abs().amax() * spread.amax() > EXPANSION_LIMIT:             # a bound first
+        if torch.linalg.vector_norm(d, math.inf) * spread.amax() > EXPANSION_LIMIT:  # bound
             far = d.abs() * spread > EXPANSION_LIMIT
             _, ni, ci = far.nonzero(as_tuple=True)
             df = d[far]
