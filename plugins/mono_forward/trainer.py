@@ -145,10 +145,12 @@ class MonoForwardTrainer:
             if ctx.device.type == "cuda":  # kernels run asynchronously: time them, not launches
                 torch.cuda.synchronize(ctx.device)
             train_seconds += time.perf_counter() - started
+            alive: list = [None] * len(blocks)
+            evaluated = self.evaluate(model, blocks, readouts, session, alive)
             diag = {**self._diagnose(model, blocks, readouts, session, epoch),
-                    **self._health(blocks, readouts, session)}
+                    **self._health(blocks, readouts, alive)}
             metrics = {"train_loss": loss_sum[active].sum() / (len(active) * len(order)),
-                       **self.evaluate(model, blocks, readouts, session), **diag}
+                       **evaluated, **diag}
             values = ctx.log_epoch(epoch, diagnostics=diag.keys(), **metrics)
             final = {k: v for k, v in values.items() if k not in diag}
             if MEAN_KEY in values and math.isfinite(values[MEAN_KEY]):
@@ -173,20 +175,26 @@ class MonoForwardTrainer:
         return out
 
     # ---- evaluation ---------------------------------------------------------------------
-    def evaluate(self, model, blocks, readouts, session: TrainingSession) -> dict[str, Tensor]:
+    def evaluate(self, model, blocks, readouts, session: TrainingSession,
+                 alive: list | None = None) -> dict[str, Tensor]:
         """Per evaluation set: ``<set>_accuracy`` (cumulative), ``<set>_accuracy_final``,
-        ``<set>_loss`` (NLL of the mean of the blocks' softmax) and ``<set>_loss_final``."""
+        ``<set>_loss`` (NLL of the mean of the blocks' softmax) and ``<set>_loss_final``.
+        ``alive`` (one slot per block): filled with which output units (channels) of each block
+        are non-zero on some sample of the first evaluation set."""
         out: dict[str, Tensor] = {}
         bs = self.p.eval_batch_size
         model.eval()
         with torch.inference_mode():
-            for prefix, (x, y) in session.data.test_sets().items():
+            for s, (prefix, (x, y)) in enumerate(session.data.test_sets().items()):
                 sums: dict[str, Tensor] = {}
                 for i in range(0, len(x), bs):
                     h, goodness = x[i:i + bs], []
-                    for block, readout in zip(blocks, readouts):
+                    for b, (block, readout) in enumerate(zip(blocks, readouts)):
                         h = block.forward(h)
                         goodness.append(readout.goodness(h))
+                        if alive is not None and s == 0:
+                            on = (h.reshape(len(h), h.shape[1], -1) != 0).any(-1).any(0)
+                            alive[b] = on if alive[b] is None else alive[b] | on
                     session.ctx.counters.forward(len(h))
                     for k, v in predict(goodness, y[i:i + bs]).items():
                         sums[k] = sums.get(k, 0) + v
@@ -199,29 +207,22 @@ class MonoForwardTrainer:
         return {k: v.clone() for k, v in out.items()}
 
     # ---- block health ------------------------------------------------------------------
-    def _health(self, blocks, readouts, session: TrainingSession) -> dict[str, Tensor]:
+    def _health(self, blocks, readouts, alive: list) -> dict[str, Tensor]:
         """Per block: ``weight_norm/<block>`` (Frobenius norm of all the block's parameters),
         ``projection_norm/<block>`` (of ``M_l``) and ``dead_units/<block>``, the share of its
         output units (channels of a spatial block) that are zero on every sample of the first
-        evaluation set, so a collapse shows in the curves. Diagnostics: a non-finite norm is
-        recorded, not taken for divergence (the losses say that)."""
+        evaluation set (``alive``, from :meth:`evaluate`, in eval mode), so a collapse shows in
+        the curves. Diagnostics: a non-finite norm is recorded, not taken for divergence (the
+        losses say that)."""
         out: dict[str, Tensor] = {}
-        x = next(iter(session.data.test_sets().values()))[0]
-        bs = self.p.eval_batch_size
-        alive = [None] * len(blocks)
         with torch.inference_mode():
-            for i in range(0, len(x), bs):
-                h = x[i:i + bs]
-                for b, block in enumerate(blocks):
-                    h = block.forward(h)
-                    on = (h.reshape(len(h), h.shape[1], -1) != 0).any(-1).any(0)
-                    alive[b] = on if alive[b] is None else alive[b] | on
             for block, readout, on in zip(blocks, readouts, alive):
                 params = [w.detach().flatten() for w in block.parameters()]
                 out[f"weight_norm/{block.name}"] = torch.linalg.vector_norm(
                     torch.cat(params) if params else readout.M.new_zeros(0))
                 out[f"projection_norm/{block.name}"] = torch.linalg.vector_norm(readout.M)
-                out[f"dead_units/{block.name}"] = 1 - on.float().mean()
+                out[f"dead_units/{block.name}"] = (1 - on.float().mean() if on is not None
+                                                   else readout.M.new_full((), math.nan))
         return out
 
     # ---- direction diagnostic -----------------------------------------------------------
