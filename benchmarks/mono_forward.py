@@ -14,8 +14,8 @@ output layer (width -> classes) and cross-entropy.
 
 Directions: both kinds are measured, ``gaussian`` (normalised Gaussian, the poster's and the
 trainer's default) and ``rademacher`` (random signs / sqrt(n)). All step timings are taken
-round-robin (one step of each compared thing per round, medians over rounds), so a load that
-changes during the run affects them alike.
+round-robin (per round, one untimed call of each compared thing to warm its cache, then one
+timed call; medians over rounds), so a load that changes during the run affects them alike.
 
 The arithmetic floor of a DD step at P = 4, per direction kind: the work no implementation of
 the estimator can skip, each part timed alone in the same process: drawing the ``P x n``
@@ -114,12 +114,12 @@ def steps(args):
 
 
 def median_times(fns: dict, repeats: int) -> dict:
-    """Median seconds of each function, timed round-robin (one call of each per round)."""
+    """Median seconds of each function, timed round-robin: per round, each function is called
+    once untimed (so its data are in cache, as in a run of consecutive steps) and once timed."""
     times: dict = {name: [] for name in fns}
-    for fn in fns.values():
-        fn()
     for _ in range(repeats):
         for name, fn in fns.items():
+            fn()
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
