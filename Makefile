@@ -27,7 +27,7 @@ test-slow: $(STAMP)           ## the slow tests: real data at full size, compile
 benchmark: $(STAMP)           ## speed and memory ratios of the surrogates vs native activations
 	$(BIN)/python benchmarks/surrogates.py
 
-benchmark-mono-forward: $(STAMP)  ## MF+DD step (P = 1, 4, 8) vs MF+AD vs the naive loop; memory
+benchmark-mono-forward: $(STAMP)  ## MF+DD step (P = 1, 4, 8; Gaussian and Rademacher) vs MF+AD, its floor and the naive loop; memory
 	$(BIN)/python benchmarks/mono_forward.py
 
 clean-env:

@@ -12,8 +12,22 @@ counted; neither are allocations inside an op that never become a tensor). trace
 see torch's allocator, and the torch profiler does not record CPU frees reliably. BP is a full back-propagation step of the same block plus a dense
 output layer (width -> classes) and cross-entropy.
 
+Directions: both kinds are measured, ``gaussian`` (normalised Gaussian, the poster's and the
+trainer's default) and ``rademacher`` (random signs / sqrt(n)). All step timings are taken
+round-robin (per round, one untimed call of each compared thing to warm its cache, then one
+timed call; medians over rounds), so a load that changes during the run affects them alike.
+
+The arithmetic floor of a DD step at P = 4, per direction kind: the work no implementation of
+the estimator can skip, each part timed alone in the same process: drawing the ``P x n``
+direction entries (normalising them, for Gaussian), the perturbation matmul ``[x | 1] V^T``
+(P times the MACs of the clean forward: the ``2P`` perturbed forwards share the clean
+pre-activation, ``(W + eps V) x = W x + eps V x``), and combining the estimate
+(``sum_p c_p v_p``, P multiply-adds per parameter). ``over_floor`` is the step's time over the
+floor's; ``floor_over_ad`` says how far under 3x MF+AD any DD step with these directions can get.
+
 Usage: ``python benchmarks/mono_forward.py [--threads 1] [--batch 128] [--chunk-size 1024]``.
-Last line: ``mono_forward: dd_p4_over_ad=R dd_p4_over_naive=N``.
+Last line: ``mono_forward: dd_p4_over_ad gaussian=R rademacher=R dd_p4_over_floor gaussian=F
+rademacher=F floor_over_ad gaussian=A rademacher=A dd_p4_over_naive=N``.
 """
 
 from __future__ import annotations
@@ -59,8 +73,8 @@ def steps(args):
         pairs, _, _ = ad_gradient(block, readout, x, y, "mean")
         apply(pairs, lr)
 
-    def dd_step(P):
-        cfg = DDConfig(P, 1e-3, args.chunk_size)
+    def dd_step(P, kind="gaussian"):
+        cfg = DDConfig(P, 1e-3, args.chunk_size, direction_kind=kind)
 
         def run():
             with torch.inference_mode():
@@ -97,6 +111,44 @@ def steps(args):
         apply(list(zip(params, grads)), lr)
 
     return ad, dd_step, naive, bp
+
+
+def median_times(fns: dict, repeats: int) -> dict:
+    """Median seconds of each function, timed round-robin: per round, each function is called
+    once untimed (so its data are in cache, as in a run of consecutive steps) and once timed."""
+    times: dict = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            fn()
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def floor_parts(args, kind: str, P: int = 4) -> dict:
+    """The unavoidable parts of a DD step (module docstring), as functions."""
+    block, readout, x, y = setup(args)
+    gen = torch.Generator().manual_seed(3)
+    layer = block.layer
+    c = dd.chunking(*dd.row_shape(layer), args.chunk_size)
+    cm = dd.chunking(*readout.M.shape, args.chunk_size)
+    v = dd.directions(P, c.rows, c, gen, "cpu", kind)
+    x_aug = torch.cat([x, torch.ones(len(x), 1)], 1)
+    coef = torch.randn(P, c.rows, 1)
+
+    def draw():
+        dd.directions(P, c.rows, c, gen, "cpu", kind)
+        dd.directions(P, cm.rows, cm, gen, "cpu", kind)
+
+    def matmul():
+        x_aug @ v.view(-1, v.shape[-1]).T
+
+    def combine():
+        g = v[0] * coef[0]
+        for p in range(1, P):
+            g.addcmul_(v[p], coef[p])
+    return {"draw": draw, "matmul": matmul, "combine": combine}
 
 
 def median_time(fn, repeats: int) -> float:
@@ -158,30 +210,43 @@ def main() -> None:
     print(f"block: dense {args.in_features} -> {args.width} + ReLU, M {args.classes} x "
           f"{args.width}; batch {args.batch}; chunk_size {args.chunk_size}")
     ad, dd_step, naive, bp = steps(args)
-    t_ad = median_time(ad, args.repeats)
+    kinds = ("gaussian", "rademacher")
+    fns = {"ad": ad, **{(kind, P): dd_step(P, kind) for kind in kinds for P in (1, 4, 8)}}
+    for kind in kinds:   # matmul and combine are the same work for both kinds: timed once
+        parts = floor_parts(args, kind)
+        fns[kind, "draw"] = parts["draw"]
+    fns["matmul"], fns["combine"] = parts["matmul"], parts["combine"]
+    t = median_times(fns, args.repeats)
+    t_ad = t["ad"]
     print(f"MF+AD step: {t_ad * 1e3:.2f} ms")
-    t_dd = {}
-    for P in (1, 4, 8):
-        t_dd[P] = median_time(dd_step(P), args.repeats)
-        print(f"MF+DD step P={P}: {t_dd[P] * 1e3:.2f} ms ({t_dd[P] / t_ad:.2f}x MF+AD)")
-    block, readout, x, y = setup(args)
-    gen = torch.Generator().manual_seed(3)
-    n_params = sum(p.numel() for p in block.parameters()) + readout.M.numel()
-    t_rng = median_time(lambda: torch.randn(4, n_params, generator=gen), args.repeats)
-    with torch.inference_mode():
-        t_fwd = median_time(lambda: readout.goodness(block.forward(x)), args.repeats)
-    print(f"  floor of DD P=4: drawing 4 x {n_params} Gaussian entries {t_rng * 1e3:.2f} ms "
-          f"({t_rng / t_ad:.2f}x MF+AD); 2P = 8 plain block forwards {8 * t_fwd * 1e3:.2f} ms "
-          f"(DD P=4 = {t_dd[4] / (8 * t_fwd):.2f}x that)")
+    floor, t_dd = {}, {}
+    for kind in kinds:
+        for P in (1, 4, 8):
+            print(f"MF+DD step P={P} ({kind}): {t[kind, P] * 1e3:.2f} ms "
+                  f"({t[kind, P] / t_ad:.2f}x MF+AD)")
+        t_dd[kind] = t[kind, 4]
+        parts = {"draw": t[kind, "draw"], "matmul": t["matmul"], "combine": t["combine"]}
+        floor[kind] = sum(parts.values())
+        print(f"  floor of DD P=4 ({kind}): {floor[kind] * 1e3:.2f} ms = "
+              + " + ".join(f"{part} {v * 1e3:.2f}" for part, v in parts.items())
+              + f" ({floor[kind] / t_ad:.2f}x MF+AD); the step is "
+              f"{t_dd[kind] / floor[kind]:.2f}x its floor")
+    t_dd4 = t_dd["gaussian"]
     t_naive = median_time(naive(4), max(3, args.repeats // 10))
-    print(f"naive loop P=4 (2P full forwards per chunk): {t_naive * 1e3:.1f} ms "
-          f"(batched DD is {t_naive / t_dd[4]:.1f}x faster)")
+    print(f"naive loop P=4 (2P full forwards per chunk, gaussian): {t_naive * 1e3:.1f} ms "
+          f"(batched DD is {t_naive / t_dd4:.1f}x faster)")
     print("peak memory of one step (tensors allocated during the step, traced by a torch "
           "dispatch mode):")
-    for name, fn in (("BP", bp), ("MF+AD", ad), ("MF+DD P=4", dd_step(4))):
+    for name, fn in (("BP", bp), ("MF+AD", ad), ("MF+DD P=4 gaussian", dd_step(4)),
+                     ("MF+DD P=4 rademacher", dd_step(4, "rademacher"))):
         print(f"  {name}: {peak_bytes(fn) / 2**20:.2f} MiB")
-    print(f"mono_forward: dd_p4_over_ad={t_dd[4] / t_ad:.2f} "
-          f"dd_p4_over_naive={t_dd[4] / t_naive:.3f}")
+
+    def each(values: dict) -> str:
+        return " ".join(f"{kind}={v:.2f}" for kind, v in values.items())
+    print("mono_forward: dd_p4_over_ad " + each({k: t_dd[k] / t_ad for k in kinds})
+          + " dd_p4_over_floor " + each({k: t_dd[k] / floor[k] for k in kinds})
+          + " floor_over_ad " + each({k: floor[k] / t_ad for k in kinds})
+          + f" dd_p4_over_naive={t_dd4 / t_naive:.3f}")
 
 
 if __name__ == "__main__":

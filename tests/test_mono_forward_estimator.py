@@ -35,13 +35,14 @@ def conv_block():
                  post=nn.Sequential(nn.ReLU(), nn.MaxPool2d(2)))
 
 
-def setup(block, spatial=False, projection=None, n=16, classes=3):
+def setup(block, spatial=False, projection=(None, 1), n=16, classes=3):
+    """``projection``: ``(projection_dim, channels)`` of the read-out."""
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(n, 2, 6, 6, generator=gen) if spatial else torch.randn(n, 6, generator=gen)
     y = torch.randint(0, classes, (n,), generator=gen)
     with torch.no_grad():
         flat = block.forward(x)[0].numel()
-    readout = Readout(classes, flat, projection, gen, torch.device("cpu"))
+    readout = Readout(classes, flat, projection[0], gen, torch.device("cpu"), projection[1])
     return x, y, readout
 
 
@@ -53,15 +54,32 @@ def cosine(a, b):
     return float(a @ b / (a.norm() * b.norm()))
 
 
-def test_chunks_cover_every_parameter_exactly_once():
-    for rows, row, size in [(10, 785, 1024), (32, 19, 100), (7, 5, 12), (10, 64, None), (1, 3, 1)]:
+@pytest.mark.parametrize("kind", ["gaussian", "rademacher"])
+def test_chunks_cover_every_parameter_exactly_once_and_hold_at_most_chunk_size(kind):
+    cases = [(10, 785, 1024), (32, 19, 100), (7, 5, 12), (10, 64, None), (1, 3, 1),
+             (4, 1569, 1024), (3, 10, 3), (2, 7, 2), (5, 13, 4)]
+    for rows, row, size in cases:
         c = dd.chunking(rows, row, size)
-        assert rows % c.per_chunk == 0 and c.chunks * c.size == rows * row
-        assert size is None or c.per_chunk == 1 or c.size <= size
-        v = dd.directions(2, rows, c, torch.Generator().manual_seed(0), "cpu")
-        # each chunk's direction has unit norm, so the chunks partition the rows
-        norms = v.reshape(2, c.chunks, -1).norm(dim=-1)
-        assert torch.allclose(norms, torch.ones_like(norms))
+        n = c.sizes(rows)
+        assert rows % c.per_chunk == 0 and len(n) == c.chunks and n.sum() == rows * row
+        assert size is None or n.max() <= size
+        assert c.segments == 1 or c.per_chunk == 1
+        v = dd.directions(2, rows, c, torch.Generator().manual_seed(0), "cpu", kind)
+        assert v.shape == (2, rows, c.width) and v.is_contiguous()
+        assert not v[..., row:].any()                       # padding after a row's last segment
+        # a chunk is a set of entries whose direction has unit norm; the chunks partition the
+        # entries: put chunk ids on the entries and check every direction's support
+        ids = torch.arange(c.chunks).view(rows // c.per_chunk, c.segments, 1)
+        ids = ids.expand(-1, -1, c.per_chunk * c.segment).reshape(rows, c.width)[:, :row]
+        assert torch.equal(torch.bincount(ids.flatten(), minlength=c.chunks), n.long())
+        for p in range(2):
+            sq = torch.zeros(c.chunks).index_add_(0, ids.flatten(), v[p, :, :row].flatten() ** 2)
+            assert torch.allclose(sq, torch.ones_like(sq), atol=1e-4)
+        if kind == "rademacher":  # signs / sqrt(n): every entry's magnitude is its chunk's
+            assert torch.allclose(v[0, :, :row].abs(), n[ids].rsqrt())
+    # the CNN's dense block (8 x 14 x 14 inputs + bias): two segments of 785 and 784, not 1569
+    c = dd.chunking(64, 1569, 1024)
+    assert (c.segments, c.per_chunk) == (2, 1) and c.sizes(1).tolist() == [785.0, 784.0]
     block = dense_block()
     g = dd.rows_of(block.layer)
     parts = dd.split_rows(torch.arange(g.numel(), dtype=torch.float).view_as(g), block.layer)
@@ -70,11 +88,22 @@ def test_chunks_cover_every_parameter_exactly_once():
     assert [p for p, _ in parts] == [block.layer.weight, block.layer.bias]
 
 
-@pytest.mark.parametrize("kind", ["dense", "conv", "conv_projected"])
-def test_batched_evaluation_equals_the_naive_loop(float64, kind):
-    block = dense_block() if kind == "dense" else conv_block()
-    x, y, readout = setup(block, spatial=kind != "dense",
-                          projection=5 if kind == "conv_projected" else None)
+def test_rademacher_directions_have_the_covariance_of_the_gaussian_ones(float64):
+    """E[n v_hat v_hat^T] = I for both kinds, so both estimates have the gradient as mean."""
+    c = dd.chunking(1, 6, None)
+    for kind in ("gaussian", "rademacher"):
+        v = dd.directions(20000, 1, c, torch.Generator().manual_seed(1), "cpu", kind)[:, 0]
+        cov = 6 * v.T @ v / len(v)
+        assert torch.allclose(cov, torch.eye(6), atol=0.05), kind
+
+
+@pytest.mark.parametrize("kind", ["dense", "dense_segments", "conv", "conv_segments",
+                                  "conv_projected", "conv_channelwise"])
+@pytest.mark.parametrize("expansion", [True, False])
+def test_batched_evaluation_equals_the_naive_loop(float64, kind, expansion):
+    block = dense_block() if kind.startswith("dense") else conv_block()
+    projection = {"conv_projected": (8, 1), "conv_channelwise": (8, 4)}.get(kind, (None, 1))
+    x, y, readout = setup(block, spatial=not kind.startswith("dense"), projection=projection)
     P, eps = 3, 1e-3
     with torch.inference_mode():
         xin = block.pre(x)
@@ -83,13 +112,18 @@ def test_batched_evaluation_equals_the_naive_loop(float64, kind):
         h = readout.project(a)
         G = h @ readout.M.T
         rows = dd.rows_of(block.layer)
-        c = dd.chunking(rows.shape[0], rows.shape[1], 2 * rows.shape[1])   # 2 units per chunk
+        row = rows.shape[1]
+        # 2 units per chunk, or (segments) each row in 3 chunks
+        size = -(-row // 3) if kind.endswith("segments") else 2 * row
+        c = dd.chunking(rows.shape[0], row, size)
+        assert (c.segments > 1) == kind.endswith("segments")
         v = dd.directions(P, c.rows, c, torch.Generator().manual_seed(5), "cpu")
-        batched = dd.unit_losses(block, xin, z, a, G, readout.combined(), y, v, c, eps, "mean", 0)
+        Q = readout.combined()
+        batched = dd.unit_losses(block, xin, z, a, G, Q, y, v, c, eps, "mean", 0, expansion)
         # the same rows in two slabs give the same losses
-        half = dd.unit_losses(block, xin, z, a, G, readout.combined(), y, v[:, 2:], c, eps,
-                              "mean", 2)
-        assert torch.allclose(batched[:, :, 1:], half, atol=1e-12)
+        half = dd.unit_losses(block, xin, z, a, G, Q, y, v[:, 2:], c, eps, "mean", 2, expansion)
+        skip = (2 // c.per_chunk) * c.segments
+        assert torch.allclose(batched[:, :, skip:], half, atol=1e-12)
         layer = block.layer
         naive = dd.naive_losses([layer.weight.detach().view(c.rows, -1),
                                  layer.bias.detach().view(c.rows, 1)], v, c, eps,
@@ -97,13 +131,62 @@ def test_batched_evaluation_equals_the_naive_loop(float64, kind):
         assert torch.allclose(batched, naive, atol=1e-10)
         g_b, g_n = dd.combine(batched, v, c, eps), dd.combine(naive, v, c, eps)
         assert torch.allclose(g_b, g_n, atol=1e-5)
-        # the read-out matrix M, chunked by classes
-        cm = dd.chunking(*readout.M.shape, readout.M.shape[1])
-        vm = dd.directions(P, cm.rows, cm, torch.Generator().manual_seed(6), "cpu")
-        batched_m = dd.readout_losses(h, G, y, vm, cm, eps, "mean")
-        naive_m = dd.naive_losses([readout.M], vm, cm, eps,
-                                  lambda: local_loss(readout.goodness(block.forward(x)), y, "mean"))
-        assert torch.allclose(batched_m, naive_m, atol=1e-10)
+        # the read-out matrix M, chunked by classes (or its rows in segments)
+        D = readout.M.shape[1]
+        for size in (D, -(-D // 2)):
+            cm = dd.chunking(*readout.M.shape, size)
+            vm = dd.directions(P, cm.rows, cm, torch.Generator().manual_seed(6), "cpu")
+            batched_m = dd.readout_losses(h, G, y, vm, cm, eps, "mean")
+            naive_m = dd.naive_losses([readout.M], vm, cm, eps,
+                                      lambda: local_loss(readout.goodness(block.forward(x)), y,
+                                                         "mean"))
+            assert torch.allclose(batched_m, naive_m, atol=1e-10)
+
+
+def test_the_rank_one_update_falls_back_to_the_exact_loss_for_large_perturbations(
+        float64, monkeypatch):
+    """eps = 1 moves the logits by O(1): the cumulant expansion alone would be wrong, the
+    fallback keeps the losses exact (dense block, one unit per chunk)."""
+    block = dense_block()
+    x, y, readout = setup(block)
+    with torch.inference_mode():
+        xin, Q = block.pre(x), readout.combined()
+        z = block.layer(xin)
+        a = block.post(z)
+        G = readout.project(a) @ readout.M.T
+        rows = dd.rows_of(block.layer)
+        c = dd.chunking(rows.shape[0], rows.shape[1], rows.shape[1])
+        v = dd.directions(2, c.rows, c, torch.Generator().manual_seed(5), "cpu")
+        for eps in (1e-3, 1.0):
+            fast = dd.unit_losses(block, xin, z, a, G, Q, y, v, c, eps, "mean", 0, True)
+            exact = dd.unit_losses(block, xin, z, a, G, Q, y, v, c, eps, "mean", 0, False)
+            # the expansion's error bound: below float32's rounding of the loss
+            assert torch.allclose(fast, exact, atol=3e-7, rtol=0), (fast - exact).abs().max()
+        # without the fallback the expansion is off at eps = 1 (so the fallback was used)
+        monkeypatch.setattr(dd, "EXPANSION_LIMIT", math.inf)
+        series = dd.unit_losses(block, xin, z, a, G, Q, y, v, c, 1.0, "mean", 0, True)
+        assert (series - exact).abs().max() > 1e-4
+
+
+def test_channelwise_projection_is_one_projection_per_channel():
+    gen = torch.Generator().manual_seed(0)
+    r = Readout(3, 4 * 25, 8, gen, torch.device("cpu"), channels=4)
+    a = torch.randn(5, 4, 5, 5)
+    h = r.project(a)
+    assert h.shape == (5, 8)
+    # changing channel 2 only changes its own 2 projected values
+    b = a.clone()
+    b[:, 2] += 1
+    moved = (r.project(b) - h).abs().sum(0) > 0
+    assert moved.tolist() == [False] * 4 + [True] * 2 + [False] * 2
+    # each channel's projection is its own random matrix, and Q = M R matches the projection
+    assert not torch.allclose(r.R[0], r.R[1])
+    assert torch.allclose(a.flatten(1) @ r.combined().T, r.goodness(a), atol=1e-5)
+    whole = Readout(3, 100, 8, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert torch.allclose(a.flatten(1) @ whole.combined().T, whole.goodness(a), atol=1e-5)
+    assert (whole.project(b) - whole.project(a)).abs().sum(0).gt(0).all()
+    with pytest.raises(ValueError, match="not a multiple of the block's 3 channels"):
+        Readout(3, 75, 8, gen, torch.device("cpu"), channels=3)
 
 
 def test_fallback_blocks_use_the_naive_loop_and_agree(float64):

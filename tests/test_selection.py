@@ -140,3 +140,38 @@ def test_cli_run_export_and_leaderboard_agree_on_the_choice(host, tmp_path, caps
     assert main(["leaderboard", str(results / "select")]) == 0
     bare = capsys.readouterr().out
     assert "validation" not in bare and "0.005" not in bare and bare.count("fixed") == 1
+
+
+def test_an_entry_can_choose_its_own_parameter(host, tmp_path):
+    """An entry whose rate lives in another component (``select_parameter``) gets it chosen by
+    the same rule: here the toy trainer's ``best`` instead of ``trainer.lr``."""
+    spec = copy.deepcopy(SPEC)
+    spec["entries"] = [{"label": "bowl"},
+                       {"label": "own", "select_parameter": "trainer.best",
+                        "select_values": [0.01, 0.05], "overrides": {"trainer": {"lr": 0.02}}}]
+    plan = plan_of(host, spec)
+    own = [t for t in plan.selection.tasks if t.entry == "own"]
+    assert sorted(t.spec["trainer"]["best"] for t in own) == [0.01, 0.05]
+    assert all(t.spec["trainer"]["lr"] == 0.02 for t in own)
+    summary = run_plan(plan, tmp_path, host=host, progress=False)
+    assert summary.failed == 0
+    # |log lr - log best| is smaller for best = 0.01 (a factor 2) than for 0.05 (2.5)
+    assert plan.selection.choices == {("bowl", 0): 0.02, ("own", 0): 0.01}
+    records = plan_records(plan, tmp_path / plan.name, quiet=True).collect()
+    final = records.filter((pl.col("stage") == "final") & (pl.col("entry") == "own"))
+    assert set(final["p_trainer.best"]) == {0.01} and set(final["p_trainer.lr"]) == {0.02}
+    text = plan_report(plan, tmp_path / plan.name).render("markdown")
+    assert "Selection: `trainer.lr`; entry own: `trainer.best` chosen" in text
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines()
+             if line.startswith("| own ")]
+    assert ["own", "trainer.best = 0.01", "0.09062", "", "1 / 1", "✓"] in cells
+    bad = copy.deepcopy(spec)
+    bad["entries"][1]["select_parameter"] = "model.lr"
+    with pytest.raises(SpecError, match="unknown parameter of model.*entry 'own', "
+                                        "select_parameter model.lr"):
+        plan_of(host, bad)
+    bad = copy.deepcopy(spec)
+    del bad["select"]
+    bad["entries"][1].pop("select_values")
+    with pytest.raises(SpecError, match="select_parameter, but the spec has no `select`"):
+        parse_spec(bad, stem="select")

@@ -35,10 +35,10 @@ def candidate_scores(plan: Plan, records: pl.LazyFrame | None) -> pl.DataFrame:
     selection metric over the good runs."""
     stage = plan.selection
     assert stage is not None
-    param, metric = stage.select.parameter, stage.metric
+    metric = stage.metric
     rows = {}
     for t in stage.tasks:
-        key = (t.entry, t.cell_index, canonical_json(t.cell[param]))
+        key = (t.entry, t.cell_index, canonical_json(t.cell[stage.parameter_of(t.entry)]))
         rows.setdefault(key, []).append(t.run_id)
     found: dict[str, tuple[str, float | None]] = {}
     if records is not None:
@@ -110,7 +110,8 @@ def selection_note(plan: Plan) -> str | None:
     pairs = len(stage.builders)
     done = sum(k in stage.choices for k in stage.builders)
     direction = plan.spec.direction_of(sel.metric)
-    return (f"Selection: `{sel.parameter}` chosen per entry and grid cell from "
+    own = "".join(f"; entry {label}: `{param}`" for label, param in stage.parameters.items())
+    return (f"Selection: `{sel.parameter}`{own} chosen per entry and grid cell from "
             f"{', '.join(canonical_json(v) for v in sel.values)} (entries may list their own) by "
             f"the mean `{stage.metric}` ({direction} is better) over {sel.seeds} selection "
             f"run{'s' if sel.seeds > 1 else ''} per candidate, each trained on its training "
@@ -137,7 +138,9 @@ def selection_rows(plan: Plan, records: pl.LazyFrame | None) -> tuple[list[str],
         key = (r["entry"], r["cell_index"])
         chosen = key in stage.choices and canonical_json(stage.choices[key]) == r["candidate"]
         cell = cells.get(r["cell_index"], {})
-        rows.append([*(canonical_json(cell.get(a)) for a in axes), r["entry"], r["candidate"],
+        own = stage.parameter_of(r["entry"])
+        value = r["candidate"] if own == param else f"{own} = {r['candidate']}"
+        rows.append([*(canonical_json(cell.get(a)) for a in axes), r["entry"], value,
                      "" if r["mean"] is None else f"{r['mean']:.4g}",
                      "" if r["std"] is None else f"{r['std']:.2g}",
                      f"{r['recorded'] - r['bad']} / {r['runs']}"

@@ -72,6 +72,11 @@ class Entry(_Strict):
     select_values: list[Any] | None = Field(
         None, description="this entry's own candidates for the spec's `select.parameter` "
                           "(e.g. another optimiser's rates); one value fixes it")
+    select_parameter: str | None = Field(
+        None, pattern=r"^[A-Za-z_][\w]*\.[A-Za-z_][\w]*$",
+        description="this entry's own parameter to choose, where its rate lives elsewhere "
+                    "(`rule.lr` for an entry trained by an update rule, where the spec "
+                    "chooses `trainer.lr`); its candidates: `select_values`, else the spec's")
 
 
 class Select(_Strict):
@@ -304,11 +309,19 @@ class LeaderboardSpec(_Strict):
             if chosen is None:
                 if name is None and any(e.select_values is not None for e in self.entries):
                     raise ValueError("an entry sets select_values, but the spec has no `select`")
+                if name is None and any(e.select_parameter for e in self.entries):
+                    raise ValueError("an entry sets select_parameter, but the spec has no "
+                                     "`select`")
                 continue
             grids = {**self.grid, **(prof.grid if prof is not None else {})}
             if chosen.parameter in grids:
                 raise ValueError(f"{where}.parameter '{chosen.parameter}' is also a grid axis: "
                                  f"a parameter is either chosen or varied, not both")
+            for e in self.entries:
+                if e.select_parameter in grids:
+                    raise ValueError(f"entry '{e.label}' select_parameter "
+                                     f"'{e.select_parameter}' is also a grid axis: a parameter "
+                                     f"is either chosen or varied, not both")
         for entry in self.entries:
             if entry.select_values is not None:
                 check_axis(f"entry '{entry.label}' select_values", entry.select_values)

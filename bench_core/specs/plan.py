@@ -90,6 +90,12 @@ class SelectionStage:
     """(entry, cell index) -> a function of the chosen value that gives the pair's final runs."""
     choices: dict[tuple[str, int], Any] = field(default_factory=dict)
     """The value chosen for each pair whose selection is complete (:func:`finalize`)."""
+    parameters: dict[str, str] = field(default_factory=dict)
+    """Entries that choose their own parameter (``select_parameter``): label -> parameter."""
+
+    def parameter_of(self, entry: str) -> str:
+        """The parameter an entry's selection chooses."""
+        return self.parameters.get(entry, self.select.parameter)
 
     @property
     def metric(self) -> str:
@@ -434,7 +440,10 @@ def _expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str 
                 tasks += make_tasks(entry, entry_index, cell, cell_index, resolved,
                                     final_seeds, ref)
                 continue
-            param = select.parameter
+            param = entry.select_parameter or select.parameter
+            named = "select_parameter" if entry.select_parameter else "select.parameter"
+            if entry.select_parameter:
+                stage.parameters[entry.label] = param
             candidates = (entry.select_values if entry.select_values is not None
                           else select.values)
             key = (entry.label, cell_index)
@@ -445,11 +454,11 @@ def _expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str 
                 try:
                     resolved_v = resolve_run(host, raw_v)
                 except SpecError as exc:
-                    raise SpecError(f"{exc} [{where}, select.parameter {param} = "
+                    raise SpecError(f"{exc} [{where}, {named} {param} = "
                                     f"{canonical_json(value)}]") from None
                 comp, field_name = param.split(".")
                 if not _same(value, resolved_v.get(comp, {}).get(field_name)):
-                    raise SpecError(f"select.parameter {param} = {canonical_json(value)} does "
+                    raise SpecError(f"{named} {param} = {canonical_json(value)} does "
                                     f"not reach entry '{entry.label}' (its {comp} has no "
                                     f"parameter {field_name}) [{where}]")
                 with_value[canonical_json(value)] = resolved_v
@@ -462,9 +471,9 @@ def _expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str 
                         validation_fraction=select.validation_fraction)
 
             def builder(value: Any, *, _e=entry, _ei=entry_index, _c=cell, _ci=cell_index,
-                        _r=with_value, _s=final_seeds, _ref=ref) -> list[RunTask]:
+                        _r=with_value, _s=final_seeds, _ref=ref, _p=param) -> list[RunTask]:
                 return make_tasks(_e, _ei, _c, _ci, _r[canonical_json(value)], _s, _ref,
-                                  selected={select.parameter: value})
+                                  selected={_p: value})
 
             stage.builders[key] = builder
             if len(candidates) == 1:           # nothing to choose: the entry's fixed value

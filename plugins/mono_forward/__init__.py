@@ -7,14 +7,14 @@ blocks (:mod:`bench_core.layered`; the built-in ``mlp`` and ``cnn`` do), each bl
 own loss, the block's input detached (no gradient crosses blocks):
 
 * goodness ``G_l = a_l M_l^T`` with a trained projection ``M_l`` (classes x width), for conv
-  blocks after a fixed random projection of the flattened activations (``projection_dim``)
-  (poster, "Layerwise Loss"; :mod:`.readout`);
+  blocks after fixed random projections of the activations, one per channel by default
+  (``projection_dim``, ``projection``) (poster, "Layerwise Loss"; :mod:`.readout`);
 * local loss ``L_l = -sum_c y_c log softmax(G_l)_c``;
 * MF+AD (``estimator = "autograd"``): ``W_l <- W_l - eta dL_l/dW_l``,
   ``M_l <- M_l - eta dL_l/dM_l`` (poster, "Weight Updates (AD)"; :mod:`.estimators`);
 * MF+DD (``estimator = "directional"``): the same updates with the gradient replaced by
   ``n / P sum_p [(L(w + eps v_hat_p) - L(w - eps v_hat_p)) / (2 eps)] v_hat_p`` over chunks ``w``
-  of ``W_l`` and ``M_l`` (poster section 2, "Directional Derivative-Based Approach"; docs/methods/mono-forward.md
+  of at most ``chunk_size`` entries of ``W_l`` and ``M_l``, Gaussian or Rademacher directions (poster section 2, "Directional Derivative-Based Approach"; docs/methods/mono-forward.md
   section 4), with no autograd: the whole step runs under ``torch.inference_mode()`` and no
   tensor ever holds ``.grad`` (:mod:`.directional`, which also explains how the P directions and
   both signs of every chunk are evaluated in one batched computation);
@@ -28,7 +28,10 @@ own loss, the block's input detached (no gradient crosses blocks):
 The model's own output layer is not trained or used (Mono-Forward predicts from the ``M_l``).
 Updates are plain SGD with ``lr`` (the run's update rule is not used: it works on ``.grad``).
 Both estimators use the same schedule, data order, initial weights and ``M_l``, so MF+AD vs
-MF+DD isolates the gradient estimate. ``direction_diagnostic`` logs, per block, the cosine
+MF+DD isolates the gradient estimate. Every epoch logs, per block, ``weight_norm/<block>``,
+``projection_norm/<block>`` and ``dead_units/<block>`` (diagnostics, so a collapse is visible).
+The forward counters record, per batch, the clean forward plus every perturbed local-loss
+evaluation of DD (``2P`` per chunk). ``direction_diagnostic`` logs, per block, the cosine
 between the DD estimate and the autograd gradient (``cos/<block>``, ``direction_cosine``: the
 metric family of :mod:`untied_plugins.backprop.direction`).
 
@@ -40,10 +43,11 @@ statistics.
 
 from __future__ import annotations
 
-from bench_core.hookspecs import hookimpl
 from untied_plugins.mono_forward.trainer import MonoForwardParams, mono_forward
+
+from bench_core.hookspecs import hookimpl
 
 
 @hookimpl
 def register_trainers(register):
-    register("mono_forward", mono_forward, params=MonoForwardParams)
+    register("mono_forward", mono_forward, params=MonoForwardParams, version="2")

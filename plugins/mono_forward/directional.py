@@ -2,39 +2,49 @@
 autograd (docs/methods/mono-forward.md; the poster's section 2):
 
 ``g_hat = n / P * sum_p [(L(w + eps v_hat_p) - L(w - eps v_hat_p)) / (2 eps)] v_hat_p``,
-``v_p ~ N(0, I)``, ``v_hat_p = v_p / ||v_p||``, ``n`` = entries of the chunk ``w``.
+``v_hat_p`` a unit vector (``v / ||v||`` with ``v ~ N(0, I)``, or Rademacher signs ``/ sqrt(n)``),
+``n`` = entries of the chunk ``w``.
 
-**Chunks are groups of whole rows.** A parameter matrix is read as rows, one per output unit:
-``[W | b]`` of a dense layer (``fan_in + 1`` entries per unit), ``[W_c | b_c]`` of a conv
-layer (one row per output channel: ``C_in * k * k + 1`` entries) and ``M_l`` (one row per class).
-A chunk is ``per_chunk`` consecutive rows, with ``per_chunk`` the largest divisor of the number
-of rows not above ``chunk_size // entries_per_row`` (at least 1), so every entry lies in exactly
-one chunk and all chunks of a matrix have the same size ``n``. Because a chunk holds whole units,
-perturbing it changes only those units' outputs, which is what makes the batched evaluation below
-possible.
+**Chunks hold at most ``chunk_size`` entries.** A parameter matrix is read as rows, one per
+output unit: ``[W | b]`` of a dense layer, ``[W_c | b_c]`` of a conv output channel, ``M_l`` (one
+row per class). A row that fits is grouped with others: a chunk is ``per_chunk`` consecutive rows,
+the largest divisor of the rows not above ``chunk_size // row``. A row longer than ``chunk_size``
+is split into ``S = ceil(row / chunk_size)`` segments of ``s = ceil(row / S)`` entries (the last
+one shorter), each its own chunk. Every entry lies in exactly one chunk, and a chunk never spans
+two units, so perturbing it changes one unit's output (or a few whole units'), which is what makes
+the batched evaluation below possible. Directions are stored as one contiguous ``(P, rows, S*s)``
+tensor, zero on the padding after a row's last segment.
 
 **Batched evaluation** (:func:`unit_losses`, :func:`readout_losses`), for blocks whose layer is
 exactly ``nn.Linear`` or ``nn.Conv2d`` and whose ``post`` has no parameters:
 
-* linearity: ``(W + e V) x = W x + e V x``, so the base pre-activation ``z = W x + b`` is computed
-  once and the perturbation ``dz_p = V_p x + v_b,p`` once per direction, shared by ``+e`` and
-  ``-e``; all P directions of all chunks (a slab of rows at a time) are one matmul / conv;
+* linearity: ``(W + e V) x = W x + e V x``, so the clean pre-activation ``z = W x + b`` is
+  computed once and ``dz_p = V_p x + v_b,p`` once per direction, shared by ``+e`` and ``-e``; all
+  P directions of all chunks (a slab of rows at a time) are one matmul / conv (a segment is a
+  unit of its own there, its direction zero outside the segment);
 * locality: a chunk changes only its own units, so the goodness is updated, not recomputed:
   ``G_pm = G + (a_pm,chunk - a_chunk) Q_chunk^T`` (``Q = M R`` or ``M``, :mod:`.readout`);
-  for ``M_l`` a chunk of classes changes only those columns of ``G``: ``G_pm = G +- e h V^T``.
+* a chunk of one dense unit (or one segment of it) moves the logits by a rank-one term ``d q``
+  (``d`` a scalar per sample, sign and direction), so with ``p = softmax(G)``:
+  ``LSE(G + d q) = LSE(G) + log E_p[exp(d q)] = LSE(G) + d k1 + d^2 k2 / 2 + d^3 k3 / 6 + O(d^4)``
+  (``k_i`` the cumulants of ``q`` under ``p``, shared by all ``2P`` perturbed losses); where
+  ``|d| (max q - min q)`` exceeds :data:`EXPANSION_LIMIT` the exact log-sum-exp is used instead
+  (on the CPU; on accelerators the exact form is always used: the fallback's selection would
+  sync the device);
+* ``M``'s chunks of classes change only those logits: exactly,
+  ``LSE(G + D) = LSE(G) + log1p(sum_{k in chunk} p_k expm1(D_k))``.
 
 Other blocks fall back to :func:`naive_losses`: 2P full block forwards per chunk, perturbing the
 parameters in place (and restoring them). Both give the same losses for the same directions.
 
 Directions are drawn from the run's seeded generator one slab of rows at a time (a slab holds at
 most ``budget`` direction entries and perturbed activations), turned into that slab's part of
-``g_hat`` at once and dropped: they are never stored beyond one slab, so MeZO's trick of
-re-drawing them from a saved generator state for the update is not needed (the estimate, one
-tensor the size of the parameters, is kept instead).
+``g_hat`` at once and dropped; only the estimate, one tensor the size of the parameters, is kept.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -42,54 +52,97 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from untied_plugins.mono_forward.readout import sample_losses
-
 Loss = Callable[[], Tensor]
+EXPANSION_LIMIT = 0.05
+"""Largest ``|d| (max q - min q)`` evaluated by the cumulant expansion (its neglected 4th-order
+term is then below ``0.05^4 / 24 ~ 3e-7``, float32's rounding of a loss near 1)."""
 
 
 @dataclass(frozen=True)
 class Chunking:
-    """Rows of a parameter matrix grouped into equal chunks (module docstring)."""
+    """Rows of a parameter matrix grouped into, or split into, chunks (module docstring)."""
 
     rows: int
-    row: int        # entries per row
-    per_chunk: int  # rows per chunk
+    row: int            # entries per row
+    per_chunk: int      # rows per chunk (1 when rows are split)
+    segments: int = 1   # chunks per row (above 1 only when per_chunk == 1)
+
+    @property
+    def segment(self) -> int:
+        """``s``: entries per segment (the last segment of a row may have fewer)."""
+        return -(-self.row // self.segments)
+
+    @property
+    def width(self) -> int:
+        """Stored entries per row: ``segments * segment`` (zero padding after ``row``)."""
+        return self.segments * self.segment
 
     @property
     def chunks(self) -> int:
-        return self.rows // self.per_chunk
+        return self.rows // self.per_chunk * self.segments
 
-    @property
-    def size(self) -> int:
-        """``n``: entries per chunk."""
-        return self.per_chunk * self.row
+    def sizes(self, rows: int, device=None) -> Tensor:
+        """``n`` of each chunk of ``rows`` rows (a multiple of ``per_chunk``), in chunk order."""
+        if self.segments == 1:
+            return torch.full((rows // self.per_chunk,), float(self.per_chunk * self.row),
+                              device=device)
+        one = torch.full((self.segments,), float(self.segment), device=device)
+        one[-1] = self.row - (self.segments - 1) * self.segment
+        return one.repeat(rows)
 
 
 def chunking(rows: int, row: int, chunk_size: int | None) -> Chunking:
-    target = rows if chunk_size is None else max(1, chunk_size // row)
+    if chunk_size is not None and row > chunk_size:
+        return Chunking(rows, row, 1, -(-row // chunk_size))
+    target = rows if chunk_size is None else chunk_size // row
     per = max(d for d in range(1, min(rows, target) + 1) if rows % d == 0)
     return Chunking(rows, row, per)
 
 
-def directions(P: int, rows: int, c: Chunking, gen: torch.Generator, device) -> Tensor:
-    """``v_hat``: ``(P, rows, row)``, ``rows`` a multiple of ``c.per_chunk``, each chunk's
-    direction normalised to unit length."""
-    v = torch.randn(P, rows // c.per_chunk, c.size, generator=gen, device=device)
-    v = v / torch.linalg.vector_norm(v, dim=-1, keepdim=True)
-    return v.view(P, rows, c.row)
+def _sign_table(scale: float, device) -> Tensor:
+    """Row ``b`` holds the 8 bits of the byte ``b`` as ``+-scale``."""
+    bits = torch.arange(256, device=device)[:, None] >> torch.arange(8, device=device)
+    return ((bits & 1).to(torch.get_default_dtype()) * 2 - 1) * scale
+
+
+def directions(P: int, rows: int, c: Chunking, gen: torch.Generator, device,
+               kind: str = "gaussian") -> Tensor:
+    """``v_hat``: ``(P, rows, c.width)``, contiguous, ``rows`` a multiple of ``c.per_chunk``,
+    each chunk's direction of unit length, zero on the padding. ``gaussian``: ``v / ||v||``,
+    ``v ~ N(0, I)`` (the poster's); ``rademacher``: independent signs ``/ sqrt(n)`` (random
+    bytes, 8 signs each, looked up in a table)."""
+    groups, S, s = rows // c.per_chunk, c.segments, c.segment
+    shape = (P, groups, S, c.per_chunk * s)
+    if kind == "gaussian":
+        v = torch.randn(shape, generator=gen, device=device)
+    else:
+        count = math.prod(shape)
+        byte = torch.randint(0, 256, (-(-count // 8),), generator=gen, device=device)
+        table = _sign_table(1 / math.sqrt(c.per_chunk * s), device)
+        v = torch.index_select(table, 0, byte).view(-1)[:count].view(shape)
+        last = c.row - (S - 1) * s
+        if last < s:   # the shorter last segment of each row: signs / sqrt(its size)
+            v[:, :, -1] *= math.sqrt(s / last)
+    if c.width > c.row:
+        v.view(P, rows, c.width)[..., c.row:] = 0
+    if kind == "gaussian":
+        v /= torch.linalg.vector_norm(v, dim=-1, keepdim=True)
+    return v.view(P, rows, c.width)
 
 
 def combine(losses: Tensor, v_hat: Tensor, c: Chunking, eps: float) -> Tensor:
-    """``g_hat`` of the rows in ``v_hat`` from the losses ``(2, P, chunks)`` at ``w +- eps v``."""
-    P = v_hat.shape[0]
-    coef = (losses[0] - losses[1]) / (2 * eps) * (c.size / P)          # (P, chunks)
-    v = v_hat.reshape(P, coef.shape[1], c.size)
-    return torch.einsum("pc,pcj->cj", coef, v).reshape(-1, c.row)
-
-
-def reduce(per_sample: Tensor, reduction: str) -> Tensor:
-    """Reduce the sample axis (``-2`` of ``(..., N, chunks)``)."""
-    return per_sample.sum(-2) if reduction == "sum" else per_sample.mean(-2)
+    """``g_hat`` ``(rows, c.row)`` of the rows in ``v_hat`` from the losses ``(2, P, chunks)``
+    at ``w +- eps v_hat``."""
+    P, rows = v_hat.shape[:2]
+    groups = rows // c.per_chunk
+    coef = (losses[0] - losses[1]) * (c.sizes(rows, v_hat.device) / (2 * eps * P))
+    coef = coef.view(P, groups, c.segments, 1)
+    v = v_hat.view(P, groups, c.segments, -1)
+    g = v[0] * coef[0]
+    for p in range(1, P):   # P passes over the directions, no (P, ...) temporary
+        g.addcmul_(v[p], coef[p])
+    g = g.view(rows, c.width)
+    return g if c.width == c.row else g[:, :c.row]
 
 
 def fast_path(block) -> bool:
@@ -105,6 +158,11 @@ def rows_of(layer: nn.Module) -> Tensor:
     return w if layer.bias is None else torch.cat([w, layer.bias[:, None]], 1)
 
 
+def row_shape(layer: nn.Module) -> tuple[int, int]:
+    """``(units, entries per unit)`` of :func:`rows_of` without building it."""
+    return layer.weight.shape[0], layer.weight[0].numel() + (layer.bias is not None)
+
+
 def split_rows(g: Tensor, layer: nn.Module) -> list[tuple[Tensor, Tensor]]:
     """Rows ``(units, entries)`` back to ``(weight, its part), (bias, its part)`` pairs."""
     k = layer.weight[0].numel()
@@ -114,79 +172,147 @@ def split_rows(g: Tensor, layer: nn.Module) -> list[tuple[Tensor, Tensor]]:
     return out
 
 
-def perturbation(layer: nn.Module, xin: Tensor, v: Tensor) -> Tensor:
-    """``dz = V x + v_b`` for every direction: ``(P, N, units, ...)`` (linearity)."""
+def by_segment(v: Tensor, c: Chunking) -> Tensor:
+    """``(P, U, width)`` -> ``(P, U * S, width)``: each segment's direction as a row of its own,
+    zero outside the segment (one perturbed unit per segment)."""
+    if c.segments == 1:
+        return v
     P, U = v.shape[:2]
-    k = layer.weight[0].numel()
-    vw = v[..., :k].reshape(P * U, *layer.weight.shape[1:])
-    vb = v[..., k] .reshape(P * U) if layer.bias is not None else None
-    if isinstance(layer, nn.Linear):
-        dz = F.linear(xin, vw, vb)                                   # (N, P*U)
+    S, s = c.segments, c.segment
+    eye = torch.eye(S, device=v.device, dtype=v.dtype)
+    return (v.view(P, U, 1, S, s) * eye.view(1, 1, S, S, 1)).view(P, U * S, S * s)
+
+
+def perturbation(layer: nn.Module, xin: Tensor, v: Tensor, c: Chunking) -> Tensor:
+    """``dz = V x + v_b`` for every direction: ``(P, N, units * S, ...)`` (linearity)."""
+    v = by_segment(v, c)
+    P, U = v.shape[:2]
+    if isinstance(layer, nn.Linear):  # [x | 1 | 0...] against the stored rows: no slice copies
+        parts = [xin] + ([xin.new_ones(len(xin), 1)] if layer.bias is not None else [])
+        if c.width > c.row:
+            parts.append(xin.new_zeros(len(xin), c.width - c.row))
+        dz = F.linear(torch.cat(parts, 1) if len(parts) > 1 else xin, v.reshape(P * U, c.width))
     else:
+        k = layer.weight[0].numel()
+        vw = v[..., :k].reshape(P * U, *layer.weight.shape[1:])
+        vb = v[..., k].reshape(P * U) if layer.bias is not None else None
         dz = F.conv2d(xin, vw, vb, layer.stride, layer.padding, layer.dilation, layer.groups)
     return dz.view(dz.shape[0], P, U, *dz.shape[2:]).transpose(0, 1)
 
 
+def _rank_one_losses(G: Tensor, y: Tensor, d: Tensor, q: Tensor) -> Tensor:
+    """Per-sample loss changes ``LSE(G_n + d q_c) - LSE(G_n) - d q_c[y_n]`` for ``d``
+    ``(M, N, C)`` and ``q`` ``(C, K)``: the cumulant expansion to third order, in Horner form,
+    exact where ``|d| (max q - min q)`` exceeds :data:`EXPANSION_LIMIT` (CPU)."""
+    p = torch.softmax(G, -1)                                            # (N, K)
+    mean = q.mean(-1)
+    qc = q - mean[:, None]
+    m1, m2, m3 = (p @ qc.pow(i).T for i in (1, 2, 3))                  # (N, C) each
+    a1 = m1 + mean - q.T[y]                                             # k1 - q_y
+    a2 = (m2 - m1 * m1) / 2                                             # k2 / 2
+    a3 = (m3 - 3 * m1 * m2 + 2 * m1.pow(3)) / 6                         # k3 / 6
+    out = torch.addcmul(a2, d, a3)                                      # Horner, in place
+    torch.addcmul(a1, d, out, out=out)
+    out.mul_(d)
+    if G.device.type == "cpu":
+        spread = q.amax(-1) - q.amin(-1)                                # (C,)
+        if torch.linalg.vector_norm(d, math.inf) * spread.amax() > EXPANSION_LIMIT:  # bound
+            far = d.abs() * spread > EXPANSION_LIMIT
+            _, ni, ci = far.nonzero(as_tuple=True)
+            df = d[far]
+            lse = torch.logsumexp(G[ni] + df[:, None] * q[ci], -1) - torch.logsumexp(G[ni], -1)
+            out[far] = lse - df * q[ci, y[ni]]
+    return out
+
+
 def unit_losses(block, xin: Tensor, z: Tensor, a: Tensor, G: Tensor, Q: Tensor, y: Tensor,
-                v: Tensor, c: Chunking, eps: float, reduction: str, start: int) -> Tensor:
+                v: Tensor, c: Chunking, eps: float, reduction: str, start: int,
+                expansion: bool = True) -> Tensor:
     """Local losses ``(2, P, chunks)`` with the rows ``start .. start + len(v[0])`` of the
-    block's ``[W | b]`` moved by ``+- eps v`` (one batched computation; module docstring)."""
+    block's ``[W | b]`` moved by ``+- eps v`` (one batched computation; module docstring).
+    ``expansion``: the rank-one update of the log-sum-exp where chunks are one dense unit (or
+    segment); else the exact one everywhere."""
     P, U = v.shape[:2]
     N, K = G.shape
-    stop = start + U
-    step = perturbation(block.layer, xin, v).mul_(eps)                   # (P, N, U, ...)
-    z_s = z[:, start:stop]
-    zs = torch.stack((z_s + step, z_s - step))                           # shared V x, +- eps
+    S, stop = c.segments, start + U
+    step = perturbation(block.layer, xin, v, c)                         # (P, N, U*S, ...)
+    z_s, a_s = z[:, start:stop], a[:, start:stop]
+    q = Q.view(K, z.shape[1], -1)[:, start:stop]
+    if S > 1:
+        z_s, a_s, q = (t.repeat_interleave(S, 1) for t in (z_s, a_s, q))
+    zs = step.new_empty((2, *step.shape))                               # shared V x, +- eps
+    torch.add(z_s, step, alpha=eps, out=zs[0])
+    torch.sub(z_s, step, alpha=eps, out=zs[1])
     a_pm = block.post(zs.view(2 * P * N, *zs.shape[3:]))
-    C, j = U // c.per_chunk, a_pm[0].numel() // (U // c.per_chunk)
-    delta = (a_pm.view(2 * P, N, U, -1) - a[:, start:stop].reshape(N, U, -1))
-    delta = delta.view(2 * P * N, C, j).transpose(0, 1)                  # (C, 2PN, j)
-    q = Q.view(K, z.shape[1], -1)[:, start:stop].reshape(K, C, j).permute(1, 2, 0)  # (C, j, K)
+    C = U * S // c.per_chunk
+    j = a_pm[0].numel() // C
+    if a_pm.data_ptr() == zs.data_ptr():   # post returned its input (Identity): a copy
+        a_pm = a_pm.clone()
+    delta = a_pm.view(2 * P, N, U * S, -1).sub_(a_s.reshape(N, U * S, -1))
+    if j == 1 and expansion:
+        change = _rank_one_losses(G, y, delta.view(2 * P, N, C), q.reshape(K, C).T)
+        clean = F.cross_entropy(G, y, reduction=reduction)
+        losses = change.sum(1) if reduction == "sum" else change.mean(1)
+        return (losses + clean).view(2, P, C)
+    delta = delta.view(2 * P * N, C, j).transpose(0, 1)                 # (C, 2PN, j)
+    q = q.reshape(K, C, j).permute(1, 2, 0)                             # (C, j, K)
     # goodness of every chunk's perturbed networks, G + delta q (only the chunk's units moved),
-    # shifted by the base goodness' row maximum m (exact; stable since G_pm is close to G)
+    # shifted by the clean goodness' row maximum m (exact; G_pm is close to G)
     m = G.amax(-1, keepdim=True)
-    base = (G - m).repeat(2 * P, 1)                                      # (2PN, K)
-    if j == 1:  # one entry per chunk (a dense unit): an outer product, not C tiny matmuls
+    base = (G - m).repeat(2 * P, 1)                                     # (2PN, K)
+    if j == 1:  # one entry per chunk: an outer product, not C tiny matmuls
         shifted = torch.addcmul(base, delta.contiguous(), q)
     else:
         shifted = torch.baddbmm(base.expand(C, -1, -1), delta, q)
-    lse = shifted.exp_().sum(-1).log_().view(C, 2 * P, N) + m.squeeze(1)
+    lse_pm = shifted.exp_().sum(-1).log_().view(C, 2 * P, N) + m.squeeze(1)
     target = G.gather(1, y[:, None]).squeeze(1) + (
         delta.view(C, 2 * P, N, j) * q[:, :, y].transpose(1, 2)[:, None]).sum(-1)
-    per_sample = lse - target
+    per_sample = lse_pm - target
     losses = per_sample.sum(-1) if reduction == "sum" else per_sample.mean(-1)
     return losses.T.reshape(2, P, C)
 
 
 def readout_losses(h: Tensor, G: Tensor, y: Tensor, v: Tensor, c: Chunking, eps: float,
                    reduction: str) -> Tensor:
-    """Local losses ``(2, P, chunks)`` with chunks of ``M``'s rows moved by ``+- eps v``."""
+    """Local losses ``(2, P, chunks)`` with chunks of ``M``'s rows moved by ``+- eps v``:
+    ``L = LSE(G) + log1p(sum_k p_k expm1(D_k)) - G_y - D_y`` with ``D = +- eps h v^T`` on the
+    chunk's classes (exact)."""
     P, K = v.shape[:2]
-    dG = torch.einsum("nd,pkd->pnk", h, v)                               # (P, N, K)
-    mask = torch.eye(K, device=G.device, dtype=G.dtype).view(K // c.per_chunk, c.per_chunk, K)
-    mask = mask.sum(1)                                                   # (chunks, K)
-    sign = torch.tensor([1.0, -1.0], device=G.device, dtype=G.dtype).view(2, 1, 1, 1, 1)
-    goodness = G[None, None, :, None, :] + (sign * eps) * dG[None, :, :, None, :] * mask
-    return reduce(sample_losses(goodness, y[:, None]), reduction)
+    N, S, s, r = h.shape[0], c.segments, c.segment, c.per_chunk
+    if c.width > c.row:
+        h = F.pad(h, (0, c.width - c.row))
+    dG = torch.einsum("nsj,pksj->pnks", h.view(N, S, s), v.view(P, K, S, s))   # (P, N, K, S)
+    D = torch.stack((dG, -dG)).mul_(eps).view(2, P, N, K // r, r, S)
+    p = torch.softmax(G, -1).view(N, K // r, r, 1)
+    dlse = torch.log1p((torch.expm1(D) * p).sum(-2))                    # (2, P, N, K/r, S)
+    hit = F.one_hot(y, K).to(D.dtype).view(N, K // r, r, 1)
+    base = torch.logsumexp(G, -1) - G.gather(1, y[:, None]).squeeze(1)  # (N,)
+    per_sample = base.view(N, 1, 1) + dlse - (D * hit).sum(-2)
+    losses = per_sample.sum(2) if reduction == "sum" else per_sample.mean(2)
+    return losses.reshape(2, P, -1)
 
 
 def naive_losses(rows: list[Tensor], v: Tensor, c: Chunking, eps: float, loss: Loss) -> Tensor:
-    """The reference loop: for each chunk, direction and sign, move the chunk's rows of the
-    tensors ``rows`` (views sharing dim 0, e.g. ``[W, b]``) in place, run ``loss()`` (a full
-    block forward and read-out), and restore. ``v`` covers all rows. Returns ``(2, P, chunks)``."""
+    """The reference loop: for each chunk, direction and sign, move the chunk's entries of the
+    tensors ``rows`` (views sharing dim 0, e.g. ``[W, b]``, side by side) in place, run
+    ``loss()`` (a full block forward and read-out), and restore. ``v`` covers all rows.
+    Returns ``(2, P, chunks)``."""
     P = v.shape[0]
     widths = [r[0].numel() for r in rows]
     out = torch.empty(2, P, c.chunks, device=v.device)
     for ci in range(c.chunks):
-        sl = slice(ci * c.per_chunk, (ci + 1) * c.per_chunk)
+        group, seg = divmod(ci, c.segments)
+        sl = slice(group * c.per_chunk, (group + 1) * c.per_chunk)
+        cols = slice(seg * c.segment, min((seg + 1) * c.segment, c.row))
         for p in range(P):
-            parts = torch.split(v[p, sl], widths, dim=1)
+            move = torch.zeros(c.per_chunk, c.row, device=v.device, dtype=v.dtype)
+            move[:, cols] = v[p, sl, cols]
+            parts = torch.split(move, widths, dim=1)
             saved = [r[sl].clone() for r in rows]
-            for si, s in enumerate((1.0, -1.0)):
+            for si, sgn in enumerate((1.0, -1.0)):
                 for r, part, keep in zip(rows, parts, saved):
-                    r[sl] = keep + (s * eps) * part.reshape(keep.shape)
+                    r[sl] = keep + (sgn * eps) * part.reshape(keep.shape)
                 out[si, p, ci] = loss()
             for r, keep in zip(rows, saved):
                 r[sl] = keep
     return out
-

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-
 from untied_plugins.mono_forward import directional as dd
 from untied_plugins.mono_forward.readout import Readout, local_loss
 
@@ -28,6 +27,10 @@ class DDConfig:
     reduction: str = "mean"
     budget: int = 1 << 24
     """most entries of directions plus perturbed activations held at once (one slab of rows)"""
+    direction_kind: str = "gaussian"
+    """``gaussian`` (normalised) or ``rademacher`` directions (:func:`.directional.directions`)"""
+    expansion: bool | None = None
+    """rank-one log-sum-exp updates (:func:`.directional.unit_losses`); none: on the CPU only"""
 
 
 def ad_gradient(block, readout: Readout, x: Tensor, y: Tensor, reduction: str
@@ -54,7 +57,7 @@ def dd_estimate(block, readout: Readout, x: Tensor, y: Tensor, cfg: DDConfig,
                 gen: torch.Generator) -> tuple[Pairs, Tensor, Tensor]:
     """The directional estimate ``g_hat`` (:mod:`.directional`) of the same gradient, from
     forward evaluations only. Call under ``torch.inference_mode()``."""
-    P, eps, red = cfg.directions, cfg.eps, cfg.reduction
+    P, eps, red, kind = cfg.directions, cfg.eps, cfg.reduction, cfg.direction_kind
     fast = dd.fast_path(block)
     xin = block.pre(x) if fast else x
     z = block.layer(xin) if fast else None
@@ -64,15 +67,16 @@ def dd_estimate(block, readout: Readout, x: Tensor, y: Tensor, cfg: DDConfig,
     loss = local_loss(G, y, red)
     pairs: Pairs = []
     if fast:
-        rows = dd.rows_of(block.layer)
-        c = dd.chunking(rows.shape[0], rows.shape[1], cfg.chunk_size)
+        c = dd.chunking(*dd.row_shape(block.layer), cfg.chunk_size)
         Q = readout.combined()
-        per_row = P * c.row + 2 * P * len(x) * z[0, 0].numel()
+        expansion = x.device.type == "cpu" if cfg.expansion is None else cfg.expansion
+        S = c.segments
+        per_row = P * S * c.width + 2 * P * S * len(x) * z[0, 0].numel()
         slab = max(c.per_chunk, cfg.budget // per_row // c.per_chunk * c.per_chunk)
         parts = []
         for start in range(0, c.rows, slab):
-            v = dd.directions(P, min(slab, c.rows - start), c, gen, x.device)
-            losses = dd.unit_losses(block, xin, z, a, G, Q, y, v, c, eps, red, start)
+            v = dd.directions(P, min(slab, c.rows - start), c, gen, x.device, kind)
+            losses = dd.unit_losses(block, xin, z, a, G, Q, y, v, c, eps, red, start, expansion)
             parts.append(dd.combine(losses, v, c, eps))
         pairs += dd.split_rows(torch.cat(parts), block.layer)
     else:
@@ -82,14 +86,24 @@ def dd_estimate(block, readout: Readout, x: Tensor, y: Tensor, cfg: DDConfig,
         for p in block.parameters():
             rows = p.detach().view(p.shape[0] if p.dim() else 1, -1)
             c = dd.chunking(rows.shape[0], rows.shape[1], cfg.chunk_size)
-            v = dd.directions(P, c.rows, c, gen, x.device)
+            v = dd.directions(P, c.rows, c, gen, x.device, kind)
             losses = dd.naive_losses([rows], v, c, eps, block_loss)
             pairs.append((p, dd.combine(losses, v, c, eps).view_as(p)))
     K, D = readout.M.shape
     cm = dd.chunking(K, D, cfg.chunk_size)
-    v = dd.directions(P, K, cm, gen, x.device)
+    v = dd.directions(P, K, cm, gen, x.device, kind)
     pairs.append((readout.M, dd.combine(dd.readout_losses(h, G, y, v, cm, eps, red), v, cm, eps)))
     return pairs, a, loss
+
+
+def dd_chunks(block, readout: Readout, cfg: DDConfig) -> int:
+    """Chunks of a block and its ``M_l`` (each costs ``2P`` perturbed local-loss evaluations)."""
+    if dd.fast_path(block):
+        n = dd.chunking(*dd.row_shape(block.layer), cfg.chunk_size).chunks
+    else:
+        n = sum(dd.chunking(p.shape[0] if p.dim() else 1, max(1, p[0].numel() if p.dim() else 1),
+                            cfg.chunk_size).chunks for p in block.parameters())
+    return n + dd.chunking(*readout.M.shape, cfg.chunk_size).chunks
 
 
 def apply(pairs: Pairs, lr: float) -> None:

@@ -9,12 +9,18 @@ from typing import ClassVar, Literal, Union
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import Tensor
+from untied_plugins.backprop.losses import SampleStream
+from untied_plugins.mono_forward.estimators import (
+    DDConfig,
+    ad_gradient,
+    apply,
+    dd_chunks,
+    dd_estimate,
+)
+from untied_plugins.mono_forward.readout import Readout, predict
 
 from bench_core.interfaces import TrainingSession, constraint_hooks, execution_option
 from bench_core.layered import as_blocks
-from untied_plugins.mono_forward.estimators import DDConfig, ad_gradient, apply, dd_estimate
-from untied_plugins.mono_forward.readout import Readout, predict
-from untied_plugins.backprop.losses import SampleStream
 
 MEAN_KEY = "direction_cosine"
 
@@ -39,8 +45,14 @@ class MonoForwardParams(BaseModel):
                              "`epochs` epochs, then block 2 on block 1's frozen outputs, ...")
     projection_dim: int | None = Field(
         256, ge=1, description="spatial (conv) blocks: fixed seeded random projection of the "
-                               "flattened activations to this size before M_l; none = no "
-                               "projection")
+                               "activations to this size before M_l; none = no projection")
+    projection: Literal["channel", "whole"] = Field(
+        "channel", description="channel: one projection per channel (projection_dim / C "
+                               "values each; the poster's); whole: one projection of the "
+                               "flattened map")
+    direction_kind: Literal["gaussian", "rademacher"] = Field(
+        "gaussian", description="DD directions: normalised Gaussian (the poster's) or random "
+                                "signs / sqrt(n) (same mean and covariance, cheaper to draw)")
     lr: float = Field(0.01, gt=0, description="SGD learning rate of W_l, b_l and M_l")
     epochs: int = Field(10, ge=1, description="epochs (per block under the greedy schedule)")
     batch_size: int = Field(64, ge=1)
@@ -68,7 +80,7 @@ class MonoForwardTrainer:
     def __init__(self, params: MonoForwardParams) -> None:
         self.p = params
         self.dd = DDConfig(params.directions, params.eps, params.chunk_size,
-                           params.loss_reduction, params.slab_budget)
+                           params.loss_reduction, params.slab_budget, params.direction_kind)
 
     # ---- one step -----------------------------------------------------------------------
     def step(self, block, readout: Readout, x: Tensor, y: Tensor, gen: torch.Generator
@@ -104,7 +116,7 @@ class MonoForwardTrainer:
         n = len(data.x_train)
         stream = SampleStream(n, p.epoch_size or n, p.shuffle, ctx.generator("batches"),
                               ctx.device)
-        counted = 1 + 2 * p.directions if directional else 1
+        chunks = [dd_chunks(block, readout, self.dd) for block, readout in zip(blocks, readouts)]
         final: dict[str, float] = {}
         train_seconds = 0.0
         model.train()
@@ -125,15 +137,20 @@ class MonoForwardTrainer:
                             x = block.forward(x)
                     for hook in constrain:
                         hook()
-                ctx.counters.forward(len(idx), passes=counted)
+                # the clean forward, and every perturbed local loss DD evaluated (2P per chunk)
+                perturbed = sum(chunks[b] for b in active) if directional else 0
+                ctx.counters.forward(len(idx), passes=1 + 2 * p.directions * perturbed)
                 if not directional:
                     ctx.counters.backward(len(idx))
             if ctx.device.type == "cuda":  # kernels run asynchronously: time them, not launches
                 torch.cuda.synchronize(ctx.device)
             train_seconds += time.perf_counter() - started
-            diag = self._diagnose(model, blocks, readouts, session, epoch)
+            alive: list = [None] * len(blocks)
+            evaluated = self.evaluate(model, blocks, readouts, session, alive)
+            diag = {**self._diagnose(model, blocks, readouts, session, epoch),
+                    **self._health(blocks, readouts, alive)}
             metrics = {"train_loss": loss_sum[active].sum() / (len(active) * len(order)),
-                       **self.evaluate(model, blocks, readouts, session), **diag}
+                       **evaluated, **diag}
             values = ctx.log_epoch(epoch, diagnostics=diag.keys(), **metrics)
             final = {k: v for k, v in values.items() if k not in diag}
             if MEAN_KEY in values and math.isfinite(values[MEAN_KEY]):
@@ -151,25 +168,33 @@ class MonoForwardTrainer:
             for block in blocks:
                 x = block.forward(x)
                 proj = self.p.projection_dim if block.spatial else None
-                out.append(Readout(data.info.num_outputs, x[0].numel(), proj, gen, ctx.device))
+                channels = x.shape[1] if block.spatial and self.p.projection == "channel" else 1
+                out.append(Readout(data.info.num_outputs, x[0].numel(), proj, gen, ctx.device,
+                                   channels))
         model.train()
         return out
 
     # ---- evaluation ---------------------------------------------------------------------
-    def evaluate(self, model, blocks, readouts, session: TrainingSession) -> dict[str, Tensor]:
+    def evaluate(self, model, blocks, readouts, session: TrainingSession,
+                 alive: list | None = None) -> dict[str, Tensor]:
         """Per evaluation set: ``<set>_accuracy`` (cumulative), ``<set>_accuracy_final``,
-        ``<set>_loss`` (NLL of the mean of the blocks' softmax) and ``<set>_loss_final``."""
+        ``<set>_loss`` (NLL of the mean of the blocks' softmax) and ``<set>_loss_final``.
+        ``alive`` (one slot per block): filled with which output units (channels) of each block
+        are non-zero on some sample of the first evaluation set."""
         out: dict[str, Tensor] = {}
         bs = self.p.eval_batch_size
         model.eval()
         with torch.inference_mode():
-            for prefix, (x, y) in session.data.test_sets().items():
+            for s, (prefix, (x, y)) in enumerate(session.data.test_sets().items()):
                 sums: dict[str, Tensor] = {}
                 for i in range(0, len(x), bs):
                     h, goodness = x[i:i + bs], []
-                    for block, readout in zip(blocks, readouts):
+                    for b, (block, readout) in enumerate(zip(blocks, readouts)):
                         h = block.forward(h)
                         goodness.append(readout.goodness(h))
+                        if alive is not None and s == 0:
+                            on = (h.reshape(len(h), h.shape[1], -1) != 0).any(-1).any(0)
+                            alive[b] = on if alive[b] is None else alive[b] | on
                     session.ctx.counters.forward(len(h))
                     for k, v in predict(goodness, y[i:i + bs]).items():
                         sums[k] = sums.get(k, 0) + v
@@ -180,6 +205,25 @@ class MonoForwardTrainer:
                             f"{prefix}_loss_final": sums["loss_final"] / m})
         model.train()
         return {k: v.clone() for k, v in out.items()}
+
+    # ---- block health ------------------------------------------------------------------
+    def _health(self, blocks, readouts, alive: list) -> dict[str, Tensor]:
+        """Per block: ``weight_norm/<block>`` (Frobenius norm of all the block's parameters),
+        ``projection_norm/<block>`` (of ``M_l``) and ``dead_units/<block>``, the share of its
+        output units (channels of a spatial block) that are zero on every sample of the first
+        evaluation set (``alive``, from :meth:`evaluate`, in eval mode), so a collapse shows in
+        the curves. Diagnostics: a non-finite norm is recorded, not taken for divergence (the
+        losses say that)."""
+        out: dict[str, Tensor] = {}
+        with torch.inference_mode():
+            for block, readout, on in zip(blocks, readouts, alive):
+                params = [w.detach().flatten() for w in block.parameters()]
+                out[f"weight_norm/{block.name}"] = torch.linalg.vector_norm(
+                    torch.cat(params) if params else readout.M.new_zeros(0))
+                out[f"projection_norm/{block.name}"] = torch.linalg.vector_norm(readout.M)
+                out[f"dead_units/{block.name}"] = (1 - on.float().mean() if on is not None
+                                                   else readout.M.new_full((), math.nan))
+        return out
 
     # ---- direction diagnostic -----------------------------------------------------------
     def _diagnose(self, model, blocks, readouts, session: TrainingSession, epoch: int
