@@ -118,8 +118,23 @@ def test_the_perturbation_is_regenerated_from_the_step_seed_in_place():
     assert [p.data_ptr() for p in params] == storages  # the same storage: in place
 
 
-def spsa_trainer(model, *, loss="mse", task="regression", epsilon=1e-3, update="sgd", **sgd):
-    trainer = SPSATrainer(SPSAParams(loss=loss, epsilon=epsilon, update=update))
+def test_a_large_tensor_is_perturbed_chunk_by_chunk_from_the_same_seed():
+    params = [torch.zeros(12), torch.zeros(3)]
+    gen = torch.Generator().manual_seed(5)
+    seed = gen.get_state()
+    perturb_(params, gen, seed, 1.0, chunk_size=5)
+    replay = torch.Generator()
+    replay.set_state(seed)
+    drawn = [draw(torch.zeros(n), replay) for n in (5, 5, 2, 3)]
+    assert torch.equal(torch.cat([*params]), torch.cat(drawn))
+    perturb_(params, gen, seed, -1.0, chunk_size=5)
+    assert all(torch.equal(p, torch.zeros_like(p)) for p in params)
+
+
+def spsa_trainer(model, *, loss="mse", task="regression", epsilon=1e-3, update="sgd",
+                 chunk_size=2**18, **sgd):
+    trainer = SPSATrainer(SPSAParams(loss=loss, epsilon=epsilon, update=update,
+                                     chunk_size=chunk_size))
     trainer.task = task
     session = SimpleNamespace(ctx=ctx_on_cpu(), build_rule=lambda m: torch.optim.SGD(
         m.parameters(), **{"lr": 0.1, **sgd}))
@@ -231,27 +246,30 @@ class LiveBytes(TorchDispatchMode):
         return out
 
 
-def test_an_spsa_step_holds_no_parameter_sized_buffer():
+@pytest.mark.parametrize("chunk_size", [2**18, 1024])
+def test_an_spsa_step_holds_no_parameter_sized_buffer(chunk_size):
     torch.manual_seed(0)
     width, depth = 64, 5
     layers = [nn.Linear(width, width) for _ in range(depth)]
     model = nn.Sequential(*[m for layer in layers for m in (layer, nn.ReLU())],
                           nn.Linear(width, 10))
     x, y = torch.randn(16, width), torch.randint(0, 10, (16,))
-    trainer = spsa_trainer(model, loss="cross_entropy", task="classification")
+    trainer = spsa_trainer(model, loss="cross_entropy", task="classification",
+                           chunk_size=chunk_size)
     existing = [*model.parameters(), x, y]
     param_bytes = sum(p.numel() * 4 for p in model.parameters())
     largest_param = max(p.numel() * 4 for p in model.parameters())
+    largest_chunk = min(largest_param, 4 * chunk_size)
     with torch.no_grad(), LiveBytes(existing) as inference:
         trainer.batch_loss(model(x), y)
     trainer.step(model, x, y)  # warm-up
     with LiveBytes(existing) as step:
         trainer.step(model, x, y)
-    assert step.largest <= largest_param < param_bytes / 4
-    # the larger of inference's own peak and one direction tensor of one parameter (they are
-    # never alive together), plus a few scalars (the losses); a stored direction would add
-    # param_bytes (85,800 here; measured: 16,652 against 8,192 and 16,384)
-    assert step.peak <= max(inference.peak, largest_param) + 1024, (step.peak, inference.peak)
+    assert step.largest <= max(largest_chunk, 16 * width * 4) and largest_param < param_bytes / 4
+    # the larger of inference's own peak and one chunk of the direction (they are never alive
+    # together), plus a few scalars (the losses); a stored direction would add param_bytes
+    # (85,800 here; measured without chunks: 16,652 against 8,192 and 16,384)
+    assert step.peak <= max(inference.peak, largest_chunk) + 1024, (step.peak, inference.peak)
 
 
 # ---- both --------------------------------------------------------------------------------------
