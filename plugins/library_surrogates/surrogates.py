@@ -21,13 +21,13 @@ constant", the arctangent surrogate); [2] ``snntorch.surrogate.fast_sigmoid`` (Z
 "BNN+", the SignSwish).
 
 Each is the derivative of a smooth stand-in for the step or the sign: ``atan`` of
-``1/2 + arctan(pi alpha x / 2) / pi``, ``superspike`` (up to the factor ``slope`` that snnTorch
-drops) of ``x / (1 + slope |x|)``, ``sigmoid_slope`` of ``s(slope x)``, ``approx_sign`` of the
-piecewise quadratic ``ApproxSign`` and ``swish_sign`` of ``2 s(beta x)(1 + beta x (1 - s(beta
-x))) - 1``. The defaults are the libraries' (``alpha = 2``, ``slope = 25``, ``beta = 5``).
-snnTorch's documentation writes the arctan derivative as ``1/pi * 1/(1 + (pi U alpha/2)^2)``;
-its code (and SpikingJelly's ``ATan``) computes ``alpha/2 / (1 + (pi U alpha / 2)^2)``, the true
-derivative of its smooth function: that is what ``atan`` computes.
+``1/2 + arctan(pi alpha x / 2) / pi``, ``superspike`` of ``x / (1 + slope |x|)``,
+``sigmoid_slope`` of ``s(slope x)``, ``approx_sign`` of the piecewise quadratic ``ApproxSign``
+and ``swish_sign`` of ``2 s(beta x)(1 + beta x (1 - s(beta x))) - 1``. The defaults are the
+libraries' (``alpha = 2``, ``slope = 25``, ``beta = 5``). snnTorch's documentation writes the
+arctan derivative as ``1/pi * 1/(1 + (pi U alpha/2)^2)``; its code (and SpikingJelly's ``ATan``)
+computes ``alpha/2 / (1 + (pi U alpha / 2)^2)``, the true derivative of its smooth function: that
+is what ``atan`` computes.
 
 Implementation: one ``torch.autograd.Function`` (:class:`ClosedFormBackward`, ``setup_context``
 style, ``generate_vmap_rule``) saves ``x`` (4 bytes per element in float32, what a native
