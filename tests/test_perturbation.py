@@ -103,6 +103,33 @@ def test_the_forward_gradient_trainer_uses_jvp_and_never_a_backward_pass(monkeyp
     assert all(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
 
 
+def test_a_surrogate_without_a_forward_mode_rule_is_refused_in_one_line():
+    class BackwardOnly(torch.autograd.Function):  # a surrogate: no jvp rule
+        @staticmethod
+        def forward(x):
+            return (x > 0).to(x.dtype)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            pass
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad
+
+    class Step(nn.Module):
+        def forward(self, x):
+            return BackwardOnly.apply(x)
+
+    model = nn.Sequential(nn.Linear(4, 8), Step(), nn.Linear(8, 3))
+    trainer = fg.ForwardGradientTrainer(fg.ForwardGradientParams())
+    trainer.task = "classification"
+    trainer.prepare(SimpleNamespace(ctx=ctx_on_cpu(), build_rule=lambda m: torch.optim.SGD(
+        m.parameters(), lr=0.1)), model)
+    with pytest.raises(ValueError, match="a surrogate replaces only the backward pass"):
+        trainer.step(model, torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1]))
+
+
 # ---- SPSA / MeZO -----------------------------------------------------------------------------
 def test_the_perturbation_is_regenerated_from_the_step_seed_in_place():
     params = [torch.zeros(3, 4), torch.zeros(5)]

@@ -12,7 +12,7 @@ on it, so the rule is any of the host's (the paper uses SGD: ``theta <- theta - 
 Algorithm 1). The model is any module the host builds, called through
 ``torch.func.functional_call`` with its buffers; activations need a forward-mode derivative
 (every built-in activation has one; surrogates, which only replace the backward, define none,
-and a run that names one fails with the reason).
+and a run that names one fails with a one-line error saying so).
 """
 
 from __future__ import annotations
@@ -64,7 +64,12 @@ class ForwardGradientTrainer(PerturbationLoop):
             return self.batch_loss(functional_call(model, (params, self.buffers), (xb,)), yb)
 
         primals = {name: p.detach() for name, p in self.trained.items()}
-        loss, estimate = forward_gradient(loss_of, primals, self.gen)
+        try:
+            loss, estimate = forward_gradient(loss_of, primals, self.gen)
+        except NotImplementedError as exc:  # an autograd.Function without a jvp rule
+            raise ValueError(f"forward_gradient needs the forward-mode derivative of every "
+                             f"module; a surrogate replaces only the backward pass and has "
+                             f"none: train without one (the tied activation) ({exc})") from None
         for name, p in self.trained.items():
             p.grad = estimate[name]
         self.rule.step()
