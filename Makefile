@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.untied-installed
 
-.PHONY: quickstart test test-slow benchmark benchmark-mono-forward env clean-env
+.PHONY: quickstart test test-slow benchmark benchmark-mono-forward benchmark-perturbation env clean-env
 
 env: $(STAMP)
 
@@ -29,6 +29,9 @@ benchmark: $(STAMP)           ## speed and memory ratios of the surrogates vs na
 
 benchmark-mono-forward: $(STAMP)  ## MF+DD step (P = 1, 4, 8; Gaussian and Rademacher) vs MF+AD, its floor and the naive loop; memory
 	$(BIN)/python benchmarks/mono_forward.py
+
+benchmark-perturbation: $(STAMP)  ## SPSA/MeZO and forward-gradient steps vs forward passes; memory
+	$(BIN)/python benchmarks/perturbation.py
 
 clean-env:
 	rm -rf $(VENV)

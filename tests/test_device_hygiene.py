@@ -98,9 +98,17 @@ CASES = {
         "model": {"name": "cnn", "channels": [4], "hidden": 8},
         "trainer": {"name": "mono_forward", "epochs": 1, "batch_size": 16,
                     "estimator": "directional", "projection_dim": 8, "schedule": "greedy"}},
+    "trainer forward_gradient": {"trainer": {"name": "forward_gradient", "epochs": 1,
+                                             "batch_size": 16}},
+    "trainer spsa": {"trainer": {"name": "spsa", "epochs": 1, "batch_size": 16}},
+    "trainer spsa sign + momentum + decay": {
+        "trainer": {"name": "spsa", "epochs": 1, "batch_size": 16, "update": "sign",
+                    "chunk_size": 50},
+        "rule": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4}},
 }
 for name in ("tied", "constant", "rect", "triangular", "d_logistic", "full_jamming",
-             "positive_jamming", "rect_jamming"):
+             "positive_jamming", "rect_jamming", "atan", "superspike", "sigmoid_slope",
+             "approx_sign", "swish_sign"):
     CASES[f"surrogate {name}"] = {"surrogate": {"name": name}}
 
 

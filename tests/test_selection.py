@@ -106,6 +106,28 @@ def test_resume_trains_nothing_twice_and_the_table_shows_the_choice(host, tmp_pa
     assert ["shifted", "0.02", "0.1584", "", "1 / 1", "✓"] in cells
 
 
+def test_replay_retrains_selection_and_final_runs_of_a_plan_resolved_from_records(host,
+                                                                                 tmp_path):
+    # what the test of the committed leaderboards does with a spec that selects: a fresh plan
+    # knows its final runs only once its choices are resolved from the records
+    from bench_core.execution.replay import replay
+    from bench_core.results.selection import resolve
+
+    run_plan(plan_of(host, SPEC), tmp_path, host=host, progress=False)
+    records = plan_records(plan_of(host, SPEC), tmp_path / "select", quiet=True).collect()
+    fresh_plan = plan_of(host, SPEC)
+    ids = [records.filter((pl.col("stage") == stage) & (pl.col("entry") == "bowl"))["run_id"][0]
+           for stage in ("selection", "final")]
+    with pytest.raises(KeyError):  # unresolved: the final runs of selected pairs are unknown
+        replay(host, fresh_plan, records, ids)
+    fresh = replay(host, resolve(fresh_plan, records.lazy()), records, ids)
+    by_id = {r["run_id"]: r for r in records.iter_rows(named=True)}
+    for row in fresh.iter_rows(named=True):
+        assert row["m_validation_loss" if row["stage"] == "selection" else "m_test_loss"] == \
+            by_id[row["run_id"]]["m_validation_loss" if row["stage"] == "selection"
+                                 else "m_test_loss"]
+
+
 def test_a_profile_can_turn_selection_off_or_change_its_candidates(host):
     spec = copy.deepcopy(SPEC)
     spec["profiles"] = {"plain": {"select": {"enabled": False}},

@@ -11,10 +11,12 @@ import polars as pl
 
 def replay(host: Any, plan: Any, records: pl.DataFrame, run_ids: list[str]) -> pl.DataFrame:
     """Re-train the runs ``run_ids`` of ``plan`` here, one by one, without writing anything;
-    return their fresh records (the columns a record has), to compare with ``records``."""
+    selection runs count (a plan that selects a parameter needs its choices made,
+    :func:`bench_core.results.selection.resolve`, for its final runs to be known); return their
+    fresh records (the columns a record has), to compare with ``records``."""
     from bench_core.execution.runner import execute_task, set_threads
 
-    by_id = {t.run_id: t for t in plan.tasks}
+    by_id = {t.run_id: t for t in plan.all_tasks}  # final runs and selection runs
     rows = []
     for run_id in run_ids:
         task = by_id[run_id]

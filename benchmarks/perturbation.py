@@ -1,0 +1,220 @@
+"""Cost and memory of one step of the perturbation trainers beside plain forward passes and BP.
+
+One model (an MLP ``in -> width x depth -> classes``, ReLU), one batch, one process, torch threads
+pinned and printed (default 1). Times are medians of ``--repeats`` calls (synchronised on a GPU):
+
+* ``forward``: one forward pass and the loss under ``torch.no_grad()`` (inference);
+* ``jvp forward``: one forward pass carrying a given tangent (``torch.func.jvp``: the loss and its
+  directional derivative), the tangent drawn beforehand;
+* ``FG step``: a ``forward_gradient`` step: draw the tangent, the jvp forward, write ``(grad . v)
+  v`` into ``.grad``, the SGD step;
+* ``SPSA step``: an ``spsa`` (MeZO) step: two forwards and three in-place passes that regenerate
+  the direction from its seed (perturb, perturb back twice, restore and update);
+* ``BP step``: forward, backward, SGD step.
+
+The issue's targets: SPSA step <= 1.1 x two forwards; FG step <= 2 x (a forward pass plus its
+tangent, i.e. the jvp forward); SPSA peak memory within 10% of inference. Peak memory is the
+largest total of live tensor storages during one call, parameters and batch included: on CUDA
+from the allocator's statistics, on the CPU traced with a dispatch mode (every new storage counts
+until freed). Forward-Forward's cost per sample belongs beside BP's here once that trainer exists
+(issue 26, item 3, not in this plugin).
+
+Usage: ``python benchmarks/perturbation.py [--threads 1] [--device cpu|cuda] [--batch 256]``.
+The SPSA step also pays three passes over the parameters that redraw the direction (their cost
+does not depend on the batch), so its ratio to two forwards falls with the batch size: it is
+printed for ``--batch`` and for each of ``--spsa-batches``.
+Last line: ``perturbation: spsa_over_2fwd@B=R ... fg_over_jvp=R spsa_mem_over_inference=R``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import weakref
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+from untied_plugins.perturbation.forward_gradient import (
+    ForwardGradientParams,
+    ForwardGradientTrainer,
+)
+from untied_plugins.perturbation.spsa import SPSAParams, SPSATrainer
+
+from bench_core.interfaces import RunContext
+
+
+def build(args, device):
+    torch.manual_seed(0)
+    layers, width = [], args.in_features
+    for _ in range(args.depth):
+        layers += [nn.Linear(width, args.width), nn.ReLU()]
+        width = args.width
+    model = nn.Sequential(*layers, nn.Linear(width, args.classes)).to(device)
+    x = torch.randn(args.batch, args.in_features, device=device)
+    y = torch.randint(0, args.classes, (args.batch,), device=device)
+    return model, x, y
+
+
+def trainer(cls, params, model, device):
+    t = cls(params)
+    t.task = "classification"
+    ctx = RunContext(seed=0, device=device)
+    t.prepare(SimpleNamespace(ctx=ctx, build_rule=lambda m: torch.optim.SGD(
+        m.parameters(), lr=1e-4)), model)
+    return t
+
+
+def sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_time(fn, repeats: int, device) -> float:
+    for _ in range(3):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+class LiveStorages(TorchDispatchMode):
+    """Peak total of live CPU storages created inside the mode (see the module docstring);
+    storages that exist before (parameters, the batch) are counted by the caller."""
+
+    def __init__(self, existing) -> None:
+        super().__init__()
+        self.seen = {t.untyped_storage().data_ptr() for t in existing}
+        self.live = self.peak = 0
+
+    def _free(self, key: int, n: int) -> None:
+        self.seen.discard(key)
+        self.live -= n
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                try:
+                    storage = t.untyped_storage()
+                    key = storage.data_ptr()
+                except RuntimeError:  # a functorch wrapper (jvp's dual tensors): no storage
+                    continue
+                if key and key not in self.seen:
+                    self.seen.add(key)
+                    self.live += storage.nbytes()
+                    self.peak = max(self.peak, self.live)
+                    weakref.finalize(storage, self._free, key, storage.nbytes())
+        return out
+
+
+def peak_bytes(fn, existing: list[torch.Tensor], device) -> int:
+    """Peak live bytes during ``fn()``, the ``existing`` tensors (parameters, batch) included."""
+    fn()
+    base = sum(t.untyped_storage().nbytes() for t in existing)
+    if device.type == "cuda":
+        sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+        fn()
+        sync(device)
+        return torch.cuda.max_memory_allocated(device) - start + base
+    with LiveStorages(existing) as mode:
+        fn()
+    return mode.peak + base
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--spsa-batches", type=int, nargs="*", default=[1024, 4096],
+                    help="further batch sizes at which to time SPSA against two forwards")
+    ap.add_argument("--in-features", type=int, default=784)
+    ap.add_argument("--width", type=int, default=512)
+    ap.add_argument("--depth", type=int, default=2)
+    ap.add_argument("--classes", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=30)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"torch {torch.__version__}; threads: {torch.get_num_threads()} (pinned); "
+          f"device: {name}")
+    model, x, y = build(args, device)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"MLP {args.in_features} -> {args.width} x {args.depth} -> {args.classes} (ReLU), "
+          f"{n_params} parameters, batch {args.batch}")
+
+    fg = trainer(ForwardGradientTrainer, ForwardGradientParams(), model, device)
+    spsa = trainer(SPSATrainer, SPSAParams(), model, device)
+    loss_fn = nn.CrossEntropyLoss()
+    params = {k: p.detach() for k, p in model.named_parameters()}
+    tangent = {k: torch.randn_like(p) for k, p in params.items()}
+
+    @torch.no_grad()
+    def forward():
+        return loss_fn(model(x), y)
+
+    def jvp_forward():
+        return torch.func.jvp(lambda p: loss_fn(torch.func.functional_call(model, p, (x,)), y),
+                              (params,), (tangent,))
+
+    bp_rule = torch.optim.SGD(model.parameters(), lr=1e-4)
+
+    def bp_step():
+        bp_rule.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        bp_rule.step()
+
+    def fg_step():
+        fg.step(model, x, y)
+        for p in model.parameters():
+            p.grad = None
+
+    steps = {"forward": forward, "jvp forward": jvp_forward, "FG step": fg_step,
+             "SPSA step": lambda: spsa.step(model, x, y), "BP step": bp_step}
+    times = {k: median_time(fn, args.repeats, device) for k, fn in steps.items()}
+    for k, t in times.items():
+        print(f"  {k:12s} {t * 1e3:8.3f} ms  ({t / times['forward']:.2f} x forward, "
+              f"{t / args.batch * 1e6:.2f} us per sample)")
+    existing = [*model.parameters(), x, y]
+    memory = {k: peak_bytes(steps[k], existing, device)
+              for k in ("forward", "SPSA step", "FG step", "BP step")}
+    print("peak memory, parameters and batch included:")
+    for k, b in memory.items():
+        print(f"  {k:12s} {b / 2**20:8.3f} MiB  ({b / memory['forward']:.3f} x inference)")
+    spsa_ratio = times["SPSA step"] / (2 * times["forward"])
+    by_batch = {args.batch: spsa_ratio}
+    for batch in args.spsa_batches:  # the regeneration passes cost the same at any batch size
+        xb = torch.randn(batch, args.in_features, device=device)
+        yb = torch.randint(0, args.classes, (batch,), device=device)
+        with torch.no_grad():
+            t_fwd = median_time(lambda: loss_fn(model(xb), yb), args.repeats, device)
+        t_spsa = median_time(lambda: spsa.step(model, xb, yb), args.repeats, device)
+        by_batch[batch] = t_spsa / (2 * t_fwd)
+        print(f"  batch {batch}: forward {t_fwd * 1e3:.3f} ms, SPSA step {t_spsa * 1e3:.3f} ms, "
+              f"SPSA / two forwards = {by_batch[batch]:.2f}")
+    fg_ratio = times["FG step"] / times["jvp forward"]
+    mem_ratio = memory["SPSA step"] / memory["forward"]
+    print(f"targets: SPSA step / two forwards = {spsa_ratio:.2f} (<= 1.1: "
+          f"{'met' if spsa_ratio <= 1.1 else 'missed'}); FG step / jvp forward = {fg_ratio:.2f} "
+          f"(<= 2: {'met' if fg_ratio <= 2 else 'missed'}); SPSA peak / inference peak = "
+          f"{mem_ratio:.3f} (<= 1.1: {'met' if mem_ratio <= 1.1 else 'missed'}); BP step per "
+          f"sample {times['BP step'] / args.batch * 1e6:.2f} us")
+    per_batch = " ".join(f"spsa_over_2fwd@{b}={r:.2f}" for b, r in by_batch.items())
+    print(f"perturbation: {per_batch} fg_over_jvp={fg_ratio:.2f} "
+          f"spsa_mem_over_inference={mem_ratio:.3f}")
+
+
+if __name__ == "__main__":
+    main()
