@@ -147,7 +147,7 @@ def test_sign_symmetry_uses_sign_W_with_the_stated_magnitudes(untied_host, magni
 def test_direct_feedback_alignment_hidden_updates_do_not_depend_on_the_layers_above(
         untied_host):
     """With the output error held fixed (a loss linear in the outputs), the first hidden
-    layer's update is ((B e) o f'(a_1))^T x (Noekland 2016, eq. 3) whatever the weights above;
+    layer's update is ((B e) o f'(a_1))^T x (Noekland 2016) whatever the weights above;
     under back-propagation it changes with them."""
     session = session_for(untied_host, DFA)
     net, twin = session.build_model(), session.build_model(tied=True)
@@ -273,3 +273,23 @@ def test_modules_report_measurements_into_the_curves(untied_host, tmp_path):
     assert len(row["curve_weight_norm/1"]) == 3
     assert row["m_weight_norm"] == pytest.approx(
         sum(row[c][-1] for c in per_layer) / 3, rel=1e-6)
+
+
+def test_plot_draws_the_curves_of_a_specs_columns(untied_host, tmp_path):
+    """A measurement a spec lists in ``columns`` gets its per-epoch curve plot."""
+    import tomli_w
+
+    from bench_core.cli import main
+
+    untied_host.add_plugin(measurement_plugin, "measurement")
+    raw = {**spec({"name": "toy_weight_norms"}, epochs=3), "name": "ms",
+           "columns": ["weight_norm"]}
+    spec_file = tmp_path / "ms.toml"
+    spec_file.write_text(tomli_w.dumps(raw))
+    name, parsed = parse_spec(raw, stem="ms")
+    run_plan(expand(untied_host, name, parsed), tmp_path / "results", host=untied_host,
+             progress=False)
+    code = main(["plot", str(spec_file), "--results", str(tmp_path / "results"), "--output",
+                 str(tmp_path / "plots")])
+    assert code == 0
+    assert (tmp_path / "plots" / "curves-weight-norm.png").is_file()

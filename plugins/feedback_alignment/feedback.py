@@ -58,7 +58,8 @@ class WeightShapedFeedback(nn.Module):
 
 
 class RandomFeedback(WeightShapedFeedback):
-    """Feedback alignment: a fixed random ``B`` (Lillicrap et al. 2016, eq. 2)."""
+    """Feedback alignment: a fixed random ``B`` (Lillicrap et al. 2016), stored in ``W``'s
+    shape (the paper's ``B`` is its transpose)."""
 
     def __init__(self, weight: Tensor, gen: torch.Generator) -> None:
         super().__init__()
@@ -69,7 +70,7 @@ class RandomFeedback(WeightShapedFeedback):
 
 
 class SignFeedback(WeightShapedFeedback):
-    """Sign symmetry: ``B = sign(W) o M`` (Liao et al. 2016, Section 2; Moskovitz et al. 2018),
+    """Sign symmetry: ``B = sign(W) o M`` (Liao, Leibo & Poggio 2016; Moskovitz et al. 2018),
     ``M`` uniform, redrawn for every backward pass (``batchwise_random``: once per mini-batch)
     or drawn once (``fixed_random``)."""
 
@@ -105,7 +106,7 @@ class OutputError:
 
 
 class DirectFeedback(nn.Module):
-    """Direct feedback alignment (Noekland 2016, eq. 3): the gradient sent to a layer's input
+    """Direct feedback alignment (Noekland 2016): the gradient sent to a layer's input
     is ``B e``, the output error ``e = dL/da_L`` (what reached the output layer) through a fixed
     random matrix ``B`` of shape ``(input size, outputs)``, whatever the layers above did. The
     output layer records ``e`` first (backward runs from the top). ``B`` is drawn when first

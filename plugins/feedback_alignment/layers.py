@@ -6,15 +6,16 @@ weights instead of ``W^T`` (docs/methods/feedback-alignment.md).
 names, same tensors). Only the gradient they send to their input changes: it is
 ``feedback.input_gradient(...)``, where ``feedback`` (:mod:`.feedback`) is
 
-* fixed random ``B`` (feedback alignment, Lillicrap et al. 2016, eq. 2: ``delta_l = B e``),
+* fixed random ``B`` (feedback alignment, Lillicrap et al. 2016: ``delta_{l-1} = B_l^T delta_l``),
 * ``sign(W) o M`` (sign symmetry, Liao et al. 2016; Moskovitz et al. 2018), or
 * the output error through a fixed random matrix (direct feedback alignment, Noekland 2016,
-  eq. 3: ``delta a_l = (B_l e) o f'(a_l)``).
+  ``delta a_l = (B_l e) o f'(a_l)``).
 
 The weight and bias gradients are the usual local ones, ``dL/dW = delta^T x`` (for a
 convolution, torch's ``conv2d_weight``): every method of the family changes only *which* error
-``delta`` reaches a layer, never how a layer turns its error into an update. ``W`` itself is
-never used in the backward pass (the autograd functions below do not even save it).
+``delta`` reaches a layer, never how a layer turns its error into an update. ``W`` enters the
+backward pass only through what the feedback takes from it (sign symmetry's ``sign(W)``); the
+autograd functions below do not save it.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ def replace_layers(model: nn.Module, method: str,
 
 def feedback_alignment(params: NoParams, *, model, ctx, tied=False):
     """Feedback alignment (Lillicrap et al. 2016): a fixed random ``B`` per layer in place of
-    ``W`` in the backward pass, ``delta_{l-1} = (B_l^T delta_l) o f'(a_{l-1})`` (eq. 2)."""
+    ``W`` in the backward pass, ``delta_{l-1} = (B_l^T delta_l) o f'(a_{l-1})``."""
     if tied:
         return model
     gen = ctx.generator("feedback_alignment", device="cpu")
@@ -68,7 +68,7 @@ def feedback_alignment(params: NoParams, *, model, ctx, tied=False):
 
 def direct_feedback_alignment(params: NoParams, *, model, ctx, tied=False):
     """Direct feedback alignment (Noekland 2016): the output error ``e`` reaches every hidden
-    layer through its own fixed random ``B_l``, ``delta a_l = (B_l e) o f'(a_l)`` (eq. 3)."""
+    layer through its own fixed random ``B_l``, ``delta a_l = (B_l e) o f'(a_l)``."""
     if tied:
         return model
     gen = ctx.generator("direct_feedback_alignment", device="cpu")
