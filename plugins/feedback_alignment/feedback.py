@@ -82,14 +82,31 @@ class SignFeedback(WeightShapedFeedback):
         if magnitude == "fixed_random":
             self.register_buffer("magnitude", draw_uniform(weight.shape, self.bound, gen).abs())
 
-    def backward_weight(self, weight: Tensor) -> Tensor:
+    def signed(self, weight: Tensor) -> tuple[Tensor, float]:
+        """``(S, c)`` with ``B = c S``: the constant factor kept apart, so that the backward
+        can apply it to whichever of the error or ``S`` is smaller. ``copysign(|M|, W)`` is
+        ``sign(W) o |M|`` in one pass (``W = 0`` exactly, which a continuous initialisation
+        never gives, would count as +0)."""
         if self.kind == "fixed_random":
-            return torch.sign(weight) * self.magnitude
+            return torch.copysign(self.magnitude, weight), 1.0
         if self.kind == "batchwise_random":
             gen = self.generator
             draw = torch.rand(weight.shape, generator=gen, device=gen.device, dtype=weight.dtype)
-            return torch.sign(weight) * (draw * self.bound)
-        return torch.sign(weight) * self.scale
+            return torch.copysign(draw, weight), self.bound
+        return torch.sign(weight), self.scale
+
+    def backward_weight(self, weight: Tensor) -> Tensor:
+        signed, factor = self.signed(weight)
+        return signed * factor if factor != 1.0 else signed
+
+    def input_gradient(self, layer: nn.Module, grad: Tensor, x: Tensor) -> Tensor:
+        signed, factor = self.signed(layer.weight.detach())
+        if factor != 1.0:
+            if grad.numel() <= signed.numel():
+                grad = grad * factor
+            else:
+                signed = signed.mul_(factor)
+        return layer.transposed(grad, signed, x)
 
     def measurements(self, weight: Tensor) -> dict[str, Tensor]:
         # a batchwise draw here would move the run's random stream: its expected-size
