@@ -220,26 +220,45 @@ def test_every_method_trains_and_reports_its_alignment(untied_host, reparam):
         assert row["m_alignment_angle"] < 60
 
 
-def test_grouped_runs_equal_lone_runs(untied_host, tmp_path):
-    base = spec(None, epochs=2)
+def test_grouped_runs_equal_lone_runs(untied_host, tmp_path, monkeypatch):
+    """On a plain nn.Sequential (the models the grouped form stacks) the dense feedback layers
+    stack (FeedbackLinear.stack); DFA's do not (one output error per model) and train alone."""
+    import stack_plugin
+
+    untied_host.add_plugin(stack_plugin, "stack")
+    stacked: list[int] = []
+    original = FeedbackLinear.stack.__func__
+    monkeypatch.setattr(FeedbackLinear, "stack", classmethod(
+        lambda cls, layers: stacked.append(len(layers)) or original(cls, layers)))
+    base = spec(None, {"name": "toy_plain_mlp", "hidden": 16}, epochs=2)
     base["seeds"] = 2
     base["entries"] = [{"label": "bp"}] + [
         {"label": n, "overrides": {"reparametrization": r}}
-        for n, r in [("fa", FA), ("dfa", DFA), ("brsf", sign_sym("batchwise_random"))]]
+        for n, r in [("fa", FA), ("dfa", DFA), ("usf", sign_sym("uniform")),
+                     ("brsf", sign_sym("batchwise_random")), ("frsf", sign_sym("fixed_random"))]]
 
-    def values(folder, group):
+    def records(folder, group):
         name, parsed = parse_spec(copy.deepcopy(base), stem="fg")
         run_plan(expand(untied_host, name, parsed), folder, host=untied_host, progress=False,
                  group=group)
         frame = pl.concat([pl.read_parquet(p) for p in record_files(folder / "fg")],
-                          how="diagonal_relaxed")
-        return {(r["entry"], r["seed_index"]): r["m_test_accuracy"]
-                for r in frame.iter_rows(named=True)}
+                          how="diagonal_relaxed").sort("entry", "seed_index")
+        return {c: frame[c].to_list() for c in ("entry", "m_test_accuracy", "m_test_loss",
+                                                  "m_alignment_angle")}
 
-    grouped, alone = values(tmp_path / "g", True), values(tmp_path / "a", False)
-    assert grouped == alone
-    assert all(grouped[(e, s)] != grouped[("bp", s)] for e in ("fa", "dfa", "brsf")
-               for s in (0, 1))
+    grouped = records(tmp_path / "g", True)
+    assert stacked == [2, 2] * 4                  # FA and three sign variants, 2 layers each
+    alone = records(tmp_path / "a", False)
+    assert grouped["m_test_accuracy"] == alone["m_test_accuracy"]
+    assert grouped["m_test_loss"] == pytest.approx(alone["m_test_loss"], rel=1e-5)
+    angles = [(a, b) for a, b in zip(grouped["m_alignment_angle"], alone["m_alignment_angle"])
+              if a is not None or b is not None]
+    assert len(angles) == 8                       # BP and DFA report none
+    assert [a for a, _ in angles] == pytest.approx([b for _, b in angles], rel=1e-4)
+    by_entry = dict(zip(zip(grouped["entry"], range(12)), grouped["m_test_loss"]))
+    bp = [v for (e, _), v in by_entry.items() if e == "bp"]
+    for entry in ("fa", "dfa", "usf", "brsf", "frsf"):
+        assert [v for (e, _), v in by_entry.items() if e == entry] != bp
 
 
 # ---- the host's per-module measurements (generic; toy plugin) ---------------------------------

@@ -50,8 +50,12 @@ class WeightShapedFeedback(nn.Module):
     def backward_weight(self, weight: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def input_gradient(self, layer: nn.Module, grad: Tensor, x: Tensor) -> Tensor:
-        return layer.transposed(grad, self.backward_weight(layer.weight.detach()), x)
+    def input_gradient(self, layer: nn.Module, grad: Tensor, x: Tensor,
+                       weight: Tensor | None = None) -> Tensor:
+        """The error sent to ``layer``'s input; ``weight``: ``W``'s current value when it is
+        not the layer's own (a stacked copy, :meth:`FeedbackLinear.stack`)."""
+        weight = layer.weight.detach() if weight is None else weight
+        return layer.transposed(grad, self.backward_weight(weight), x)
 
     def measurements(self, weight: Tensor) -> dict[str, Tensor]:
         return alignment(weight, self.backward_weight(weight.detach()))
@@ -99,8 +103,9 @@ class SignFeedback(WeightShapedFeedback):
         signed, factor = self.signed(weight)
         return signed * factor if factor != 1.0 else signed
 
-    def input_gradient(self, layer: nn.Module, grad: Tensor, x: Tensor) -> Tensor:
-        signed, factor = self.signed(layer.weight.detach())
+    def input_gradient(self, layer: nn.Module, grad: Tensor, x: Tensor,
+                       weight: Tensor | None = None) -> Tensor:
+        signed, factor = self.signed(layer.weight.detach() if weight is None else weight)
         if factor != 1.0:
             if grad.numel() <= signed.numel():
                 grad = grad * factor

@@ -94,9 +94,70 @@ class FeedbackLinear(nn.Module):
     def epoch_measurements(self) -> dict[str, Tensor]:
         return self.feedback.measurements(self.weight)
 
+    def stack_signature(self):
+        """Layers of grouped runs stack when shapes and feedback kind agree; direct feedback
+        alignment's layers share one output error per model and do not stack."""
+        if not hasattr(self.feedback, "backward_weight"):
+            return None
+        return (tuple(self.weight.shape), self.bias is not None, type(self.feedback).__name__,
+                getattr(self.feedback, "kind", None))
+
+    @classmethod
+    def stack(cls, layers: list["FeedbackLinear"]) -> "StackedFeedbackLinear":
+        return StackedFeedbackLinear(layers)
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, " \
                f"bias={self.bias is not None}"
+
+
+class _StackedFeedbackLinearFn(torch.autograd.Function):
+    """K dense feedback layers on ``(K, B, in)`` inputs: ``h W_k^T + b_k`` per run (one batched
+    product); backward: each run's input error from its own feedback, exactly as alone."""
+
+    @staticmethod
+    def forward(h, weight, bias, stacked):
+        return torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2)) if bias is not None \
+            else torch.bmm(h, weight.transpose(1, 2))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        h, weight, bias, stacked = inputs
+        ctx.save_for_backward(h, weight)
+        ctx.stacked, ctx.has_bias = stacked, bias is not None
+
+    @staticmethod
+    def backward(ctx, grad):
+        h, weight = ctx.saved_tensors
+        grad_h = None
+        if ctx.needs_input_grad[0]:
+            grad_h = torch.stack([layer.feedback.input_gradient(layer, grad[k], h[k], weight[k])
+                                  for k, layer in enumerate(ctx.stacked.layers)])
+        grad_w = torch.bmm(grad.transpose(1, 2), h)
+        return grad_h, grad_w, grad.sum(1) if ctx.has_bias else None, None
+
+
+class StackedFeedbackLinear:
+    """:class:`FeedbackLinear` layers of K runs stacked (``bench_core.grouping.stack_rule``)."""
+
+    def __init__(self, layers: list[FeedbackLinear]) -> None:
+        self.layers = layers
+        self.weight = torch.stack([m.weight.detach() for m in layers]).requires_grad_()
+        self.bias = torch.stack([m.bias.detach() for m in layers]).requires_grad_() \
+            if layers[0].bias is not None else None
+
+    def __call__(self, h: Tensor) -> Tensor:
+        return _StackedFeedbackLinearFn.apply(h, self.weight, self.bias, self)
+
+    def parameters(self) -> list[Tensor]:
+        return [self.weight] + ([self.bias] if self.bias is not None else [])
+
+    def write_back(self) -> None:
+        with torch.no_grad():
+            for k, layer in enumerate(self.layers):
+                layer.weight.copy_(self.weight[k])
+                if self.bias is not None:
+                    layer.bias.copy_(self.bias[k])
 
 
 class FeedbackConv2d(nn.Module):
