@@ -208,10 +208,11 @@ def test_every_method_trains_and_reports_its_alignment(untied_host, reparam):
     curves = {k.removeprefix("curve_"): v for k, v in row.items() if k.startswith("curve_")}
     assert len(curves["cos/1"]) == 8
     if reparam is DFA:                                     # B_l has no W shape: no angle
-        assert "m_alignment_angle" not in row and "alignment_angle/1" not in curves
+        assert "m_alignment_angle" not in row and "alignment_angle/3" not in curves
         return
-    assert set(curves) >= {"alignment_angle/1", "alignment_angle/3", "alignment_angle/5",
-                           "norm_ratio/1", "alignment_angle"}
+    assert set(curves) >= {"alignment_angle/3", "alignment_angle/5", "norm_ratio/3",
+                           "alignment_angle"}
+    assert "alignment_angle/1" not in curves      # the first layer's B never carries an error
     assert row["m_alignment_angle"] == curves["alignment_angle"][-1]
     assert row["m_norm_ratio"] > 0
     if reparam is FA:       # W comes to align with B (Lillicrap et al.): from ~90 degrees down

@@ -45,7 +45,11 @@ def alignment(weight: Tensor, backward_weight: Tensor) -> dict[str, Tensor]:
 
 class WeightShapedFeedback(nn.Module):
     """A feedback with ``W``'s shape: the error goes down as through ``W``, with
-    :meth:`backward_weight` in its place (``delta_{l-1} = B^T delta_l``, up to the activation)."""
+    :meth:`backward_weight` in its place (``delta_{l-1} = B^T delta_l``, up to the activation).
+    ``used``: whether it has carried an error yet; the first layer's never does (its input is
+    the data), so it reports no alignment (a ``B`` that never acts stays at ~90 degrees)."""
+
+    used = False
 
     def backward_weight(self, weight: Tensor) -> Tensor:
         raise NotImplementedError
@@ -55,9 +59,12 @@ class WeightShapedFeedback(nn.Module):
         """The error sent to ``layer``'s input; ``weight``: ``W``'s current value when it is
         not the layer's own (a stacked copy, :meth:`FeedbackLinear.stack`)."""
         weight = layer.weight.detach() if weight is None else weight
+        self.used = True
         return layer.transposed(grad, self.backward_weight(weight), x)
 
     def measurements(self, weight: Tensor) -> dict[str, Tensor]:
+        if not self.used:
+            return {}
         return alignment(weight, self.backward_weight(weight.detach()))
 
 
@@ -106,6 +113,7 @@ class SignFeedback(WeightShapedFeedback):
     def input_gradient(self, layer: nn.Module, grad: Tensor, x: Tensor,
                        weight: Tensor | None = None) -> Tensor:
         signed, factor = self.signed(layer.weight.detach() if weight is None else weight)
+        self.used = True
         if factor != 1.0:
             if grad.numel() <= signed.numel():
                 grad = grad * factor
@@ -116,7 +124,7 @@ class SignFeedback(WeightShapedFeedback):
     def measurements(self, weight: Tensor) -> dict[str, Tensor]:
         # a batchwise draw here would move the run's random stream: its expected-size
         # magnitude (the rms) stands for it, so the angle is that of sign(W) with W
-        if self.kind == "batchwise_random":
+        if self.kind == "batchwise_random" and self.used:
             return alignment(weight, torch.sign(weight.detach()) * self.scale)
         return super().measurements(weight)
 
