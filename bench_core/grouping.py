@@ -1,6 +1,7 @@
 """A skeleton for ``fit_group`` (grouped runs, :class:`bench_core.interfaces.GroupTrainer`),
 and :func:`plain_module`, the proof a grouped path needs before it replaces a layer by its own
-stacked computation.
+stacked computation, and :func:`stack_rule`, by which a layer type the grouped path does not
+know says how its instances stack.
 
 Most trainers that batch runs can batch only some of them (a model of the right structure, a
 rule of the right kind) and must train the others alone. :func:`fit_in_stacks` does that
@@ -11,9 +12,9 @@ result per session in order, a run's exception standing for its result.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Hashable, Sequence, TypeVar
+from typing import Any, Callable, Hashable, Protocol, Sequence, TypeVar
 
-from torch import nn
+from torch import Tensor, nn
 
 from bench_core.interfaces import TrainingSession
 
@@ -44,6 +45,39 @@ def plain_module(module: nn.Module, *types: type) -> bool:
         return False
     return not any(getattr(p, h, None) for p in module.parameters(recurse=False)
                    for h in _TENSOR_HOOKS)
+
+
+class StackedLayer(Protocol):
+    """K instances of one layer type as one computation on a leading model axis, built by the
+    type's ``stack`` (:func:`stack_rule`)."""
+
+    def __call__(self, h: Tensor) -> Tensor:
+        """``(K, B, ...)`` inputs, one slice per run, to ``(K, B, ...)`` outputs, exactly what
+        each instance computes on its slice, forward and backward (autograd)."""
+
+    def parameters(self) -> list[Tensor]:
+        """The stacked leaf tensors ``(K, ...)`` a grouped trainer updates (``requires_grad``)."""
+
+    def write_back(self) -> None:
+        """Copy the stacked values into every instance's own parameters."""
+
+
+def stack_rule(module: nn.Module) -> Callable[[list[nn.Module]], StackedLayer] | None:
+    """How instances of ``module``'s type stack, if the type says so: a layer type that a
+    grouped trainer does not know may define the classmethod ``stack(modules) -> StackedLayer``
+    (K instances, one per run, with equal ``stack_signature()``) and the method
+    ``stack_signature() -> Hashable | None`` (instances with equal signatures stack; ``None``:
+    this instance cannot). A trainer then stacks the layer without knowing it, provided the
+    instance is otherwise plain (:func:`plain_module` with no types: no hook, no ``forward``
+    replaced on the instance, no parametrization): the type's own ``forward``, which its
+    ``stack`` reproduces, is what runs alone. ``None`` when the type defines no ``stack`` or this
+    instance declines (the run is then trained alone). The ``backprop`` trainer's grouped form
+    uses it; ``tests/stack_plugin.py`` is a toy example."""
+    stack = getattr(type(module), "stack", None)
+    signature = getattr(module, "stack_signature", None)
+    if not callable(stack) or not callable(signature) or not plain_module(module):
+        return None
+    return stack if signature() is not None else None
 
 
 def global_module_hooks() -> bool:

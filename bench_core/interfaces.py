@@ -362,3 +362,28 @@ def constraint_hooks(model: nn.Module) -> list[Callable[[], None]]:
     """The ``constrain_()`` methods of ``model``'s modules, to call after every weight update
     (e.g. BinaryConnect clips latent weights to [-1, 1]). Collect once, call each step."""
     return [m.constrain_ for m in model.modules() if callable(getattr(m, "constrain_", None))]
+
+
+def module_measurements(model: nn.Module) -> dict[str, Tensor]:
+    """Per-epoch measurements a model's modules report about themselves, for the curves.
+
+    A module that defines ``epoch_measurements() -> dict[str, Tensor]`` (0-d tensors, e.g. the
+    angle between a layer's forward and backward weights) contributes ``<key>/<module path>``
+    for each of its keys, and every key also gets ``<key>``: its mean over the modules that
+    report it (NaNs left out; NaN if none is finite). Values stay tensors on the model's device
+    (no host sync): a trainer passes them to :meth:`RunContext.log_epoch` once per epoch as
+    ``diagnostics`` (a NaN measurement is not a divergence). Called under ``torch.no_grad``.
+    The ``backprop`` trainer logs them every epoch and returns the means with its final
+    metrics."""
+    per_module: dict[str, Tensor] = {}
+    by_key: dict[str, list[Tensor]] = {}
+    with torch.no_grad():
+        for path, module in model.named_modules():
+            measure = getattr(module, "epoch_measurements", None)
+            if not callable(measure):
+                continue
+            for key, value in measure().items():
+                per_module[f"{key}/{path or type(module).__name__}"] = value
+                by_key.setdefault(key, []).append(value.reshape(()))
+    means = {key: torch.nanmean(torch.stack(values)) for key, values in by_key.items()}
+    return {**per_module, **means}

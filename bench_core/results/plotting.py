@@ -10,7 +10,9 @@
     the figure into panels. With no varying axis, one panel shows every entry's mean ± std.
 ``curves-<metric>``
     per-epoch curves (the records' ``curve_epoch`` and ``curve_<metric>``), mean and band over
-    seeds, one panel per grid cell: the spec's metrics and ``train_loss``, where runs log them;
+    seeds, one panel per grid cell: the spec's metrics, its ``columns`` and ``train_loss``,
+    where runs log them per epoch (a diagnostic such as ``direction_cosine`` or a module's own
+    measurement, :func:`bench_core.interfaces.module_measurements`);
     a panel whose means span two orders of magnitude or more is drawn on a log axis.
 ``fidelity-<metric>``
     ours against the paper's value, one point per reference value: the line y = x, the verdict
@@ -205,7 +207,7 @@ def curve_plots(figs: Figures, runs: pl.LazyFrame) -> list[Plot]:
     plots = []
     if "curve_epoch" not in cols:
         return plots
-    for metric in dict.fromkeys([spec.metric, *spec.metrics, "train_loss"]):
+    for metric in dict.fromkeys([spec.metric, *spec.metrics, *spec.columns, "train_loss"]):
         col = f"curve_{metric}"
         if col not in cols:
             continue

@@ -20,6 +20,10 @@ back into each run's own model,
 which is evaluated (and probed by the direction diagnostic) exactly as a lone run is. Any other
 run of a group is trained alone by :meth:`BackpropTrainer.fit`.
 
+Layers of other types stack when their type says how (:func:`bench_core.grouping.stack_rule`:
+a ``stack`` classmethod and a ``stack_signature``), e.g. the feedback-alignment family's dense
+layers; a stack holding one is trained through autograd (its backward is the layer's own).
+
 Not grouped, and why: convolutional models (LeNet5, CNN: compute-bound, so stacking K of them
 gains little on a CPU; a ``torch.func.vmap`` path would be the way on a GPU), BatchNorm (running
 statistics under a stacked batch), BinaryConnect weights (a constraint after every step), the
@@ -35,7 +39,12 @@ import torch
 from torch import Tensor, nn
 
 from bench_core.errors import Diverged
-from bench_core.grouping import fit_in_stacks, global_module_hooks, plain_module
+from bench_core.grouping import (
+    fit_in_stacks,
+    global_module_hooks,
+    plain_module,
+    stack_rule,
+)
 from bench_core.interfaces import TrainingSession
 
 GATHER_BYTES = 32 * 2**20
@@ -66,18 +75,21 @@ class StackedMember:
                 continue
             if plain_module(module, nn.Linear):
                 ops.append(("linear", module))
+            elif stack_rule(module) is not None:
+                ops.append(("layer", module))
             elif getattr(module, "elementwise", False) and not list(module.parameters()) \
                     and plain_module(module):
                 ops.append(("act", module))
             else:
                 return None
-        if not any(kind == "linear" for kind, _ in ops):
+        if not any(kind in ("linear", "layer") for kind, _ in ops):
             return None
         return cls(session, model, rule, ops)
 
     def signature(self) -> tuple:
         data = self.session.data
         shapes = tuple((k, tuple(m.weight.shape), m.bias is not None) if k == "linear"
+                       else (k, type(m), m.stack_signature()) if k == "layer"
                        else (k, type(m).__name__, repr(m)) for k, m in self.ops)
         return (shapes, type(self.rule).__name__, tuple(data.x_train.shape),
                 tuple(data.x_test.shape), data.x_train.dtype, tuple(data.test_sets()))
@@ -171,9 +183,15 @@ class StackedBackprop:
         self.weights: list[Tensor] = []
         self.biases: list[Tensor | None] = []
         self.ops: list[tuple[str, Any]] = []
+        self.layers: list[Any] = []
         for j, (kind, module) in enumerate(first.ops):
             if kind == "act":
                 self.ops.append(("act", module))
+                continue
+            if kind == "layer":     # a type that says how it stacks (stack_rule)
+                layer = stack_rule(module)([m.ops[j][1] for m in members])
+                self.ops.append(("layer", layer))
+                self.layers.append(layer)
                 continue
             w = torch.stack([m.ops[j][1].weight.detach() for m in members]).requires_grad_()
             b = (torch.stack([m.ops[j][1].bias.detach() for m in members]).requires_grad_()
@@ -181,7 +199,8 @@ class StackedBackprop:
             self.ops.append(("linear", (w, b)))
             self.weights.append(w)
             self.biases.append(b)
-        params = self.weights + [b for b in self.biases if b is not None]
+        params = self.weights + [b for b in self.biases if b is not None] + \
+            [p for layer in self.layers for p in layer.parameters()]
         self.optimizer = StackedOptimizer(params, [m.rule for m in members])
         self.x = torch.stack([m.session.data.x_train.flatten(1) for m in members])
         self.y = torch.stack([m.session.data.y_train for m in members])
@@ -191,7 +210,7 @@ class StackedBackprop:
         for kind, op in self.ops:
             if saved is not None:
                 saved.append(h)
-            if kind == "act":
+            if kind in ("act", "layer"):
                 h = op(h)
             else:
                 w, b = op
@@ -232,6 +251,8 @@ class StackedBackprop:
                     layer.weight.copy_(w[k])
                     if b is not None:
                         layer.bias.copy_(b[k])
+        for layer in self.layers:
+            layer.write_back()
 
     def run(self) -> list[dict[str, float] | BaseException]:
         from untied_plugins.backprop.losses import SampleStream, sample_losses
@@ -245,8 +266,8 @@ class StackedBackprop:
         summed = p.loss_reduction == "sum"
         results: list[dict[str, float] | BaseException] = [{} for _ in self.members]
         rows = torch.arange(K, device=self.device).unsqueeze(1)
-        manual = all(callable(getattr(op, "local_gradient", None))
-                     for kind, op in self.ops if kind == "act")
+        manual = not self.layers and all(callable(getattr(op, "local_gradient", None))
+                                         for kind, op in self.ops if kind == "act")
         # gathering many batches at once saves two indexing kernels per step; `span` (a multiple
         # of the batch size) keeps the gathered inputs near GATHER_BYTES
         row_bytes = K * self.x[0, 0].numel() * self.x.element_size()

@@ -22,6 +22,10 @@ gives the steps of 56,000-image epochs; each image is then seen 7 times as often
 overfitting). Per epoch the trainer logs ``train_loss`` (per-sample mean over the epoch) and
 the test metrics; the only host syncs are these once-per-epoch logs.
 
+Modules that report their own per-epoch measurements (``epoch_measurements()``,
+:func:`bench_core.interfaces.module_measurements`) are logged every epoch too, and their means
+over modules join the final metrics (e.g. the feedback-alignment family's ``alignment_angle``).
+
 ``direction_diagnostic = true`` also logs, per epoch, how the surrogate's weight gradients point
 relative to the tied ones (``cos/<layer>``, ``sign/<layer>``, ``direction_cosine``,
 ``direction_sign_agreement``; see :mod:`untied_plugins.backprop.direction`, Troiano et al.
@@ -52,7 +56,12 @@ from untied_plugins.backprop.losses import (
     sample_losses,
 )
 
-from bench_core.interfaces import TrainingSession, constraint_hooks, execution_option
+from bench_core.interfaces import (
+    TrainingSession,
+    constraint_hooks,
+    execution_option,
+    module_measurements,
+)
 from bench_core.stopping import TargetStopParams, TargetWatcher
 
 
@@ -172,14 +181,19 @@ class BackpropTrainer:
 
     def _log(self, session: TrainingSession, model: nn.Module, epoch: int, train_loss: Tensor,
              diagnostics: dict[str, Tensor]) -> dict[str, float]:
-        """Log the epoch; return its metrics plus the diagnostic means that are finite."""
+        """Log the epoch; return its metrics plus the diagnostic means that are finite (the
+        direction diagnostic's and those of the modules' own measurements,
+        :func:`bench_core.interfaces.module_measurements`)."""
         metrics = {"train_loss": train_loss,
                    **evaluate_all(model, session.data, self.p.loss, self.p.eval_batch_size,
                                   session.ctx)}
+        measured = module_measurements(model)
+        diagnostics = {**diagnostics, **measured}
         values = session.ctx.log_epoch(epoch, diagnostics=diagnostics.keys(), **metrics,
                                        **diagnostics)
         final = {k: v for k, v in values.items() if k not in diagnostics}
-        final.update({k: values[k] for k in MEAN_KEYS if k in values and math.isfinite(values[k])})
+        means = [*MEAN_KEYS, *(k for k in measured if "/" not in k)]
+        final.update({k: values[k] for k in means if k in values and math.isfinite(values[k])})
         return final
 
 
