@@ -101,7 +101,7 @@ def main() -> int:
         if args.check:
             return 1 if changed else 0
         if not args.no_report:
-            specs = [str(p) for p in sorted(BOARDS.glob("*.toml"))]
+            specs = [str(p.relative_to(ROOT)) for p in sorted(BOARDS.glob("*.toml"))]
             code = untied(["report", *specs, "--all-profiles", "--no-svg", "--results",
                            str(empty), "--output", str(ROOT / "docs" / "report")])
             if code != 0:
