@@ -35,10 +35,10 @@ def candidate_scores(plan: Plan, records: pl.LazyFrame | None) -> pl.DataFrame:
     selection metric over the good runs."""
     stage = plan.selection
     assert stage is not None
-    param, metric = stage.select.parameter, stage.metric
+    metric = stage.metric
     rows = {}
     for t in stage.tasks:
-        key = (t.entry, t.cell_index, canonical_json(t.cell[param]))
+        key = (t.entry, t.cell_index, canonical_json(t.cell[stage.parameters[t.entry]]))
         rows.setdefault(key, []).append(t.run_id)
     found: dict[str, tuple[str, float | None]] = {}
     if records is not None:
@@ -110,7 +110,10 @@ def selection_note(plan: Plan) -> str | None:
     pairs = len(stage.builders)
     done = sum(k in stage.choices for k in stage.builders)
     direction = plan.spec.direction_of(sel.metric)
-    return (f"Selection: `{sel.parameter}` chosen per entry and grid cell from "
+    own = sorted({p for p in stage.parameters.values() if p != sel.parameter})
+    return (f"Selection: `{sel.parameter}`"
+            + "".join(f" (`{p}` where an entry names it)" for p in own)
+            + " chosen per entry and grid cell from "
             f"{', '.join(canonical_json(v) for v in sel.values)} (entries may list their own) by "
             f"the mean `{stage.metric}` ({direction} is better) over {sel.seeds} selection "
             f"run{'s' if sel.seeds > 1 else ''} per candidate, each trained on its training "
@@ -128,7 +131,8 @@ def selection_rows(plan: Plan, records: pl.LazyFrame | None) -> tuple[list[str],
     assert stage is not None
     scores = candidate_scores(plan, records)
     cells = {t.cell_index: t.cell for t in stage.tasks}
-    param = stage.select.parameter
+    params = set(stage.parameters.values())
+    param = next(iter(params)) if len(params) == 1 else "value"
     axes = [k for k in plan.grid if len(plan.grid[k]) > 1]
     header = [*axes, "entry", param, f"{stage.metric} (mean)", "± std", "good / runs",
               "chosen"]

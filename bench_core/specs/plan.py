@@ -90,6 +90,8 @@ class SelectionStage:
     """(entry, cell index) -> a function of the chosen value that gives the pair's final runs."""
     choices: dict[tuple[str, int], Any] = field(default_factory=dict)
     """The value chosen for each pair whose selection is complete (:func:`finalize`)."""
+    parameters: dict[str, str] = field(default_factory=dict)
+    """entry label -> the parameter it chooses (its ``select_parameter``, else the spec's)."""
 
     @property
     def metric(self) -> str:
@@ -434,7 +436,8 @@ def _expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str 
                 tasks += make_tasks(entry, entry_index, cell, cell_index, resolved,
                                     final_seeds, ref)
                 continue
-            param = select.parameter
+            param = entry.select_parameter or select.parameter
+            stage.parameters[entry.label] = param
             candidates = (entry.select_values if entry.select_values is not None
                           else select.values)
             key = (entry.label, cell_index)
@@ -447,11 +450,14 @@ def _expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str 
                 except SpecError as exc:
                     raise SpecError(f"{exc} [{where}, select.parameter {param} = "
                                     f"{canonical_json(value)}]") from None
-                comp, field_name = param.split(".")
-                if not _same(value, resolved_v.get(comp, {}).get(field_name)):
+                *path, field_name = param.split(".")
+                node = resolved_v
+                for part in path:
+                    node = node.get(part) if isinstance(node, dict) else None
+                if not isinstance(node, dict) or not _same(value, node.get(field_name)):
                     raise SpecError(f"select.parameter {param} = {canonical_json(value)} does "
-                                    f"not reach entry '{entry.label}' (its {comp} has no "
-                                    f"parameter {field_name}) [{where}]")
+                                    f"not reach entry '{entry.label}' (its {'.'.join(path)} has "
+                                    f"no parameter {field_name}) [{where}]")
                 with_value[canonical_json(value)] = resolved_v
                 if len(candidates) > 1:
                     sel_seeds = [(s, derive_seed(f"select-{s}", cell_canonical))
@@ -464,7 +470,7 @@ def _expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str 
             def builder(value: Any, *, _e=entry, _ei=entry_index, _c=cell, _ci=cell_index,
                         _r=with_value, _s=final_seeds, _ref=ref) -> list[RunTask]:
                 return make_tasks(_e, _ei, _c, _ci, _r[canonical_json(value)], _s, _ref,
-                                  selected={select.parameter: value})
+                                  selected={stage.parameters[_e.label]: value})
 
             stage.builders[key] = builder
             if len(candidates) == 1:           # nothing to choose: the entry's fixed value
