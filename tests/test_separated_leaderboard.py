@@ -118,7 +118,7 @@ def test_claims_pair_each_entry_with_its_protocols_mlp_by_seed_and_censor_misses
     assert row["error: typical (95% t over seeds)"].startswith("+0.25 ± ")
     # time: speed-ups 5, 2 and two censored (slowest): median of (5, 2, <1, <1) falls among
     # the censored on one side -> "< 1.00"; the best target t1 has median 3.5
-    assert row["time: typical median speed-up"] == "< 1.00"
+    assert row["time: typical median speed-up [95%]"] == "< 1.00 "  # too few pairs for one
     assert row["time: best median speed-up (target)"] == "3.50x (t1)"
     assert row["reached MLP final"] == "2/4"
     cells = claims.per_cell(paired)
@@ -132,3 +132,11 @@ def test_the_censored_median_never_drops_a_run():
     assert claims.censored_median([3.0, 4.0, None], 0.5, low=True) == "3.00"
     assert claims.censored_median([10.0, None, 30.0], 100, low=False, fmt=".0f") == "30"
     assert claims.censored_median([10.0, None], 100, low=False, fmt=".0f") == "> 100"
+
+
+def test_the_median_interval_uses_order_statistics_and_shows_censored_ends():
+    claims = load_claims()
+    values = [float(v) for v in range(1, 11)]          # n = 10: ranks 2 and 9 (97.9%)
+    assert claims.median_interval(values, low=True) == "[2.00, 9.00]"
+    assert claims.median_interval([None] * 2 + values[2:], low=True) == "[censored, 9.00]"
+    assert claims.median_interval(values[:5], low=True) == ""  # n = 5: no 95% interval

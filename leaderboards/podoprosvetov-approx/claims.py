@@ -28,7 +28,9 @@ Summaries per entry and activation, over the targets of the records:
 - ``typical``: error: the mean over targets of each seed's log10 ratio, then its mean over
   seeds with a 95% t-interval over seeds (the seeds are the independent replicates; targets
   are fixed); time: the median speed-up over every (target, seed) pair, censored pairs
-  counted as the slowest, with the share of pairs that reached the MLP's final error.
+  counted as the slowest, with a distribution-free 95% interval of the median (order
+  statistics; a censored end shows as "censored") and the share of pairs that reached the
+  MLP's final error.
 
 Per cell, the mean log10 ratio has a 95% t-interval over seeds.
 
@@ -149,6 +151,24 @@ def censored_median(values: list[float | None], bound: float, low: bool, fmt: st
     return f"{statistics.fmean(mids):{fmt}}"
 
 
+def median_interval(values: list[float | None], low: bool, fmt: str = ".2f") -> str:
+    """A distribution-free 95% interval of the median by order statistics (the ranks k and
+    n + 1 - k with P(Binomial(n, 1/2) < k) <= 0.025), censored values sorted as the slowest;
+    a censored end is shown as ``<``/``>`` its neighbour's side. Empty with fewer than 6."""
+    n = len(values)
+    k = 0
+    while sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n <= 0.025:
+        k += 1
+    if k == 0:
+        return ""
+    ordered = sorted((-math.inf if low else math.inf) if v is None else v for v in values)
+    lo, hi = ordered[k - 1], ordered[n - k]
+
+    def text(x: float) -> str:
+        return "censored" if math.isinf(x) else f"{x:{fmt}}"
+    return f"[{text(lo)}, {text(hi)}]"
+
+
 def _pm(mean: float, half: float | None) -> str:
     return f"{mean:+.2f}" + ("" if half is None else f" ± {half:.2f}")
 
@@ -210,8 +230,9 @@ def summary(rows: list[dict]) -> list[dict]:
             "error: typical (95% t over seeds)": _pm(*typical),
             "time: best median speed-up (target)":
                 f"{numeric[best_time]:.2f}x ({best_time})" if best_time else "none reached",
-            "time: typical median speed-up": censored_median([r["speed_up"] for r in ok],
-                                                             bound, low=True),
+            "time: typical median speed-up [95%]": censored_median(
+                [r["speed_up"] for r in ok], bound, low=True) + " " + median_interval(
+                [r["speed_up"] for r in ok], low=True),
             "seconds: typical median": censored_median(seconds, bound, low=True),
             "reached MLP final": f"{sum(r['steps'] is not None for r in ok)}/{len(ok)}",
             "pairs": f"{len(ok)}/{len(g)}",
