@@ -121,8 +121,15 @@ def test_claims_pair_each_entry_with_its_protocols_mlp_by_seed_and_censor_misses
     assert row["time: typical median speed-up [95%]"] == "< 1.00 "  # too few pairs for one
     assert row["time: best median speed-up (target)"] == "3.50x (t1)"
     assert row["reached MLP final"] == "2/4"
+    # a diverged entry run has no error ratio but keeps its time: here it never got there
+    rows.append(run("MLP/GD", "relu", "t1", 2, mlp))
+    rows.append(run("sep/GD", "relu", "t1", 2, [1.0, float("nan")] + [None] * 8, "diverged"))
+    paired = claims.pairs(pl.DataFrame(rows))
+    (row,) = claims.summary(paired)
+    assert row["ok / pairs"] == "4/5" and row["reached MLP final"] == "2/5"
+    assert row["error: best (target)"].startswith("-1.50 ")     # the diverged run is not in it
     cells = claims.per_cell(paired)
-    assert cells[0]["steps (median)"] == "4" and cells[1]["steps (median)"] == "> 10"
+    assert cells[0]["steps (median)"] == "5" and cells[1]["steps (median)"] == "> 10"  # 2, 5, >10
     assert "| sep/GD | MLP/GD | relu |" in claims.markdown([row])
 
 

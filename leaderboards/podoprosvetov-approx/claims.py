@@ -99,7 +99,9 @@ def first_step_at_or_below(steps: list[float], curve: list[float], level: float)
 
 def pairs(df: pl.DataFrame) -> list[dict]:
     """One row per (entry, activation, target, seed) paired with its protocol's MLP run; rows
-    where either run is not ``ok`` keep ``ok = False`` and no numbers."""
+    where either run is not ``ok`` have ``ok = False`` and no error ratio; an entry run that
+    diverged keeps its time (``timed``: from its curve before the blow-up; never reached if it
+    did not get there first), as a run that never reached the MLP's error counts, not dropped."""
     entries = set(df["entry"])
     runs = {(r["entry"], r["activation"], r["target"], r["seed_index"]): r
             for r in df.iter_rows(named=True)}
@@ -110,16 +112,17 @@ def pairs(df: pl.DataFrame) -> list[dict]:
         if base_name is None or entry.startswith("MLP") or base is None:
             continue
         row = {"entry": entry, "baseline": base_name, "activation": act, "target": target,
-               "seed": seed, "ok": run["status"] == "ok" and base["status"] == "ok"}
-        if row["ok"]:
+               "seed": seed, "ok": run["status"] == "ok" and base["status"] == "ok",
+               "timed": base["status"] == "ok" and run["curve"] is not None}
+        if row["timed"]:  # a diverged entry run still has its curve up to the blow-up
             budget = base["steps"][-1]
             level = base["mse"]
             t_base = first_step_at_or_below(base["steps"], base["curve"], level) or budget
             t_entry = first_step_at_or_below(run["steps"], run["curve"], level)
-            row.update(budget=budget, log_ratio=math.log10(run["mse"] / base["mse"]),
-                       base_steps=t_base, steps=t_entry,
+            row.update(budget=budget, log_ratio=math.log10(run["mse"] / base["mse"])
+                       if row["ok"] else None, base_steps=t_base, steps=t_entry,
                        speed_up=None if t_entry is None else t_base / t_entry,
-                       speed_up_bound=t_base / run["steps"][-1],
+                       speed_up_bound=t_base / budget,
                        seconds_ratio=None if t_entry is None else
                        (t_base * base["wall"] / budget) / (t_entry * run["wall"] / run["steps"][-1]))
         out.append(row)
@@ -182,10 +185,12 @@ def per_cell(rows: list[dict]) -> list[dict]:
     for (act, target, entry), g in sorted(groups.items()):
         ok = [r for r in g if r["ok"]]
         mean, half = t_interval([r["log_ratio"] for r in ok]) if ok else (math.nan, None)
+        ok = [r for r in g if r["timed"]]  # times: diverged entry runs too
         budget = max((r["budget"] for r in ok), default=0)
         out.append({
-            "activation": act, "target": target, "entry": entry, "n": f"{len(ok)}/{len(g)}",
-            "log10 MSE ratio (95% t)": _pm(mean, half) if ok else "",
+            "activation": act, "target": target, "entry": entry,
+            "n (ok/runs)": f"{sum(r['ok'] for r in g)}/{len(g)}",
+            "log10 MSE ratio (95% t)": _pm(mean, half) if not math.isnan(mean) else "",
             "reached MLP final": f"{sum(r['steps'] is not None for r in ok)}/{len(ok)}",
             "steps (median)": censored_median([r["steps"] for r in ok], budget, low=False,
                                               fmt=".0f"),
@@ -205,6 +210,7 @@ def summary(rows: list[dict]) -> list[dict]:
         groups.setdefault((r["entry"], r["activation"]), []).append(r)
     out = []
     for (entry, act), g in sorted(groups.items()):
+        timed = [r for r in g if r["timed"]]
         ok = [r for r in g if r["ok"]]
         if not ok:
             continue
@@ -217,13 +223,15 @@ def summary(rows: list[dict]) -> list[dict]:
                     for s in seeds if all(any(r["seed"] == s for r in by_target[t])
                                           for t in targets)]
         typical = t_interval(per_seed) if per_seed else (math.nan, None)
-        bound = max(r["speed_up_bound"] for r in ok)
+        bound = max(r["speed_up_bound"] for r in timed)
+        timed_by_target = {t: [r for r in timed if r["target"] == t]
+                           for t in sorted({r["target"] for r in timed})}
         speeds = {t: censored_median([r["speed_up"] for r in rs],
                                      max(r["speed_up_bound"] for r in rs), low=True)
-                  for t, rs in by_target.items()}
+                  for t, rs in timed_by_target.items()}
         numeric = {t: float(s) for t, s in speeds.items() if not s.startswith("<")}
         best_time = max(numeric, key=numeric.get) if numeric else None
-        seconds = [r["seconds_ratio"] for r in ok]
+        seconds = [r["seconds_ratio"] for r in timed]
         out.append({
             "entry": entry, "vs": ok[0]["baseline"], "activation": act,
             "error: best (target)": f"{_pm(*errors[best_error])} ({best_error})",
@@ -231,11 +239,11 @@ def summary(rows: list[dict]) -> list[dict]:
             "time: best median speed-up (target)":
                 f"{numeric[best_time]:.2f}x ({best_time})" if best_time else "none reached",
             "time: typical median speed-up [95%]": censored_median(
-                [r["speed_up"] for r in ok], bound, low=True) + " " + median_interval(
-                [r["speed_up"] for r in ok], low=True),
+                [r["speed_up"] for r in timed], bound, low=True) + " " + median_interval(
+                [r["speed_up"] for r in timed], low=True),
             "seconds: typical median": censored_median(seconds, bound, low=True),
-            "reached MLP final": f"{sum(r['steps'] is not None for r in ok)}/{len(ok)}",
-            "pairs": f"{len(ok)}/{len(g)}",
+            "reached MLP final": f"{sum(r['steps'] is not None for r in timed)}/{len(timed)}",
+            "ok / pairs": f"{len(ok)}/{len(g)}",
             "reading": READINGS.get(entry, ""),
         })
     return out
