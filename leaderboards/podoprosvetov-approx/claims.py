@@ -237,7 +237,8 @@ def summary(rows: list[dict]) -> list[dict]:
             "error: best (target)": f"{_pm(*errors[best_error])} ({best_error})",
             "error: typical (95% t over seeds)": _pm(*typical),
             "time: best median speed-up (target)":
-                f"{numeric[best_time]:.2f}x ({best_time})" if best_time else "none reached",
+                f"{numeric[best_time]:.2f}x ({best_time})" if best_time
+                else "censored on every target",
             "time: typical median speed-up [95%]": censored_median(
                 [r["speed_up"] for r in timed], bound, low=True) + " " + median_interval(
                 [r["speed_up"] for r in timed], low=True),
