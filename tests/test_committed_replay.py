@@ -70,6 +70,7 @@ def test_committed_records_replay_here(name, path, run_ids, monkeypatch, untied_
     import os
 
     from bench_core.execution.environment import cpu_model, numerics
+    from bench_core.results.selection import resolve
     from bench_core.results.stability import perturbation
     from bench_core.specs.model import load_spec
     from bench_core.specs.plan import expand
@@ -79,6 +80,7 @@ def test_committed_records_replay_here(name, path, run_ids, monkeypatch, untied_
     spec_name, spec = load_spec(BOARDS / f"{name}.toml")
     profile = path.stem
     plan = expand(untied_host, spec_name, spec, profile=None if profile == "default" else profile)
+    plan = resolve(plan, pl.scan_parquet(path))  # a spec that selects: its final runs too
     records = pl.read_parquet(path).filter(pl.col("run_id").is_in(run_ids))
     fresh = replay(untied_host, plan, records, run_ids)
     for row in fresh.iter_rows(named=True):

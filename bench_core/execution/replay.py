@@ -11,10 +11,12 @@ import polars as pl
 
 def replay(host: Any, plan: Any, records: pl.DataFrame, run_ids: list[str]) -> pl.DataFrame:
     """Re-train the runs ``run_ids`` of ``plan`` here, one by one, without writing anything;
-    return their fresh records (the columns a record has), to compare with ``records``."""
+    return their fresh records (the columns a record has), to compare with ``records``. Runs
+    of a plan's selection stage count; a final run of a pair whose selection is not resolved
+    in ``plan`` (:func:`bench_core.results.selection.resolve`) is not found."""
     from bench_core.execution.runner import execute_task, set_threads
 
-    by_id = {t.run_id: t for t in plan.tasks}
+    by_id = {t.run_id: t for t in plan.all_tasks}  # selection runs too
     rows = []
     for run_id in run_ids:
         task = by_id[run_id]
