@@ -55,9 +55,12 @@ def test_committed_records_keep_their_run_ids(records, untied_host):
 
     name, spec = load_spec(BOARDS / f"{records.parent.name}.toml")
     profile = records.name.split(".")[0]
+    from bench_core.results.selection import resolve
+
     plan = expand(untied_host, name, spec, profile=None if profile == "default" else profile)
+    plan = resolve(plan, pl.scan_parquet(records))  # a spec that selects: its chosen final runs
     recorded = set(pl.read_parquet(records, columns=["run_id"])["run_id"].to_list())
-    assert recorded <= {t.run_id for t in plan.tasks}
+    assert recorded <= {t.run_id for t in plan.all_tasks}  # selection runs too
 
 
 def test_the_host_imports_no_plugin_and_plugins_no_private_names_of_another():
