@@ -143,8 +143,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
             sel = plan.selection.select
             pairs_ = len(plan.selection.builders)
             shape = f"{pairs_} (entry, grid cell) pairs" if pairs_ != n_entries * cells else shape
+            chosen = sorted(set(plan.selection.parameters.values())) or [sel.parameter]
             selecting = (f", after {len(plan.selection.tasks)} selection runs choosing "
-                         f"{sel.parameter} per pair")
+                         f"{' or '.join(chosen)} per pair")
             n_final = pairs_ * len(plan.seeds)
         else:
             n_final = len(plan.tasks)
@@ -190,7 +191,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             sel_plan = replace(plan, tasks=plan.selection.tasks, selection=None)
             todo, skipped = pending_tasks(sel_plan, results_dir, args.force)
             print(f"{plan.name} [{plan.profile}]: {len(sel_plan.tasks)} selection runs "
-                  f"({plan.selection.select.parameter}), {skipped} recorded, {len(todo)} to run")
+                  f"({', '.join(sorted(set(plan.selection.parameters.values())))}), "
+                  f"{skipped} recorded, {len(todo)} to run")
             for t in todo:
                 print(f"  {t.run_id}  {t.entry:<24} selection seed {t.seed_index}  "
                       f"{json.dumps(t.cell)}")

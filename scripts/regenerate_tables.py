@@ -6,7 +6,8 @@
 A committed table (``leaderboards/NAME/README.md`` for a spec's default profile,
 ``leaderboards/NAME/PROFILE.md`` for another) starts with the part ``untied leaderboard``
 generates (its header names the command) and may end with sections written by hand: every
-``## `` heading that is not a metric's table (`` ## `metric` ``) or a summary table starts one,
+``## `` heading that is not a metric's table (`` ## `metric` ``), a summary table or the table of
+selection scores starts one,
 and everything from the first of them on is kept as it is. The generated part is rebuilt from
 the committed records (``leaderboards/NAME/PROFILE.parquet``) alone, never from a local
 ``results/`` folder, so the tables are what a fresh clone regenerates. Then ``docs/report`` is

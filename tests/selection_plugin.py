@@ -57,10 +57,20 @@ class BowlTrainer:
                 "n_evaluated": float(len(data.x_test)), "evaluated_on_test": saw_test}
 
 
+class NestedBowlParams(BaseModel):
+    """``toy_bowl``'s parameters one level down (``trainer.inner.lr``), as a composed update
+    rule nests its base rule's (``rule.base.lr``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    inner: BowlParams = Field(default_factory=BowlParams)
+
+
 @hookimpl
 def register_trainers(register):
     register("toy_bowl", BowlTrainer, params=BowlParams,
              description="a loss smallest at lr = best, on the split it is evaluated on")
+    register("toy_nested_bowl", lambda params: BowlTrainer(params.inner),
+             params=NestedBowlParams, description="toy_bowl with its parameters in `inner`")
 
 
 @hookimpl

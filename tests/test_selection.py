@@ -197,3 +197,32 @@ def test_an_entry_can_choose_its_own_parameter(host, tmp_path):
     bad["entries"][1].pop("select_values")
     with pytest.raises(SpecError, match="select_parameter, but the spec has no `select`"):
         parse_spec(bad, stem="select")
+
+
+def test_an_entry_can_choose_its_own_parameter_nested_inside_a_component(host, tmp_path):
+    spec = copy.deepcopy(SPEC)
+    spec["entries"] = [
+        {"label": "bowl"},
+        {"label": "nested", "select_parameter": "trainer.inner.lr",
+         "overrides": {"trainer": {"name": "toy_nested_bowl", "inner": {"best": 0.05}}}},
+    ]
+    plan = plan_of(host, spec)
+    summary = run_plan(plan, tmp_path, host=host, progress=False)
+    assert summary.failed == 0 and summary.ran == 8 + 4
+    # each entry's candidates went to its own parameter: nested's best is 0.05, bowl's 0.02
+    assert plan.selection.choices == {("bowl", 0): 0.02, ("nested", 0): 0.05}
+    final = {t.entry: t for t in plan.tasks}
+    assert final["nested"].spec["trainer"]["inner"]["lr"] == 0.05
+    assert final["nested"].selected == {"trainer.inner.lr": 0.05}
+    assert final["bowl"].spec["trainer"]["lr"] == 0.02
+    text = plan_report(plan, tmp_path / plan.name).render("markdown")
+    assert "; entry nested: `trainer.inner.lr` chosen" in text
+    # a nested path that does not exist in the entry's component is refused by name
+    spec["entries"][1]["select_parameter"] = "trainer.inner.nope"
+    with pytest.raises(SpecError, match="trainer.inner.nope: unknown field"):
+        plan_of(host, spec)
+    spec["entries"][1]["select_parameter"] = "trainer.inner.lr"
+    spec["grid"] = {"trainer.inner.lr": [0.01]}
+    with pytest.raises(SpecError, match="entry 'nested' select_parameter 'trainer.inner.lr' is "
+                                        "also a grid axis"):
+        parse_spec(spec, stem="select")

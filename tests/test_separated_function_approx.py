@@ -78,6 +78,44 @@ def test_builtin_targets(name, formula):
         assert y == pytest.approx(formula(*x, *([0.0] * (3 - len(x)))), abs=1e-6)
 
 
+@pytest.mark.parametrize("name, formula", [
+    ("sin_cos_field", lambda x, y, z: [math.sin(x) * math.cos(y), -math.cos(x) * math.sin(y)]),
+    ("bump_ridge_saddle_3d", lambda x, y, z: [math.exp(-4 * (x * x + y * y + z * z)),
+                                              max(0.0, (2 * x + 2 * y + z) / 3 + 0.1),
+                                              x * x + y * y - 2 * z * z]),
+])
+def test_vector_valued_targets_give_one_output_per_component(name, formula):
+    data = bundle(target=name, n_train=40, n_test=6)
+    k = get_target(name).outputs
+    assert k > 1 and data.info.num_outputs == k
+    assert data.y_train.shape == (40, k) and data.y_test.shape == (6, k)
+    for x, y in zip(data.x_test.double().tolist(), data.y_test.tolist()):
+        assert y == pytest.approx(formula(*x, *([0.0] * (3 - len(x)))), abs=1e-6)
+
+
+def test_a_vector_target_trains_an_mlp_with_one_output_per_component():
+    from untied_plugins.backprop.losses import evaluate
+    from untied_plugins.backprop.models import MLPParams, mlp
+    from untied_plugins.backprop.activations import ACTIVATIONS
+
+    from bench_core.interfaces import NativeActivation
+
+    data = bundle(target="sin_cos_field", n_train=64, n_test=16)
+    ctx = RunContext(seed=0, device=torch.device("cpu"))
+    model = mlp(MLPParams(hidden=[8]), data=data.info,
+                activation=lambda: NativeActivation(ACTIVATIONS["relu"][1]), ctx=ctx)
+    assert model(data.x_test).shape == (16, 2)
+    got = evaluate(model, data.x_test, data.y_test, "mse", "regression", 16)
+    with torch.no_grad():
+        want = (model(data.x_test) - data.y_test).square().mean()
+    torch.testing.assert_close(got["mse"], want)  # the mean over samples and components
+
+
+def test_a_target_needs_at_least_one_output(registry):
+    with pytest.raises(ValueError, match="needs outputs >= 1"):
+        register_target(Target("none_out", 2, lambda x: x[:, 0], "no outputs", outputs=0))
+
+
 def test_noise_goes_on_training_targets_only():
     clean, noisy = bundle(target="saddle"), bundle(target="saddle", noise=0.1)
     assert torch.equal(clean.x_train, noisy.x_train) and torch.equal(clean.y_test, noisy.y_test)

@@ -123,3 +123,19 @@ def test_separated_mlp_starts_from_mlp_weights_and_every_parameter_learns(hidden
     model(x).square().sum().backward()
     assert all(w.grad is not None and w.grad.abs().sum() > 0 for w in model.parameters())
     assert model(x).shape == (7, 2)
+
+
+@pytest.mark.parametrize("d_init, left, right", [(0.0, 1.0, 1.0), (0.5, 0.5, 1.5),
+                                                  (1.0, 0.0, 2.0)])
+def test_d_init_sets_the_starting_slopes_one_minus_and_plus_c_d(d_init, left, right):
+    """d_init = 0: o = a (no kink); 0.5: slopes 0.5 | 1.5; 1 (default): 0 | 2, the plain ReLU's
+    dead left half, doubled."""
+    layer = SeparatedDense(1, 1, site("relu")(), d_init=d_init)
+    with torch.no_grad():
+        layer.linear.weight.fill_(1.0)
+        layer.linear.bias.zero_()
+    a = torch.tensor([[-2.0], [-1.0], [1.0], [2.0]], requires_grad=True)
+    o = layer(a)
+    slope, = torch.autograd.grad(o.sum(), a, torch.ones(()))
+    torch.testing.assert_close(slope.squeeze(1), torch.tensor([left, left, right, right]))
+    assert SeparatedMLPParams(d_init=d_init).d_init == d_init

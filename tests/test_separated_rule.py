@@ -180,6 +180,103 @@ def test_the_base_rule_is_validated_with_its_own_parameters():
         SeparatedRuleParams(base={"name": "lion"})
 
 
+# ---- options: the q step with the neuron's own derivative, delta = dE/da ----------------------
+def one_side_step(side: str, q_step: str, gamma_q: float = 0.5) -> tuple[float, float]:
+    """One ReLU-analog neuron (W = (2, 0): p = 2, q = 0, c = 1, d = 0.5) whose three samples lie
+    on one side of the kink, with per-sample errors o - y summing to S = 0.6; only q moves
+    (the base rule's and gamma_d's steps are negligible). Returns (S before, S after)."""
+    layer = relu_layer(d_init=0.5)
+    with torch.no_grad():
+        layer.linear.weight.copy_(torch.tensor([[2.0, 0.0]]))
+        layer.linear.bias.zero_()
+    model = nn.Sequential(layer)
+    x = torch.tensor([[u, 0.0] for u in (0.5, 1.0, 1.5)]) * (1 if side == "right" else -1)
+    with torch.no_grad():
+        y = model(x) - torch.tensor([[0.1], [0.2], [0.3]])
+    rule = make_rule(model, lr=1e-12, gamma_q=gamma_q, gamma_d=1e-12, q_step=q_step)
+    rule.zero_grad()
+    (0.5 * (model(x) - y).square().mean()).backward()
+    rule.step()
+    with torch.no_grad():
+        return 0.6, (model(x) - y).sum().item()
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_the_neuron_derivative_q_step_removes_gamma_of_each_sides_error_sum(side):
+    """q_step = "neuron": a side's summed error shrinks by exactly gamma_q (first order, exact
+    for the ReLU analog while no sample crosses the kink), on either side. The paper's r = p -+
+    c d (eqs. 20-22) removes less on the right and, on the left (r = 1.5 > 0 where do/dq = -c d
+    < 0), makes the error sum grow: the wrong way."""
+    before, after = one_side_step(side, "neuron")
+    assert after == pytest.approx(0.5 * before, rel=1e-5)
+    before, paper = one_side_step(side, "paper")
+    if side == "right":   # dq = -0.5 S / (3 * 2.5): S' = S (1 - 0.5 * 0.5 / 2.5)
+        assert paper == pytest.approx(0.9 * before, rel=1e-5)
+    else:                 # dq = -0.5 S / (3 * 1.5), o moves by -c d dq: S' = S (1 + 0.5 / 3)
+        assert paper == pytest.approx(before * (1 + 0.5 / 3), rel=1e-5)
+
+
+def test_the_neuron_derivative_q_step_uses_summed_do_dq_in_the_formula():
+    """Hand values for A, DELTA: do/dq = -c d = -0.5 left, +0.5 right."""
+    a = torch.tensor(A).unsqueeze(1)
+    shifted = a + 0.5
+    do_dq = 0.5 * torch.sign(shifted)
+    got, _ = semi_sum_steps(a, torch.tensor(DELTA).unsqueeze(1), q=torch.tensor([0.5]),
+                            c=torch.tensor([1.0]), d=torch.tensor([0.5]), p=torch.tensor([2.0]),
+                            do_dd=shifted.abs(), gamma_q=1.0, gamma_d=1.0, do_dq=do_dq)
+    dq_left, dq_right = 0.2 / (2 * -0.5), -0.3 / (3 * 0.5)       # -0.2, -0.2
+    assert got.item() == pytest.approx((dq_left * 0.2 + dq_right * 0.3) / 0.5)
+    # d = 0: q has no effect on o, so neither side gives a q step
+    got, _ = semi_sum_steps(a, torch.tensor(DELTA).unsqueeze(1), q=torch.tensor([0.5]),
+                            c=torch.tensor([1.0]), d=torch.tensor([0.0]), p=torch.tensor([2.0]),
+                            do_dd=shifted.abs(), gamma_q=1.0, gamma_d=1.0, do_dq=0 * do_dq)
+    assert got.item() == 0.0
+
+
+def test_delta_activation_takes_dE_da_which_is_zero_on_the_dead_side_at_d_1():
+    """delta = "activation" (eq. 5): the per-sample errors are B dE/da = B dE/do (1 -+ c d);
+    with d = 1 (the default start) the left side's are 0, so only the right side steps."""
+    layer = relu_layer(q_init=0.5, d_init=1.0)
+    with torch.no_grad():
+        layer.linear.weight.copy_(torch.tensor([[2.0, 0.0]]))
+        layer.linear.bias.zero_()
+    model = nn.Sequential(layer)
+    x = torch.tensor([[a / 2, 5.0] for a in A])
+    rule = make_rule(model, lr=1e-12, gamma_q=1.0, gamma_d=1.0, delta="activation")
+    rule.zero_grad()
+    (model(x).squeeze(1) * torch.tensor(DELTA)).mean().backward()
+    cap = rule.captures[0]
+    slope = 1 + torch.sign(torch.tensor(A) + 0.5)                  # do/da: 0 left, 2 right
+    torch.testing.assert_close(cap.delta_a.squeeze(1) * len(A), torch.tensor(DELTA) * slope)
+    rule.step()
+    a = torch.tensor(A).unsqueeze(1)
+    want_q, want_d = semi_sum_steps(a, (torch.tensor(DELTA) * slope).unsqueeze(1),
+                                    q=torch.tensor([0.5]), c=torch.tensor([1.0]),
+                                    d=torch.tensor([1.0]), p=torch.tensor([2.0]),
+                                    do_dd=(a + 0.5).abs(), gamma_q=1.0, gamma_d=1.0)
+    assert layer.q.item() == pytest.approx(0.5 + want_q.item())
+    assert layer.d.item() == pytest.approx(1.0 + want_d.item())
+    # the right side alone: dq = -S_right / (n r_right) = -(2 * 0.3) / (3 * 3)
+    assert want_q.item() == pytest.approx(-0.6 / 9)
+
+
+def test_plain_gradient_descent_base_moves_w_and_b_by_lr_times_their_gradient_every_step():
+    """base = sgd (defaults: no momentum, no weight decay) is the paper's plain
+    back-propagation for W and b (eq. 6): each step is -lr * gradient, with no memory."""
+    layer = relu_layer(n_in=2, width=3, d_init=0.5)
+    model = nn.Sequential(layer, nn.Linear(3, 1))
+    rule = make_rule(model, lr=0.05, base="sgd")
+    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(2))
+    for _ in range(2):
+        rule.zero_grad()
+        model(x).square().mean().backward()
+        before = [w.detach().clone() for w in (layer.linear.weight, model[1].weight)]
+        grads = [w.grad.clone() for w in (layer.linear.weight, model[1].weight)]
+        rule.step()
+        for w, w0, g in zip((layer.linear.weight, model[1].weight), before, grads):
+            torch.testing.assert_close(w.detach(), w0 - 0.05 * g)
+
+
 # ---- Fig. 3: the dead ReLU and the separated neuron from the same start ----------------------
 U = torch.linspace(-1, 1, 201).unsqueeze(1)
 TARGET = torch.relu(U)  # a ReLU ridge growing with u

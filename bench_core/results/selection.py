@@ -110,7 +110,8 @@ def selection_note(plan: Plan) -> str | None:
     pairs = len(stage.builders)
     done = sum(k in stage.choices for k in stage.builders)
     direction = plan.spec.direction_of(sel.metric)
-    own = "".join(f"; entry {label}: `{param}`" for label, param in stage.parameters.items())
+    own = "".join(f"; entry {label}: `{param}`" for label, param in stage.parameters.items()
+                  if param != sel.parameter)
     return (f"Selection: `{sel.parameter}`{own} chosen per entry and grid cell from "
             f"{', '.join(canonical_json(v) for v in sel.values)} (entries may list their own) by "
             f"the mean `{stage.metric}` ({direction} is better) over {sel.seeds} selection "
@@ -129,7 +130,8 @@ def selection_rows(plan: Plan, records: pl.LazyFrame | None) -> tuple[list[str],
     assert stage is not None
     scores = candidate_scores(plan, records)
     cells = {t.cell_index: t.cell for t in stage.tasks}
-    param = stage.select.parameter
+    params = set(stage.parameters.values())
+    param = next(iter(params)) if len(params) == 1 else "value"
     axes = [k for k in plan.grid if len(plan.grid[k]) > 1]
     header = [*axes, "entry", param, f"{stage.metric} (mean)", "± std", "good / runs",
               "chosen"]

@@ -73,10 +73,12 @@ class Entry(_Strict):
         None, description="this entry's own candidates for the spec's `select.parameter` "
                           "(e.g. another optimiser's rates); one value fixes it")
     select_parameter: str | None = Field(
-        None, pattern=r"^[A-Za-z_][\w]*\.[A-Za-z_][\w]*$",
-        description="this entry's own parameter to choose, where its rate lives elsewhere "
-                    "(`rule.lr` for an entry trained by an update rule, where the spec "
-                    "chooses `trainer.lr`); its candidates: `select_values`, else the spec's")
+        None, pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$",
+        description="the parameter this entry chooses instead of the spec's "
+                    "`select.parameter`, where its rate lives elsewhere (`rule.lr` for an entry "
+                    "trained by an update rule where the spec chooses `trainer.lr`; a rule "
+                    "nested in its rule: `rule.base.lr`); its candidates: `select_values`, else "
+                    "the spec's")
 
 
 class Select(_Strict):
@@ -90,9 +92,10 @@ class Select(_Strict):
     seeds always ranks below one with fewer; ties go to the first listed) is the value the
     entry's runs in that cell then train with, on the whole training split, as usual."""
 
-    parameter: str = Field(pattern=r"^[A-Za-z_][\w]*\.[A-Za-z_][\w]*$",
+    parameter: str = Field(pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$",
                            description="the parameter to choose, as a grid axis names it "
-                                       "(`rule.lr`, `trainer.lr`)")
+                                       "(`rule.lr`, `trainer.lr`; nested: `rule.base.lr`); "
+                                       "an entry may name its own (`select_parameter`)")
     values: list[Any] = Field(min_length=1, description="the candidates, in order of preference "
                                                          "on ties")
     metric: str | None = Field(None, description="a metric the trainer reports for its test "
@@ -307,21 +310,19 @@ class LeaderboardSpec(_Strict):
             chosen = self.select_for(name)
             where = "select" if name is None else f"profiles.{name}.select"
             if chosen is None:
-                if name is None and any(e.select_values is not None for e in self.entries):
-                    raise ValueError("an entry sets select_values, but the spec has no `select`")
-                if name is None and any(e.select_parameter for e in self.entries):
-                    raise ValueError("an entry sets select_parameter, but the spec has no "
-                                     "`select`")
+                for field_name in ("select_values", "select_parameter"):
+                    if name is None and any(getattr(e, field_name) is not None
+                                            for e in self.entries):
+                        raise ValueError(f"an entry sets {field_name}, but the spec has no "
+                                         f"`select`")
                 continue
             grids = {**self.grid, **(prof.grid if prof is not None else {})}
-            if chosen.parameter in grids:
-                raise ValueError(f"{where}.parameter '{chosen.parameter}' is also a grid axis: "
-                                 f"a parameter is either chosen or varied, not both")
-            for e in self.entries:
-                if e.select_parameter in grids:
-                    raise ValueError(f"entry '{e.label}' select_parameter "
-                                     f"'{e.select_parameter}' is also a grid axis: a parameter "
-                                     f"is either chosen or varied, not both")
+            for param, at in [(chosen.parameter, f"{where}.parameter"),
+                              *((e.select_parameter, f"entry '{e.label}' select_parameter")
+                                for e in self.entries if e.select_parameter is not None)]:
+                if param in grids:
+                    raise ValueError(f"{at} '{param}' is also a grid axis: a parameter is "
+                                     f"either chosen or varied, not both")
         for entry in self.entries:
             if entry.select_values is not None:
                 check_axis(f"entry '{entry.label}' select_values", entry.select_values)

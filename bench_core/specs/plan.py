@@ -91,7 +91,7 @@ class SelectionStage:
     choices: dict[tuple[str, int], Any] = field(default_factory=dict)
     """The value chosen for each pair whose selection is complete (:func:`finalize`)."""
     parameters: dict[str, str] = field(default_factory=dict)
-    """Entries that choose their own parameter (``select_parameter``): label -> parameter."""
+    """entry label -> the parameter it chooses (its ``select_parameter``, else the spec's)."""
 
     def parameter_of(self, entry: str) -> str:
         """The parameter an entry's selection chooses."""
@@ -442,8 +442,7 @@ def _expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str 
                 continue
             param = entry.select_parameter or select.parameter
             named = "select_parameter" if entry.select_parameter else "select.parameter"
-            if entry.select_parameter:
-                stage.parameters[entry.label] = param
+            stage.parameters[entry.label] = param
             candidates = (entry.select_values if entry.select_values is not None
                           else select.values)
             key = (entry.label, cell_index)
@@ -456,11 +455,14 @@ def _expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str 
                 except SpecError as exc:
                     raise SpecError(f"{exc} [{where}, {named} {param} = "
                                     f"{canonical_json(value)}]") from None
-                comp, field_name = param.split(".")
-                if not _same(value, resolved_v.get(comp, {}).get(field_name)):
+                *path, field_name = param.split(".")
+                node = resolved_v
+                for part in path:
+                    node = node.get(part) if isinstance(node, dict) else None
+                if not isinstance(node, dict) or not _same(value, node.get(field_name)):
                     raise SpecError(f"{named} {param} = {canonical_json(value)} does "
-                                    f"not reach entry '{entry.label}' (its {comp} has no "
-                                    f"parameter {field_name}) [{where}]")
+                                    f"not reach entry '{entry.label}' (its {'.'.join(path)} has "
+                                    f"no parameter {field_name}) [{where}]")
                 with_value[canonical_json(value)] = resolved_v
                 if len(candidates) > 1:
                     sel_seeds = [(s, derive_seed(f"select-{s}", cell_canonical))

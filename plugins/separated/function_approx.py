@@ -9,7 +9,8 @@ Inputs ``x`` cover the domain ``[low, high]^dim`` (the target's own unless ``dom
   (so ``n_train = 1024`` gives 32 x 32 in 2-d and 10 x 10 x 10 = 1000 points in 3-d);
 - test set (held out): ``n_test`` points drawn uniformly, independently of the training set.
 
-Targets ``y = f(x)`` are computed in float64 and stored as float32 of shape ``(N, 1)``
+Targets ``y = f(x)`` are computed in float64 and stored as float32 of shape ``(N, outputs)``
+(1 for a scalar target; vector-valued targets have more, the paper's "vector functions")
 (``task = "regression"``: train with ``trainer.loss = "mse"``; the ``backprop`` trainer reports
 ``test_mse`` and ``test_max_abs_error``). ``noise > 0`` adds ``N(0, noise^2)`` to the *training*
 targets only: the test set measures the error against the exact function.
@@ -78,12 +79,13 @@ def function_approx(params: FunctionApproxParams, *, ctx):
     x_train = (grid_points(low, high, params.n_train, target.dim) if params.sampling == "grid"
                else uniform(params.n_train))
     x_test = uniform(params.n_test)
-    y_train = target.fn(x_train).reshape(-1, 1)
-    y_test = target.fn(x_test).reshape(-1, 1)
+    y_train = target.fn(x_train).reshape(-1, target.outputs)
+    y_test = target.fn(x_test).reshape(-1, target.outputs)
     if params.noise > 0:
         noise_gen = ctx.generator("label_noise", device="cpu")
         y_train = y_train + params.noise * torch.randn(y_train.shape, generator=noise_gen,
                                                        dtype=torch.float64)
-    info = DataInfo(f"function_approx:{target.name}", (target.dim,), 1, "regression")
+    info = DataInfo(f"function_approx:{target.name}", (target.dim,), target.outputs,
+                    "regression")
     return make_bundle(info, x_train.float(), y_train.float(), x_test.float(), y_test.float(),
                        ctx)

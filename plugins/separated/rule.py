@@ -40,7 +40,16 @@ Readings and departures, stated because the paper is inconsistent here (docs/met
   the paper's steps on ``q`` as docs/methods/separated.md states them, not a corrected version; the
   leaderboard ``podoprosvetov-approx`` measures whether they help.
 - ``delta`` is the error at the output ``o`` (docs/methods/separated.md), where the paper's eq. 5 defines
-  ``delta = dE/da``.
+  ``delta = dE/da``; option ``delta = "activation"`` takes ``dE/da`` (``= dE/do do/da``, with
+  ``do/da = 1 -+ c d`` for the ReLU analog: zero left of the kink at ``c d = 1``). The paper does
+  not decide between them: eq. 5 defines ``delta = dE/da``, but eqs. 21-22 change "each delta"
+  by the shift of the neuron's output, which is what ``dE/do`` measures; the default keeps
+  ``dE/do``.
+- option ``q_step = "neuron"`` replaces a side's ``n r`` in eq. 22 by its summed true
+  derivative ``sum(do/dq)``, ``do/dq = c d (f'(v) - f'(-v))`` (``-c d`` left of the kink,
+  ``+c d`` right of it for the ReLU analog): the step then moves each side's summed output by
+  ``-gamma_q S_side`` to first order, where the paper's ``r = p - c d`` can point the left
+  side's step the wrong way. Off by default (the paper's eqs. 21-22 are the method).
 - ``c`` follows plain gradient descent on ``c_raw`` (``c = 1e-4 + softplus(c_raw)``), step
   ``lr_c``; it is fixed (not a parameter) for the ReLU analog.
 
@@ -98,22 +107,38 @@ class SeparatedRuleParams(BaseModel):
                                                "curvature c = 1e-4 + softplus(c_raw))")
     min_slope: float = Field(EPS, gt=0, description="a side with |r| below this gives no q "
                              "step (docs/methods/separated.md: 1e-8; larger bounds the 1/r of eq. 22)")
+    q_step: Literal["paper", "neuron"] = Field(
+        "paper", description="slope that converts a side's error sum into a q step: 'paper' = "
+        "eqs. 20-22's r = p -+ c d (q shifts the whole function); 'neuron' = the side's summed "
+        "do/dq = c d (f'(v) - f'(-v)) of eqs. 13-14 (q moves only the kink)")
+    delta: Literal["output", "activation"] = Field(
+        "output", description="the per-sample error the semi-sums add up: 'output' = dE/do "
+        "(the neuron's output), 'activation' = dE/da (eq. 5's definition of delta)")
 
 
 def semi_sum_steps(a: Tensor, delta: Tensor, *, q: Tensor, c: Tensor, d: Tensor, p: Tensor,
-                   do_dd: Tensor, gamma_q: float, gamma_d: float, min_slope: float = EPS
-                   ) -> tuple[Tensor, Tensor]:
+                   do_dd: Tensor, gamma_q: float, gamma_d: float, min_slope: float = EPS,
+                   do_dq: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """``(dq, dd)`` per neuron (module docstring) from ``a``, the per-sample errors ``delta`` and
     ``do/dd`` (each batch x width) and the per-neuron ``q``, ``c``, ``d`` and ``p = ||W_i||``
-    (width). Both sides are computed at once: index 0 = left, 1 = right."""
+    (width). Both sides are computed at once: index 0 = left, 1 = right.
+
+    With ``do_dq`` (batch x width, option ``q_step = "neuron"``) a side's ``n r`` of eq. 22 is
+    replaced by its ``sum(do/dq)``: the step that changes the side's summed output by
+    ``-gamma_q S`` to first order, whichever way the neuron's true derivative points."""
     shifted = a + q
     right = c * shifted >= 0
     on_side = torch.stack((~right, right)).to(a.dtype)                    # (2, N, H)
     terms = torch.stack((torch.ones_like(a), delta, delta * do_dd, shifted.abs()))
     n, sums, moments, arms = (on_side * terms.unsqueeze(1)).sum(2)          # each (2, H)
-    r = torch.stack((p - c * d, p + c * d))
     has = n > 0
-    dq = _weighted(-gamma_q * sums, n * r, has & (r.abs() >= min_slope), sums)
+    if do_dq is None:
+        r = torch.stack((p - c * d, p + c * d))                            # eq. 20
+        slopes, usable = n * r, has & (r.abs() >= min_slope)
+    else:
+        slopes = (on_side * do_dq).sum(1)
+        usable = has & (slopes.abs() >= min_slope * n)
+    dq = _weighted(-gamma_q * sums, slopes, usable, sums)
     dd = _weighted(-gamma_d * moments, arms, has & (arms >= EPS), sums)
     return dq, dd
 
@@ -128,18 +153,23 @@ def _weighted(numerators: Tensor, denominators: Tensor, usable: Tensor, sums: Te
 
 
 class _Capture:
-    """Keeps a layer's last training ``a`` and ``delta = dE/do`` through module and tensor
-    hooks (only under autograd: evaluation passes leave them alone)."""
+    """Keeps a layer's last training ``a``, ``delta = dE/do`` and ``delta_a = dE/da`` through
+    module and tensor hooks (only under autograd: evaluation passes leave them alone)."""
 
     def __init__(self, layer: SeparatedDense) -> None:
         self.a: Tensor | None = None
         self.delta: Tensor | None = None
+        self.delta_a: Tensor | None = None
         self.handles = [layer.linear.register_forward_hook(self._keep_a),
                         layer.register_forward_hook(self._watch_output)]
 
     def _keep_a(self, module: nn.Module, inputs, a: Tensor) -> None:
         if torch.is_grad_enabled() and a.requires_grad:
             self.a = a.detach()
+            a.register_hook(self._keep_delta_a)
+
+    def _keep_delta_a(self, grad: Tensor) -> None:
+        self.delta_a = grad.detach()
 
     def _watch_output(self, module: nn.Module, inputs, o: Tensor) -> None:
         if torch.is_grad_enabled() and o.requires_grad:
@@ -149,7 +179,7 @@ class _Capture:
         self.delta = grad.detach()
 
     def clear(self) -> None:
-        self.a = self.delta = None
+        self.a = self.delta = self.delta_a = None
 
 
 class _ParameterSet:
@@ -196,16 +226,23 @@ class SemiSumRule:
             cap.clear()
 
     def _semi_sum(self, layer: SeparatedDense, cap: _Capture) -> tuple[Tensor, Tensor] | None:
-        if cap.a is None or cap.delta is None:
+        error = cap.delta if self.p.delta == "output" else cap.delta_a
+        if cap.a is None or error is None:
             return None  # no training pass reached this layer since the last step
-        batch = cap.delta.shape[0]  # the loss is a mean over the batch: per-sample errors
-        a, delta = cap.a.flatten(0, -2), cap.delta.flatten(0, -2) * batch
+        batch = error.shape[0]  # the loss is a mean over the batch: per-sample errors
+        a, delta = cap.a.flatten(0, -2), error.flatten(0, -2) * batch
         c = layer.c
+        v = c * (a + layer.q)
+        do_dq = None
+        if self.p.q_step == "neuron":  # do/dq = d c shape'(v), eqs. 13-14
+            with torch.enable_grad():
+                v_ = v.detach().requires_grad_(True)
+                slope, = torch.autograd.grad(layer.shape(v_).sum(), v_)
+            do_dq = layer.d * c * slope
         return semi_sum_steps(a, delta, q=layer.q, c=c, d=layer.d,
                               p=torch.linalg.vector_norm(layer.linear.weight, dim=1),
-                              do_dd=layer.shape(c * (a + layer.q)),
-                              gamma_q=self.p.gamma_q, gamma_d=self.p.gamma_d,
-                              min_slope=self.p.min_slope)
+                              do_dd=layer.shape(v), gamma_q=self.p.gamma_q,
+                              gamma_d=self.p.gamma_d, min_slope=self.p.min_slope, do_dq=do_dq)
 
 
 def separated(params: SeparatedRuleParams, *, model, ctx) -> SemiSumRule:

@@ -1,8 +1,10 @@
 """The registry of analytic target functions for the ``function_approx`` dataset.
 
 A :class:`Target` is a named torch function of ``dim`` variables with a default domain (the
-same interval on every axis). Built-ins (:data:`BUILTIN_TARGETS`): a ReLU ridge, ``sin x cos y``,
-a Gaussian bump and a saddle, each in 2 and 3 variables.
+same interval on every axis) and ``outputs`` components (1: a scalar function). Built-ins
+(:data:`BUILTIN_TARGETS`): a ReLU ridge, ``sin x cos y``, a Gaussian bump and a saddle, each in
+2 and 3 variables, and two vector-valued ones: ``sin_cos_field`` (2 -> 2) and
+``bump_ridge_saddle_3d`` (3 -> 3, the 3-d bump, ridge and saddle as one vector).
 
 Third-party targets come in two ways, both ending in :func:`register_target`:
 
@@ -38,7 +40,8 @@ _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 @dataclass(frozen=True)
 class Target:
-    """``fn(x) -> y``: ``x`` of shape ``(N, dim)``, ``y`` of shape ``(N,)`` (or ``(N, 1)``),
+    """``fn(x) -> y``: ``x`` of shape ``(N, dim)``, ``y`` of shape ``(N,)`` or ``(N, 1)`` for a
+    scalar target, ``(N, outputs)`` for a vector-valued one (the paper's "vector functions"),
     elementwise torch ops only (it runs in float64 on the CPU)."""
 
     name: str
@@ -46,6 +49,7 @@ class Target:
     fn: Callable[[Tensor], Tensor]
     description: str
     domain: tuple[float, float] = (-1.0, 1.0)
+    outputs: int = 1
 
 
 TARGETS: dict[str, Target] = {}
@@ -61,6 +65,9 @@ def register_target(target: Target, source: str = "register_target()") -> Target
     if not _NAME_RE.match(target.name):
         raise ValueError(f"{source}: invalid target name {target.name!r} (lower case, digits, _)")
     low, high = target.domain
+    if target.outputs < 1:
+        raise ValueError(f"{source}: target '{target.name}' needs outputs >= 1 (got "
+                         f"{target.outputs})")
     if target.dim < 1 or not (math.isfinite(low) and math.isfinite(high) and low < high):
         raise ValueError(f"{source}: target '{target.name}' needs dim >= 1 and a finite domain "
                          f"low < high (got dim {target.dim}, domain {target.domain})")
@@ -127,6 +134,15 @@ BUILTIN_TARGETS = [
            "exp(-4 (x^2 + y^2 + z^2))"),
     Target("saddle_3d", 3, lambda x: x[:, 0] ** 2 + x[:, 1] ** 2 - 2 * x[:, 2] ** 2,
            "x^2 + y^2 - 2 z^2"),
+    Target("sin_cos_field", 2, lambda x: torch.stack(
+        (torch.sin(x[:, 0]) * torch.cos(x[:, 1]), -torch.cos(x[:, 0]) * torch.sin(x[:, 1])), 1),
+           "vector field (sin x cos y, -cos x sin y) on [-pi, pi]^2", (-math.pi, math.pi), 2),
+    Target("bump_ridge_saddle_3d", 3, lambda x: torch.stack(
+        (torch.exp(-4 * _norm2(x)), torch.relu(x @ torch.tensor([2 / 3, 2 / 3, 1 / 3],
+                                                                  dtype=x.dtype) + 0.1),
+         x[:, 0] ** 2 + x[:, 1] ** 2 - 2 * x[:, 2] ** 2), 1),
+           "vector (exp(-4 |x|^2), max(0, (2x + 2y + z)/3 + 0.1), x^2 + y^2 - 2 z^2)",
+           outputs=3),
 ]
 for _target in BUILTIN_TARGETS:
     register_target(_target, "untied-bench (built-in)")
