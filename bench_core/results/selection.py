@@ -110,8 +110,12 @@ def selection_note(plan: Plan) -> str | None:
     pairs = len(stage.builders)
     done = sum(k in stage.choices for k in stage.builders)
     direction = plan.spec.direction_of(sel.metric)
-    own = "".join(f"; entry {label}: `{param}`" for label, param in stage.parameters.items()
-                  if param != sel.parameter)
+    by_param: dict[str, list[str]] = {}
+    for label, param in stage.parameters.items():
+        if param != sel.parameter:
+            by_param.setdefault(param, []).append(label)
+    own = "".join(f"; {'entries' if len(labels) > 1 else 'entry'} {', '.join(labels)}: "
+                  f"`{param}`" for param, labels in by_param.items())
     return (f"Selection: `{sel.parameter}`{own} chosen per entry and grid cell from "
             f"{', '.join(canonical_json(v) for v in sel.values)} (entries may list their own) by "
             f"the mean `{stage.metric}` ({direction} is better) over {sel.seeds} selection "
