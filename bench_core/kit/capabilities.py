@@ -8,11 +8,20 @@ from typing import Any
 
 import torch
 
-from bench_core.kit.runs import (GROUPED, Check, Nonconforming, activation_of, differ, fit,
-                                 kit_square, metrics_of, task_of)
-from bench_core.interfaces import RunContext
-from bench_core.plugins import Component, PluginHost
 from bench_core.execution.runner import build_session, build_trainer
+from bench_core.interfaces import RunContext
+from bench_core.kit.runs import (
+    GROUPED,
+    Check,
+    Nonconforming,
+    activation_of,
+    differ,
+    fit,
+    kit_square,
+    metrics_of,
+    task_of,
+)
+from bench_core.plugins import Component, PluginHost
 from bench_core.specs.plan import resolve_component
 
 

@@ -33,9 +33,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from bench_core.errors import PluginError, UntiedError
 from bench_core.kit.families import component_checks
 from bench_core.kit.runs import Check
-from bench_core.errors import PluginError, UntiedError
 from bench_core.plugins import Component, PluginHost
 
 WRONG_TYPES: tuple[Any, ...] = ({"wrong": "type"}, "wrong type", [["wrong"]])

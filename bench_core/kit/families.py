@@ -10,13 +10,22 @@ import polars as pl
 import torch
 from torch import nn
 
-from bench_core.kit.capabilities import capability_checks, executor_checks
-from bench_core.kit.runs import (FIELD, SAME, Check, Nonconforming, activation_of, differ, fit,
-                                 kit_spec, task_of)
 from bench_core.errors import DataError
-from bench_core.interfaces import Activation, DataBundle, NativeActivation, RunContext
-from bench_core.plugins import Component, PluginHost
 from bench_core.execution.runner import _record_row, build_session
+from bench_core.interfaces import Activation, DataBundle, NativeActivation, RunContext
+from bench_core.kit.capabilities import capability_checks, executor_checks
+from bench_core.kit.runs import (
+    FIELD,
+    SAME,
+    Check,
+    Nonconforming,
+    activation_of,
+    differ,
+    fit,
+    kit_spec,
+    task_of,
+)
+from bench_core.plugins import Component, PluginHost
 from bench_core.specs.plan import resolve_component
 
 

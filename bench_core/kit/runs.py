@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench_core.execution.runner import build_session, build_trainer
 from bench_core.interfaces import RunContext, derive_seed
 from bench_core.plugins import Component, PluginHost
-from bench_core.execution.runner import build_session, build_trainer
-from bench_core.specs.plan import RunTask, resolve_component
 from bench_core.specs.model import short_hash
+from bench_core.specs.plan import RunTask, resolve_component
 
 
 @dataclass
