@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import (
     Any,
@@ -387,3 +388,25 @@ def module_measurements(model: nn.Module) -> dict[str, Tensor]:
                 by_key.setdefault(key, []).append(value.reshape(()))
     means = {key: torch.nanmean(torch.stack(values)) for key, values in by_key.items()}
     return {**per_module, **means}
+
+
+_CPU_HOST_READ = threading.local()
+
+
+@contextlib.contextmanager
+def cpu_only_host_read() -> Iterator[None]:
+    """Mark code that reads tensors on the host (``if t > x``, ``t.item()``) on a branch taken
+    only when the run's device is the CPU, where no device has to be waited for (e.g. a cheap
+    bound that decides whether an exact fallback is needed). Sync checkers
+    (``benchmarks/device.py``) do not count what happens inside. Never wrap a path an
+    accelerator takes: there such a read stalls the device every step."""
+    _CPU_HOST_READ.depth = getattr(_CPU_HOST_READ, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _CPU_HOST_READ.depth -= 1
+
+
+def in_cpu_only_host_read() -> bool:
+    """Whether this thread is inside :func:`cpu_only_host_read`."""
+    return getattr(_CPU_HOST_READ, "depth", 0) > 0

@@ -48,7 +48,7 @@ from torch.overrides import TorchFunctionMode
 
 from bench_core.errors import DataError, Diverged
 from bench_core.execution.runner import build_session, build_trainer
-from bench_core.interfaces import RunContext
+from bench_core.interfaces import RunContext, in_cpu_only_host_read
 from bench_core.plugins import get_host
 from bench_core.specs.model import COMPONENT_FIELDS, LIST_FIELDS, load_spec
 from bench_core.specs.plan import expand, resolve_component
@@ -82,6 +82,8 @@ class SyncCounter(TorchFunctionMode):
         """Whether the call waits for the run's device: not when torch's own code makes it
         (an optimizer's step counter is kept on the host by design; ``clip_grad_norm_`` moves
         norms between devices), nor, on an accelerator, for a tensor that lives on the host."""
+        if in_cpu_only_host_read():      # a branch the plugin takes on the CPU only
+            return False
         caller = sys._getframe(2).f_globals.get("__name__", "")
         if caller == "torch" or caller.startswith("torch."):
             return False
@@ -160,11 +162,13 @@ def train(host, task, spec: dict[str, Any], device: torch.device) -> tuple[float
 
 
 def first_tasks(host, spec_path: Path) -> list:
-    """The first task (first cell, first seed) of each entry of the spec's default profile."""
+    """The first task (first cell, first seed) of each entry of the spec's default profile
+    (for a spec that selects a parameter, the entry's first selection run: a run like the
+    others, on the training split less the validation part)."""
     name, spec = load_spec(spec_path)
     plan = expand(host, name, spec)
     first: dict[int, Any] = {}
-    for task in plan.tasks:
+    for task in plan.all_tasks:  # a spec that selects a parameter: its selection runs first
         first.setdefault(task.entry_index, task)
     return [first[i] for i in sorted(first)]
 

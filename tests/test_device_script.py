@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import SHARED_DATA
+
+from bench_core.interfaces import cpu_only_host_read, in_cpu_only_host_read
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "device.py"
 
@@ -41,7 +42,12 @@ def test_sync_counter_counts_blocking_calls_of_plugin_code_only():
         counter.paused += 1
         y.item()                      # paused (the runner's log_epoch): not counted
         counter.paused -= 1
+        with cpu_only_host_read():    # a plugin's CPU-only branch: not counted
+            bool(y > 0)
     assert counter.count == 5
+    with counter:
+        bool(y > 0)                   # outside the marker again: counted
+    assert counter.count == 6 and not in_cpu_only_host_read()
 
 
 def test_every_builtin_runs_on_the_cpu_without_syncs_in_its_step(monkeypatch, capsys):

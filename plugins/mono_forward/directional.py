@@ -52,6 +52,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bench_core.interfaces import cpu_only_host_read
+
 Loss = Callable[[], Tensor]
 EXPANSION_LIMIT = 0.05
 """Largest ``|d| (max q - min q)`` evaluated by the cumulant expansion (its neglected 4th-order
@@ -214,14 +216,16 @@ def _rank_one_losses(G: Tensor, y: Tensor, d: Tensor, q: Tensor) -> Tensor:
     out = torch.addcmul(a2, d, a3)                                      # Horner, in place
     torch.addcmul(a1, d, out, out=out)
     out.mul_(d)
-    if G.device.type == "cpu":
+    if G.device.type == "cpu":  # host reads of a CPU-only branch (accelerators: no expansion)
         spread = q.amax(-1) - q.amin(-1)                                # (C,)
-        if torch.linalg.vector_norm(d, math.inf) * spread.amax() > EXPANSION_LIMIT:  # bound
-            far = d.abs() * spread > EXPANSION_LIMIT
-            _, ni, ci = far.nonzero(as_tuple=True)
-            df = d[far]
-            lse = torch.logsumexp(G[ni] + df[:, None] * q[ci], -1) - torch.logsumexp(G[ni], -1)
-            out[far] = lse - df * q[ci, y[ni]]
+        with cpu_only_host_read():
+            if torch.linalg.vector_norm(d, math.inf) * spread.amax() > EXPANSION_LIMIT:  # bound
+                far = d.abs() * spread > EXPANSION_LIMIT
+                _, ni, ci = far.nonzero(as_tuple=True)
+                df = d[far]
+                lse = (torch.logsumexp(G[ni] + df[:, None] * q[ci], -1)
+                       - torch.logsumexp(G[ni], -1))
+                out[far] = lse - df * q[ci, y[ni]]
     return out
 
 
