@@ -35,7 +35,7 @@ def plain_module(module: nn.Module, *types: type) -> bool:
     subclass may override ``forward``; no ``types``: any type), ``forward`` is not replaced on
     the instance, no forward or backward hook is registered on it, and none of its own
     parameters carries a gradient hook or is parametrized. A method that changes a layer's
-    backward pass (feedback alignment written as a reparametrization, a backward hook) then
+    backward pass (a reparametrization that swaps the backward weights, a backward hook) then
     never runs as plain back-propagation in a group: the run is trained alone instead."""
     if types and type(module) not in types:
         return False

@@ -546,9 +546,9 @@ def reapply(cell: dict[str, Any], profile_defaults: dict[str, Any], entry: Entry
             raw: dict[str, Any]) -> dict[str, Any]:
     """``raw`` (the cell's run spec merged with the entry's overrides) with the grid values and
     profile defaults put back into a component the overrides replaced (another ``name``), so
-    that they reach the entry's own component: a grid axis ``surrogate.normalize`` applies to
-    every entry's jamming surrogate. Only parameters the entry does not set itself; a value the
-    replacing component has no parameter for is then a clear validation error."""
+    that they reach the entry's own component: a grid axis ``surrogate.scale`` applies to
+    every entry's own surrogate, whichever it names. Only parameters the entry does not set
+    itself; a value the replacing component has no parameter for is then a clear validation error."""
     overrides = _leaves(entry.overrides)
     replaced = {comp for (comp, key) in overrides if key == "name"}
     if not replaced:
