@@ -1,6 +1,6 @@
 """A skeleton for ``fit_group`` (grouped runs, :class:`bench_core.interfaces.GroupTrainer`),
 and :func:`plain_module`, the proof a grouped path needs before it replaces a layer by its own
-stacked computation, and :func:`stack_rule`, by which a layer type the grouped path does not
+stacked computation (:func:`plain_sequence` for a whole chain), and :func:`stack_rule`, by which a layer type the grouped path does not
 know says how its instances stack.
 
 Most trainers that batch runs can batch only some of them (a model of the right structure, a
@@ -45,6 +45,28 @@ def plain_module(module: nn.Module, *types: type) -> bool:
         return False
     return not any(getattr(p, h, None) for p in module.parameters(recurse=False)
                    for h in _TENSOR_HOOKS)
+
+
+_SEQUENTIAL_COMPUTATION = ("forward", "__call__", "_call_impl", "__iter__", "__len__",
+                           "__getitem__", "_modules")
+
+
+def plain_sequence(module: nn.Module) -> list[nn.Module] | None:
+    """The modules an ``nn.Sequential`` applies, in order, when a grouped path may treat
+    ``module`` as exactly that chain: it is an ``nn.Sequential`` or a subclass that leaves the
+    computation alone (none of ``forward``, ``__call__``, ``_call_impl``, ``__iter__``,
+    ``__len__``, ``__getitem__`` is defined below ``nn.Sequential``; a subclass may add methods
+    and attributes, e.g. a ``blocks()`` view for layer-local trainers), and it is otherwise
+    plain (:func:`plain_module`: no hook, no ``forward`` on the instance). ``None`` otherwise.
+    Each returned child must still be proved plain on its own."""
+    if not isinstance(module, nn.Sequential) or not plain_module(module):
+        return None
+    for cls in type(module).__mro__:
+        if cls is nn.Sequential:
+            break
+        if any(name in vars(cls) for name in _SEQUENTIAL_COMPUTATION):
+            return None
+    return list(module)
 
 
 class StackedLayer(Protocol):

@@ -152,3 +152,31 @@ def test_dual_weight_under_backprop_at_batch_size_one_is_the_online_rule(untied_
     assert torch.allclose(trained[1].weight.double(), ref.W(0), atol=1e-5)
     assert torch.allclose(trained[3].weight.double(), ref.W(1), atol=1e-5)
     assert float(ref.W2[0].abs().sum()) > 0
+
+
+def test_every_online_form_rule_stacks_with_the_builtin_mlp(untied_host, wine_root):
+    """The grouped-equals-alone tests above compare numbers; this one checks that the batched
+    kernel really takes every built-in rule with an online form on the built-in ``mlp`` (the
+    dual-weight rule's own capture hooks are dropped, a foreign hook still keeps a run alone)."""
+    from untied_plugins.dual_weight.grouped import Member
+
+    name, spec = parse_spec(wang_spec(wine_root), stem="w")
+    tasks = expand(untied_host, name, spec).tasks
+    sessions = [build_session(untied_host, t, RunContext(t.seed, torch.device("cpu")))
+                for t in tasks]
+    members = [Member.prepare(s) for s in sessions]
+    assert all(m is not None for m in members), [t.entry for t, m in zip(tasks, members)
+                                                 if m is None]
+    assert len({m.signature() for m in members}) == 1
+    # a hook someone else registered: the run is trained alone
+    session = build_session(untied_host, tasks[0], RunContext(tasks[0].seed,
+                                                              torch.device("cpu")))
+    original = session.build_model
+
+    def hooked_model():
+        model = original()
+        model[1].register_forward_hook(lambda *a: None)
+        return model
+
+    session.build_model = hooked_model
+    assert Member.prepare(session) is None

@@ -118,3 +118,20 @@ def test_inputs_gathered_a_few_batches_ahead_equal_one_by_one(untied_host, tmp_p
     monkeypatch.setattr(grouped_backprop, "GATHER_BYTES", row_bytes * 16 * 3)
     grouped = assert_same(untied_host, spec(rules, trainer={"epoch_size": 300}), tmp_path)
     assert grouped["group_size"].max() == 4 and set(grouped["backward_samples"]) == {600}
+
+
+def test_the_builtin_mlp_is_stacked(untied_host, tmp_path):
+    """The grouped tests above compare numbers; this one checks the stack really forms for the
+    built-in ``mlp`` (a LayeredSequential), so that they do not pass with every run alone."""
+    import torch
+    from untied_plugins.backprop.grouped import StackedMember
+
+    from bench_core.execution.runner import build_session
+    from bench_core.interfaces import RunContext
+
+    name, parsed = parse_spec(spec(SGD_RULES), stem="g")
+    tasks = expand(untied_host, name, parsed).tasks
+    members = [StackedMember.prepare(build_session(untied_host, t, RunContext(
+        t.seed, torch.device("cpu")))) for t in tasks]
+    assert all(m is not None for m in members)
+    assert len({m.signature() for m in members}) == 1

@@ -43,6 +43,7 @@ from bench_core.grouping import (
     fit_in_stacks,
     global_module_hooks,
     plain_module,
+    plain_sequence,
     stack_rule,
 )
 from bench_core.interfaces import TrainingSession
@@ -67,10 +68,11 @@ class StackedMember:
         group = rule.param_groups[0]
         if group.get("maximize") or group.get("amsgrad") or group.get("differentiable"):
             return None
-        if not plain_module(model, nn.Sequential) or global_module_hooks():
+        chain = plain_sequence(model)
+        if chain is None or global_module_hooks():
             return None
         ops: list[tuple[str, Any]] = []
-        for i, module in enumerate(model):
+        for i, module in enumerate(chain):
             if plain_module(module, nn.Flatten) and i == 0:
                 continue
             if plain_module(module, nn.Linear):

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from untied_plugins.dual_weight.online_form import online_form_of
 
 from bench_core.errors import Diverged
-from bench_core.grouping import global_module_hooks, plain_module
+from bench_core.grouping import global_module_hooks, plain_module, plain_sequence
 from bench_core.interfaces import NativeActivation, TrainingSession
 
 
@@ -31,10 +31,13 @@ class Member:
         model = session.build_model()
         rule = session.build_rule(model)
         form = online_form_of(rule)
-        if form is None or not plain_module(model, nn.Sequential) or global_module_hooks():
+        if form is not None and callable(getattr(rule, "remove_hooks", None)):
+            rule.remove_hooks()  # the kernel replaces the rule (online_form module docstring)
+        chain = plain_sequence(model)
+        if form is None or chain is None or global_module_hooks():
             return None
         layers, activations = [], []
-        for i, module in enumerate(model):
+        for i, module in enumerate(chain):
             if plain_module(module, nn.Flatten) and i == 0:
                 continue
             if plain_module(module, nn.Linear) and module.bias is not None:
@@ -61,13 +64,17 @@ class GroupedOnline:
     """K runs of the online protocol as one batched computation (module docstring), for the
     :class:`~untied_plugins.dual_weight.online.OnlineTrainer` ``trainer``.
 
-    The runs are ordered gradient-form first, dual-weight form second, so that each kind is
-    updated on a contiguous slice of the stacked weights: only dual-weight runs pay for their
-    two matrices ``W1, W2``, and only penalised runs for a norm."""
+    The runs are ordered gradient-form first (unpenalised, then penalised), dual-weight form
+    second, so that each kind is updated on a contiguous slice of the stacked weights: only
+    penalised runs pay for a decay pass (and a norm), and only dual-weight runs for their two
+    matrices. A dual-weight run keeps ``W1`` and ``W2`` as one ``(2 out, in)`` matrix per layer
+    and computes ``W x = W1 x - W2 x`` from it, so that ``W`` is formed only when it is written
+    back: at this size a step is bound by memory traffic, and forming ``W`` every step costs a
+    third of a dual-weight run's."""
 
     def __init__(self, trainer, members: list[Member]) -> None:
         self.trainer, self.p = trainer, trainer.p
-        self.members = sorted(members, key=lambda m: m.form.dual)
+        self.members = sorted(members, key=lambda m: (m.form.dual, m.form.penalty != 0))
         members = self.members
         first = members[0]
         self.device = first.session.ctx.device
@@ -75,6 +82,7 @@ class GroupedOnline:
         dtype = first.layers[0].weight.dtype
         K = len(members)
         self.nd = sum(not m.form.dual for m in members)     # gradient-form runs: [:nd]
+        self.n0 = sum(not m.form.dual and m.form.penalty == 0 for m in members)  # of which plain
 
         def stack(get) -> Tensor:
             return torch.stack([get(m) for m in members]).to(self.device)
@@ -91,16 +99,17 @@ class GroupedOnline:
         forms = [m.form for m in members]            # flags from Python values: no host sync
         self.any_bias_decay = any(f.bias_decay != 0 for f in forms)
         direct, dual = members[:self.nd], members[self.nd:]
-        self.decay = per_run(lambda f: f.lr * f.penalty, direct)
-        self.norm_penalty = per_run(lambda f: f.penalty_norm and f.penalty > 0, direct) > 0
-        self.any_decay = any(m.form.penalty != 0 for m in direct)
-        self.any_norm = any(m.form.penalty_norm and m.form.penalty > 0 for m in direct)
+        penalised = direct[self.n0:]
+        self.decay = per_run(lambda f: f.lr * f.penalty, penalised)
+        self.norm_penalty = per_run(lambda f: f.penalty_norm, penalised) > 0
+        self.any_norm = any(m.form.penalty_norm for m in penalised)
         if dual:
             self.stable = per_run(lambda f: f.stabilizer_scale is not None, dual) > 0
             self.any_stable = any(m.form.stabilizer_scale is not None for m in dual)
             self.scale = per_run(lambda f: f.stabilizer_scale or 0.0, dual)
-            self.w1 = [w[self.nd:].clone() for w in self.w]
-            self.w2 = [torch.zeros_like(w[self.nd:]) for w in self.w]
+            # (Kd, 2 out, in): rows [:out] are W1 (= the initial W), rows [out:] are W2 (= 0)
+            self.w12 = [torch.cat([w[self.nd:], torch.zeros_like(w[self.nd:])], 1)
+                        for w in self.w]
             self.gavg = [torch.ones(len(dual), w.shape[1], device=self.device, dtype=dtype)
                          for w in self.w]
         # pools of different sizes share one padded tensor; each run draws from its own
@@ -127,9 +136,18 @@ class GroupedOnline:
         y = self.y_pool.index_select(0, idx)
         inputs, pre = [], []
         h = x
+        nd = self.nd
         for l, (w, b) in enumerate(zip(self.w, self.b)):
             inputs.append(h)
-            z = torch.baddbmm(b.unsqueeze(1), h.unsqueeze(1), w.transpose(1, 2)).squeeze(1)
+            if nd == len(self.members):
+                z = torch.baddbmm(b.unsqueeze(1), h.unsqueeze(1), w.transpose(1, 2)).squeeze(1)
+            else:
+                z = torch.empty_like(b)
+                torch.baddbmm(b[:nd].unsqueeze(1), h[:nd].unsqueeze(1),
+                              w[:nd].transpose(1, 2), out=z[:nd].unsqueeze(1))
+                z12 = torch.bmm(h[nd:].unsqueeze(1), self.w12[l].transpose(1, 2)).squeeze(1)  # W1x|W2x
+                out = w.shape[1]
+                torch.add(b[nd:], z12[:, :out] - z12[:, out:], out=z[nd:])
             pre.append(z)
             h = self.act[l](z) if l < len(self.act) else z
         out = h
@@ -143,11 +161,22 @@ class GroupedOnline:
             g = logp.exp()
             g[self.rows, y] -= 1.0
         for l in range(len(self.w) - 1, -1, -1):
-            g_below = (torch.bmm(g.unsqueeze(1), self.w[l]).squeeze(1)
+            g_below = (self._input_error(l, g)
                        * self.act[l - 1].derivative(pre[l - 1])) if l > 0 else None
             self._update(l, inputs[l], g)
             g = g_below
         return loss
+
+    def _input_error(self, l: int, g: Tensor) -> Tensor:
+        """``g W`` per run: the error at layer ``l``'s input (``W = W1 - W2`` for dual runs)."""
+        nd = self.nd
+        if nd == len(self.members):
+            return torch.bmm(g.unsqueeze(1), self.w[l]).squeeze(1)
+        out = torch.empty(len(self.members), self.w[l].shape[2], device=g.device, dtype=g.dtype)
+        torch.bmm(g[:nd].unsqueeze(1), self.w[l][:nd], out=out[:nd].unsqueeze(1))
+        signed = torch.cat([g[nd:], -g[nd:]], 1).unsqueeze(1)             # g W1 - g W2
+        torch.bmm(signed, self.w12[l], out=out[nd:].unsqueeze(1))
+        return out
 
     def _update(self, l: int, x: Tensor, g: Tensor) -> None:
         lr, nd, w, b = self.lr, self.nd, self.w[l], self.b[l]
@@ -157,15 +186,16 @@ class GroupedOnline:
         # W - c W + u x^T: subtracting c W (rather than multiplying by a rounded 1 - c) keeps
         # each step's rounding error random instead of a systematic drift of the scale of W
         if nd:
-            wd, xd = w[:nd], x[:nd].unsqueeze(1)
-            if self.any_decay:
+            n0 = self.n0
+            if n0 < nd:                                  # the penalised runs' decay
+                wp = w[n0:nd]
                 decay = self.decay
                 if self.any_norm:
-                    norm = torch.linalg.vector_norm(wd, dim=(1, 2)).view(-1, 1)
+                    norm = torch.linalg.vector_norm(wp, dim=(1, 2)).view(-1, 1)
                     inv = torch.where(norm > 0, 1.0 / norm, torch.zeros_like(norm))
                     decay = decay * torch.where(self.norm_penalty, inv, torch.ones_like(inv))
-                wd.addcmul_(wd, decay.unsqueeze(2), value=-1.0)
-            wd.addcmul_((lr[:nd] * g[:nd]).unsqueeze(2), xd, value=-1.0)
+                wp.addcmul_(wp, decay.unsqueeze(2), value=-1.0)
+            w[:nd].addcmul_((lr[:nd] * g[:nd]).unsqueeze(2), x[:nd].unsqueeze(1), value=-1.0)
         if nd == len(self.members):
             return
         gd, xd, lrd = g[nd:], x[nd:].unsqueeze(1), lr[nd:]
@@ -175,17 +205,19 @@ class GroupedOnline:
                                      mag)
         else:
             rate = lrd * mag
-        for wk, a in ((self.w1[l], torch.where(gd < 0, rate, 0.0).clamp_(max=1.0)),
-                      (self.w2[l], torch.where(gd > 0, rate, 0.0).clamp_(max=1.0))):
-            a = a.unsqueeze(2)
-            wk.addcmul_(wk, a, value=-1.0).addcmul_(a, xd)
-        torch.sub(self.w1[l], self.w2[l], out=w[nd:])
+        rate = rate.clamp_(max=1.0)
+        a = torch.cat([torch.where(gd < 0, rate, 0.0), torch.where(gd > 0, rate, 0.0)], 1)
+        self.w12[l].lerp_(xd, a.unsqueeze(2))   # W1, W2 <- W (1 - a) + a x, in one pass
         if self.any_stable:
             moved = self.gavg[l] * (1.0 - lrd) + lrd * mag
             self.gavg[l] = torch.where(self.stable & (gd != 0), moved, self.gavg[l])
 
     def _write_back(self) -> None:
         with torch.no_grad():
+            if self.nd < len(self.members):
+                for w, w12 in zip(self.w, self.w12):
+                    out = w.shape[1]
+                    torch.sub(w12[:, :out], w12[:, out:], out=w[self.nd:])   # W = W1 - W2
             for k, m in enumerate(self.members):
                 for l, layer in enumerate(m.layers):
                     layer.weight.copy_(self.w[l][k])

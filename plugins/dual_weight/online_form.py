@@ -18,6 +18,12 @@ such runs as one batched computation (grouped runs); a rule without ``online_for
 trained by the online trainer, one run at a time through ``zero_grad``/``step``. A third-party
 rule may return an :class:`OnlineForm` too; it must describe exactly what its ``step`` does at
 batch size 1 (the grouped-equals-ungrouped test of the online trainer checks the built-ins).
+
+The grouped computation replaces the rule: its ``step`` is never called there. A rule that hooks
+the model's modules to do its work (the dual-weight rule captures each dense layer's input and
+error) offers ``remove_hooks()``, which the grouped path calls before it proves the model plain
+(:func:`bench_core.grouping.plain_module`); any hook that remains, someone else's, still keeps
+the run out of the group.
 """
 
 from __future__ import annotations

@@ -103,6 +103,12 @@ class DualWeightRule:
     def online_form(self) -> OnlineForm:
         return OnlineForm(lr=self.lr, dual=True, stabilizer_scale=self.scale)
 
+    def remove_hooks(self) -> None:
+        """Drop the capture hooks (the grouped online path computes the update itself)."""
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
     def _capture(self, module: nn.Linear, inputs, output: Tensor) -> None:
         if torch.is_grad_enabled() and output.requires_grad:
             self._inputs[module] = inputs[0].detach()
