@@ -22,7 +22,10 @@ until freed). Forward-Forward's cost per sample belongs beside BP's here once th
 Usage: ``python benchmarks/perturbation.py [--threads 1] [--device cpu|cuda] [--batch 256]``.
 The SPSA step also pays three passes over the parameters that redraw the direction (their cost
 does not depend on the batch), so its ratio to two forwards falls with the batch size: it is
-printed for ``--batch`` and for each of ``--spsa-batches``.
+printed for ``--batch`` and for each of ``--spsa-batches``, beside the time of one regeneration
+pass and the floor it sets (``1 + 3 pass / (2 forward)``): on the CPU, torch's generator draws
+about 3 ns per Gaussian, ten times the in-place add it feeds, so the passes, not the step's
+bookkeeping, keep the ratio above 1.1 at small batches.
 Last line: ``perturbation: spsa_over_2fwd@B=R ... fg_over_jvp=R spsa_mem_over_inference=R``.
 """
 
@@ -42,7 +45,7 @@ from untied_plugins.perturbation.forward_gradient import (
     ForwardGradientParams,
     ForwardGradientTrainer,
 )
-from untied_plugins.perturbation.spsa import SPSAParams, SPSATrainer
+from untied_plugins.perturbation.spsa import SPSAParams, SPSATrainer, perturb_
 
 from bench_core.interfaces import RunContext
 
@@ -194,6 +197,15 @@ def main() -> None:
     for k, b in memory.items():
         print(f"  {k:12s} {b / 2**20:8.3f} MiB  ({b / memory['forward']:.3f} x inference)")
     spsa_ratio = times["SPSA step"] / (2 * times["forward"])
+    # the part of an SPSA step that does not scale with the batch: one pass that regenerates the
+    # direction from its seed and adds it in place (a step makes three)
+    seed = spsa.gen.get_state()
+    t_pass = median_time(lambda: perturb_(spsa.params, spsa.gen, seed, 0.0, spsa.p.chunk_size),
+                         args.repeats, device)
+    print(f"  one regeneration pass over the {n_params} parameters: {t_pass * 1e3:.3f} ms; "
+          f"two forwards + three passes = {(2 * times['forward'] + 3 * t_pass) * 1e3:.3f} ms, "
+          f"so SPSA / two forwards >= {1 + 3 * t_pass / (2 * times['forward']):.2f} at this "
+          f"batch with this generator")
     by_batch = {args.batch: spsa_ratio}
     for batch in args.spsa_batches:  # the regeneration passes cost the same at any batch size
         xb = torch.randn(batch, args.in_features, device=device)
