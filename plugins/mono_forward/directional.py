@@ -219,7 +219,8 @@ def _rank_one_losses(G: Tensor, y: Tensor, d: Tensor, q: Tensor) -> Tensor:
     if G.device.type == "cpu":  # host reads of a CPU-only branch (accelerators: no expansion)
         spread = q.amax(-1) - q.amin(-1)                                # (C,)
         with cpu_only_host_read():
-            if torch.linalg.vector_norm(d, math.inf) * spread.amax() > EXPANSION_LIMIT:  # bound
+            # max |d| (as amax/amin: the inf-norm kernel is 18x slower on the CPU)
+            if torch.maximum(d.amax(), -d.amin()) * spread.amax() > EXPANSION_LIMIT:  # bound
                 far = d.abs() * spread > EXPANSION_LIMIT
                 _, ni, ci = far.nonzero(as_tuple=True)
                 df = d[far]
