@@ -18,7 +18,10 @@ timeouts apply). The run is recorded with status ``timeout`` and the grid goes o
 that finds a fresh claim leaves the run alone; a claim whose holder is gone (same host and the
 process no longer alive, or not refreshed for :data:`STALE_S` seconds on any host) is taken
 over. A run is also skipped when its record appeared meanwhile. The record file is the result;
-the claim only avoids doing the work twice.
+the claim only avoids doing the work twice. A record is written to a temporary
+``.<run_id>.*.tmp`` beside it and renamed into place; a process killed between the two leaves
+that temporary behind, and whoever claims the run next removes it (holding the claim, no live
+process can be writing it).
 """
 
 from __future__ import annotations
@@ -155,6 +158,8 @@ def claim(results_dir: str | Path, run_id: str) -> Path | None:
             continue
         with os.fdopen(fd, "w") as f:
             f.write(_holder() + "\n")
+        for partial in Path(results_dir).glob(f".{run_id}.*.tmp"):  # a killed writer's
+            partial.unlink(missing_ok=True)
         return path
     return None
 
