@@ -68,7 +68,7 @@ class ForwardForwardTrainer:
         self.scale = data.x_train.amax()  # 0-d tensor: the one-hot's value, no host read
         self.thresholds = self._thresholds(model, blocks, data.x_train[:1])
         gen = ctx.generator("forward_forward.negatives")
-        n = len(data.x_train)
+        n, summed = len(data.x_train), p.loss_reduction == "sum"
         stream = SampleStream(n, n, p.shuffle, ctx.generator("batches"), ctx.device)
         metrics: dict[str, float] = {}
         model.train()
@@ -86,7 +86,6 @@ class ForwardForwardTrainer:
                 # one pass over positive and negative data together, one backward per block
                 ctx.counters.forward(len(idx), passes=2)
                 ctx.counters.backward(len(idx), passes=2)
-                summed = p.loss_reduction == "sum"
                 loss_sum.add_(loss.detach(), alpha=1 if summed else len(idx))
             metrics = ctx.log_epoch(epoch, train_loss=loss_sum / n,
                                     **self.evaluate(model, blocks, session))
