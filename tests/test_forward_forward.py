@@ -108,7 +108,7 @@ def test_no_gradient_crosses_blocks():
         params = list(block.parameters())
         alone += torch.autograd.grad(ff.ff_loss(g[:8], g[8:], 5.0), params)
         h = out
-    assert all(torch.allclose(a, b) for a, b in zip(together, alone))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(together, alone))
     # and the last block's loss leaves the earlier blocks without a gradient
     for b in blocks:
         for p in b.parameters():
@@ -116,6 +116,21 @@ def test_no_gradient_crosses_blocks():
     out = blocks[1].forward(ff.normalise_length(blocks[0].forward(x).detach()))
     ff.goodness(out).sum().backward()
     assert all(p.grad is None for p in blocks[0].parameters())
+
+
+@pytest.mark.parametrize("rms", [True, False])
+def test_the_shared_image_product_equals_embedding_each_label(rms):
+    torch.manual_seed(0)
+    x = torch.rand(5, 1, 4, 4)
+    labels = torch.tensor([[0, 1, 2, 0, 1], [2, 2, 0, 1, 0]])
+    dense = Block("h", nn.Linear(16, 6), 6, pre=nn.Flatten(), post=nn.ReLU())
+    conv = Block("c", nn.Conv2d(1, 2, 3, padding=1), 2, spatial=True, post=nn.ReLU())
+    assert ff.shares_the_image_product(dense) and not ff.shares_the_image_product(conv)
+    for block in (dense, conv):
+        naive = torch.cat([block.forward(ff.normalise_length(
+            ff.embed_labels(x, row, 3, torch.tensor(0.7)), rms)) for row in labels])
+        shared = ff.embedded_first_block(block, x, labels, 3, torch.tensor(0.7), rms)
+        assert shared.shape == naive.shape and torch.allclose(shared, naive, atol=1e-6)
 
 
 def test_prediction_is_the_label_of_largest_summed_goodness():

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 NORM_EPS = 1e-8
 """Added to the L2 norm before dividing by it (an all-zero activity vector stays zero)."""
@@ -61,24 +61,59 @@ def ff_loss(g_pos: Tensor, g_neg: Tensor, threshold: float, reduction: str = "me
     return per_sample.sum() if reduction == "sum" else per_sample.mean()
 
 
-def run_blocks(blocks: Sequence, x: Tensor, rms: bool = True) -> list[Tensor]:
-    """The goodness of every block on ``x``: each block's input normalised
-    (:func:`normalise_length`), its output passed on (Section 2.1). One tensor of per-sample
-    goodness per block."""
-    out = []
-    for block in blocks:
-        x = block.forward(normalise_length(x, rms))
-        out.append(goodness(x))
-    return out
+def shares_the_image_product(block) -> bool:
+    """Whether ``block`` is ``post(Linear(reshape(x)))`` with an exact ``nn.Linear`` (not a
+    subclass such as BinaryConnect's) after a parameter-free reshape, so that
+    :func:`embedded_first_block` may compute the image's product with the weights once for all
+    labels."""
+    pre = getattr(block, "pre", None)
+    return (type(getattr(block, "layer", None)) is nn.Linear
+            and isinstance(pre, (nn.Identity, nn.Flatten)))
+
+
+def embedded_first_block(block, x: Tensor, labels: Tensor, classes: int,
+                         scale: Tensor | float, rms: bool = True) -> Tensor:
+    """The first block's output on ``x`` with each row of ``labels`` (``(K, N)``) embedded:
+    ``(K * N, ...)``, label row by label row. The same as ``block.forward(normalise_length(
+    embed_labels(x, labels[k])))`` for every ``k``; when :func:`shares_the_image_product`, it
+    is computed as ``(W x_0 + u W[:, c]) / d + b``, with ``x_0`` the input with its label
+    features zeroed, ``u`` the code's value and ``d`` the normaliser, which does not depend on
+    the label (every code has length ``u``): one product with the image per sample instead of
+    one per label (equal up to rounding)."""
+    k, n = labels.shape
+    if not shares_the_image_product(block):
+        tiled = x.repeat(k, *([1] * (x.dim() - 1)))
+        return block.forward(normalise_length(embed_labels(tiled, labels.reshape(-1), classes,
+                                                           scale), rms))
+    image = x.reshape(n, -1).clone()
+    image[:, :classes] = 0
+    norm = torch.sqrt(image.square().sum(1) + scale * scale) + NORM_EPS
+    if rms:
+        norm = norm / image.shape[1] ** 0.5
+    layer = block.layer
+    shared = image @ layer.weight.T                               # (N, width)
+    # (K, N, width): the code's column of W, by a product (no indexing: its backward
+    # accumulates in an order that is not fixed on a GPU)
+    one_hot = (labels.unsqueeze(-1) == torch.arange(classes, device=labels.device))
+    codes = one_hot.to(image.dtype) @ layer.weight[:, :classes].T * scale
+    z = (shared + codes) / norm.reshape(1, n, 1)
+    if layer.bias is not None:
+        z = z + layer.bias
+    return block.post(z.reshape(k * n, -1))
 
 
 def label_goodness(blocks: Sequence, x: Tensor, classes: int, scale: Tensor | float,
                    rms: bool = True) -> Tensor:
     """``(blocks, classes, N)``: the goodness of every block with each label embedded in ``x``
-    (Section 3.3: run the net once per label). The ``classes`` copies go through as one batch."""
-    labels = torch.arange(classes, device=x.device).repeat_interleave(len(x))
-    embedded = embed_labels(x.repeat(classes, *([1] * (x.dim() - 1))), labels, classes, scale)
-    return torch.stack([g.reshape(classes, len(x)) for g in run_blocks(blocks, embedded, rms)])
+    (Section 3.3: run the net once per label), every block's input normalised
+    (:func:`normalise_length`, Section 2.1). The ``classes`` copies go through as one batch."""
+    labels = torch.arange(classes, device=x.device).reshape(-1, 1).expand(classes, len(x))
+    out = embedded_first_block(blocks[0], x, labels, classes, scale, rms)
+    per_block = [goodness(out)]
+    for block in blocks[1:]:
+        out = block.forward(normalise_length(out, rms))
+        per_block.append(goodness(out))
+    return torch.stack([g.reshape(classes, len(x)) for g in per_block])
 
 
 def predict(per_label: Tensor, skip_first_layer: bool) -> Tensor:

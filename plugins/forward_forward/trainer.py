@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 from untied_plugins.backprop.losses import SampleStream
 from untied_plugins.forward_forward.goodness import (
-    embed_labels,
+    embedded_first_block,
     expected_ff_loss,
     ff_loss,
     goodness,
@@ -95,16 +95,16 @@ class ForwardForwardTrainer:
         """The FF loss summed over blocks on one batch (its backward reaches each block's
         parameters from its own loss only: every block's input is detached). Positive data
         (true label) and negative data (a wrong label, :func:`negative_labels`) go through as
-        one batch of ``2B``."""
-        c = self.classes
-        h = torch.cat([embed_labels(x, y, c, self.scale),
-                       embed_labels(x, negative_labels(y, c, gen), c, self.scale)])
+        one batch of ``2B``, the first block's product with the image shared
+        (:func:`embedded_first_block`)."""
+        labels = torch.stack([y, negative_labels(y, self.classes, gen)])
+        out = embedded_first_block(blocks[0], x, labels, self.classes, self.scale, self.rms)
         total = torch.zeros((), device=x.device)
-        for block, theta in zip(blocks, self.thresholds):
-            out = block.forward(normalise_length(h.detach(), self.rms))
+        for b, (block, theta) in enumerate(zip(blocks, self.thresholds)):
+            if b:
+                out = block.forward(normalise_length(out.detach(), self.rms))
             g = goodness(out)
             total = total + ff_loss(g[:len(x)], g[len(x):], theta, self.p.loss_reduction)
-            h = out
         return total
 
     def evaluate(self, model, blocks, session: TrainingSession) -> dict[str, Tensor]:
