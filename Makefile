@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.untied-installed
 
-.PHONY: quickstart test test-slow benchmark benchmark-mono-forward benchmark-perturbation env clean-env
+.PHONY: quickstart test test-slow benchmark benchmark-mono-forward benchmark-perturbation benchmark-forward-forward env clean-env
 
 env: $(STAMP)
 
@@ -32,6 +32,9 @@ benchmark-mono-forward: $(STAMP)  ## MF+DD step (P = 1, 4, 8; Gaussian and Radem
 
 benchmark-perturbation: $(STAMP)  ## SPSA/MeZO and forward-gradient steps vs forward passes; memory
 	$(BIN)/python benchmarks/perturbation.py
+
+benchmark-forward-forward: $(STAMP)  ## Forward-Forward step and prediction vs BP's, per sample (one thread)
+	$(BIN)/python benchmarks/forward_forward.py
 
 clean-env:
 	rm -rf $(VENV)

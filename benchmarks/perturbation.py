@@ -16,8 +16,8 @@ The issue's targets: SPSA step <= 1.1 x two forwards; FG step <= 2 x (a forward 
 tangent, i.e. the jvp forward); SPSA peak memory within 10% of inference. Peak memory is the
 largest total of live tensor storages during one call, parameters and batch included: on CUDA
 from the allocator's statistics, on the CPU traced with a dispatch mode (every new storage counts
-until freed). Forward-Forward's cost per sample belongs beside BP's here once that trainer exists
-(issue 26, item 3, not in this plugin).
+until freed). Forward-Forward's cost per sample beside BP's is measured by
+``benchmarks/forward_forward.py``.
 
 Usage: ``python benchmarks/perturbation.py [--threads 1] [--device cpu|cuda] [--batch 256]``.
 The SPSA step also pays three passes over the parameters that redraw the direction (their cost

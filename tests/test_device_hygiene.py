@@ -101,6 +101,13 @@ CASES = {
     "trainer forward_gradient": {"trainer": {"name": "forward_gradient", "epochs": 1,
                                              "batch_size": 16}},
     "trainer spsa": {"trainer": {"name": "spsa", "epochs": 1, "batch_size": 16}},
+    "trainer forward_forward": {"model": {"name": "mlp", "hidden": [8, 8]},
+                                "trainer": {"name": "forward_forward", "epochs": 1,
+                                            "batch_size": 16}},
+    "trainer forward_forward cnn + adam": {
+        "model": {"name": "cnn", "channels": [4], "hidden": 8}, "rule": {"name": "adam"},
+        "trainer": {"name": "forward_forward", "epochs": 1, "batch_size": 16,
+                    "input_norm": "unit", "threshold": 2.0}},
     "trainer spsa sign + momentum + decay": {
         "trainer": {"name": "spsa", "epochs": 1, "batch_size": 16, "update": "sign",
                     "chunk_size": 50},

@@ -39,7 +39,7 @@ def test_builtins_come_from_entry_points_of_this_distribution():
     # one plugin per origin, the host's own
     assert builtin == {"host", "backprop", "troiano", "datasets", "dual_weight", "separated",
                        "mono_forward", "library_surrogates", "perturbation",
-                       "feedback_alignment", "dask"}
+                       "feedback_alignment", "forward_forward", "dask"}
     assert all(p.distribution == "untied-bench" for p in host.plugins.values() if p.builtin)
     assert "sgd" in host.family("update_rules") and "digits" in host.family("datasets")
 
