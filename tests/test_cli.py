@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -95,11 +96,16 @@ def test_failed_runs_exit_1_are_recorded_and_nothing_is_lost(tmp_path, fast_spec
         "dataset": {"name": "mnist", "root": str(empty)}}})
     path = tmp_path / "fails.toml"
     path.write_text(tomli_w.dumps(fast_spec))
-    out = untied("run", path, "--results", tmp_path / "r", "--quiet")
+    # the empty root is searched first, then $UNTIED_DATA and the cache (bench_core.data.
+    # data_folders): without them the MNIST files are missing wherever the test runs
+    env = {k: v for k, v in os.environ.items() if k != "UNTIED_DATA"}
+    env["HOME"] = str(tmp_path)
+    out = untied("run", path, "--results", tmp_path / "r", "--quiet", env=env)
     assert out.returncode == 2 and out.stderr.count("\n") == 1       # found before training
     assert out.stderr.startswith("error: mnist: no IDX files")
     assert not (tmp_path / "r" / "fails").exists() or not list((tmp_path / "r" / "fails").glob("*.parquet"))
-    out = untied("run", path, "--results", tmp_path / "r", "--quiet", "--no-data-check")
+    out = untied("run", path, "--results", tmp_path / "r", "--quiet", "--no-data-check",
+                 env=env)
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "failed: broken" in out.stderr and "DataError" in out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith("error: 1 runs failed and 0 timed out, of 3")
