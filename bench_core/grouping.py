@@ -1,7 +1,7 @@
 """A skeleton for ``fit_group`` (grouped runs, :class:`bench_core.interfaces.GroupTrainer`),
 and :func:`plain_module`, the proof a grouped path needs before it replaces a layer by its own
-stacked computation (:func:`plain_sequence` for a whole chain), and :func:`stack_rule`, by which a layer type the grouped path does not
-know says how its instances stack.
+stacked computation (:func:`plain_sequence` for a whole chain), and :func:`stack_rule`, by which
+a layer type the grouped path does not know says how its instances stack.
 
 Most trainers that batch runs can batch only some of them (a model of the right structure, a
 rule of the right kind) and must train the others alone. :func:`fit_in_stacks` does that
@@ -56,7 +56,7 @@ def plain_sequence(module: nn.Module) -> list[nn.Module] | None:
     ``module`` as exactly that chain: it is an ``nn.Sequential`` or a subclass that leaves the
     computation alone (none of ``forward``, ``__call__``, ``_call_impl``, ``__iter__``,
     ``__len__``, ``__getitem__`` is defined below ``nn.Sequential``; a subclass may add methods
-    and attributes, e.g. a ``blocks()`` view for layer-local trainers), and it is otherwise
+    and attributes, e.g. a view of its layers for trainers that need one), and it is otherwise
     plain (:func:`plain_module`: no hook, no ``forward`` on the instance). ``None`` otherwise.
     Each returned child must still be proved plain on its own."""
     if not isinstance(module, nn.Sequential) or not plain_module(module):
@@ -93,8 +93,8 @@ def stack_rule(module: nn.Module) -> Callable[[list[nn.Module]], StackedLayer] |
     instance is otherwise plain (:func:`plain_module` with no types: no hook, no ``forward``
     replaced on the instance, no parametrization): the type's own ``forward``, which its
     ``stack`` reproduces, is what runs alone. ``None`` when the type defines no ``stack`` or this
-    instance declines (the run is then trained alone). The ``backprop`` trainer's grouped form
-    uses it; ``tests/stack_plugin.py`` is a toy example."""
+    instance declines (the run is then trained alone). A grouped trainer calls it for each layer
+    type it does not know; ``tests/stack_plugin.py`` is a toy example."""
     stack = getattr(type(module), "stack", None)
     signature = getattr(module, "stack_signature", None)
     if not callable(stack) or not callable(signature) or not plain_module(module):

@@ -374,8 +374,8 @@ def module_measurements(model: nn.Module) -> dict[str, Tensor]:
     report it (NaNs left out; NaN if none is finite). Values stay tensors on the model's device
     (no host sync): a trainer passes them to :meth:`RunContext.log_epoch` once per epoch as
     ``diagnostics`` (a NaN measurement is not a divergence). Called under ``torch.no_grad``.
-    The ``backprop`` trainer logs them every epoch and returns the means with its final
-    metrics."""
+    A trainer that supports them logs them every epoch and may return the means with its
+    final metrics."""
     per_module: dict[str, Tensor] = {}
     by_key: dict[str, list[Tensor]] = {}
     with torch.no_grad():
