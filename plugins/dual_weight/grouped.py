@@ -145,7 +145,8 @@ class GroupedOnline:
                 z = torch.empty_like(b)
                 torch.baddbmm(b[:nd].unsqueeze(1), h[:nd].unsqueeze(1),
                               w[:nd].transpose(1, 2), out=z[:nd].unsqueeze(1))
-                z12 = torch.bmm(h[nd:].unsqueeze(1), self.w12[l].transpose(1, 2)).squeeze(1)  # W1x|W2x
+                # W1 x | W2 x of the dual-weight runs, one product
+                z12 = torch.bmm(h[nd:].unsqueeze(1), self.w12[l].transpose(1, 2)).squeeze(1)
                 out = w.shape[1]
                 torch.add(b[nd:], z12[:, :out] - z12[:, out:], out=z[nd:])
             pre.append(z)
