@@ -1,16 +1,16 @@
 """Speed and memory of one Mono-Forward step: MF+DD (P = 1, 4, 8) vs MF+AD vs the naive loop.
 
-Same block (dense ``in_features -> width``, ReLU, with its ``M`` of ``classes x width``), same batch,
-one process, ``torch.set_num_threads(N)`` pinned and printed (default 1). Times are medians of
-``--repeats`` steps (forward + estimate + update). The naive loop is the textbook evaluation of
-the same estimator: for every chunk, direction and sign, perturb the chunk in place and run the
-full block forward and read-out (2P forwards per chunk; :func:`naive_losses`), then the same
-update. Peak memory: the largest total size of the tensor storages allocated during one step and
-alive at the same time, traced with a torch dispatch mode (every op output with a new storage
-counts until the storage is freed; parameters and the batch exist before the step and are not
-counted; neither are allocations inside an op that never become a tensor). tracemalloc cannot
-see torch's allocator, and the torch profiler does not record CPU frees reliably. BP is a full back-propagation step of the same block plus a dense
-output layer (width -> classes) and cross-entropy.
+Same block (dense ``in_features -> width``, ReLU, with its ``M`` of ``classes x width``), same
+batch, one process, ``torch.set_num_threads(N)`` pinned and printed (default 1). Times are
+medians of ``--repeats`` steps (forward + estimate + update). The naive loop is the textbook
+evaluation of the same estimator: for every chunk, direction and sign, perturb the chunk in place
+and run the full block forward and read-out (2P forwards per chunk; :func:`naive_losses`), then
+the same update. Peak memory: the largest total size of the tensor storages allocated during one
+step and alive at the same time (:func:`bench_core.kit.memory.peak_live_bytes`: every op output
+with a new storage counts until the storage is freed; parameters and the batch exist before the
+step and are not counted; neither are allocations inside an op that never become a tensor). BP
+is a full back-propagation step of the same block plus a dense output layer (width -> classes)
+and cross-entropy.
 
 Directions: both kinds are measured, ``gaussian`` (normalised Gaussian, the poster's and the
 trainer's default) and ``rademacher`` (random signs / sqrt(n)). All step timings are taken
@@ -35,13 +35,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-import weakref
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 from untied_plugins.mono_forward import directional as dd
 from untied_plugins.mono_forward.estimators import (
     DDConfig,
@@ -51,6 +48,7 @@ from untied_plugins.mono_forward.estimators import (
 )
 from untied_plugins.mono_forward.readout import Readout, local_loss
 
+from bench_core.kit.memory import peak_live_bytes
 from bench_core.layered import Block
 
 
@@ -161,38 +159,9 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-class PeakMemory(TorchDispatchMode):
-    """Bytes of CPU tensor storages created inside the mode and still alive, and their peak:
-    every op output with a new storage is counted until that storage is freed."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live = self.peak = 0
-        self.seen: set[int] = set()
-
-    def _free(self, key: int, n: int) -> None:
-        self.seen.discard(key)
-        self.live -= n
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor) and t.device.type == "cpu":
-                storage = t.untyped_storage()
-                key = storage.data_ptr()
-                if key and key not in self.seen:
-                    self.seen.add(key)
-                    self.live += storage.nbytes()
-                    self.peak = max(self.peak, self.live)
-                    weakref.finalize(storage, self._free, key, storage.nbytes())
-        return out
-
-
 def peak_bytes(fn) -> int:
-    fn()
-    with PeakMemory() as mode:
-        fn()
-    return mode.peak
+    """Peak bytes of the tensors one call of ``fn`` creates (after a warm-up call)."""
+    return peak_live_bytes(fn)
 
 
 def main() -> None:

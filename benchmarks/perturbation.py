@@ -15,8 +15,9 @@ pinned and printed (default 1). Times are medians of ``--repeats`` calls (synchr
 The issue's targets: SPSA step <= 1.1 x two forwards; FG step <= 2 x (a forward pass plus its
 tangent, i.e. the jvp forward); SPSA peak memory within 10% of inference. Peak memory is the
 largest total of live tensor storages during one call, parameters and batch included: on CUDA
-from the allocator's statistics, on the CPU traced with a dispatch mode (every new storage counts
-until freed). Forward-Forward's cost per sample beside BP's is measured by
+from the allocator's statistics, on the CPU traced by
+:func:`bench_core.kit.memory.peak_live_bytes` (every new storage counts until freed).
+Forward-Forward's cost per sample beside BP's is measured by
 ``benchmarks/forward_forward.py``.
 
 Usage: ``python benchmarks/perturbation.py [--threads 1] [--device cpu|cuda] [--batch 256]``.
@@ -34,13 +35,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-import weakref
 from types import SimpleNamespace
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 from untied_plugins.perturbation.forward_gradient import (
     ForwardGradientParams,
     ForwardGradientTrainer,
@@ -48,6 +46,7 @@ from untied_plugins.perturbation.forward_gradient import (
 from untied_plugins.perturbation.spsa import SPSAParams, SPSATrainer, perturb_
 
 from bench_core.interfaces import RunContext
+from bench_core.kit.memory import peak_live_bytes
 
 
 def build(args, device):
@@ -89,36 +88,6 @@ def median_time(fn, repeats: int, device) -> float:
     return statistics.median(times)
 
 
-class LiveStorages(TorchDispatchMode):
-    """Peak total of live CPU storages created inside the mode (see the module docstring);
-    storages that exist before (parameters, the batch) are counted by the caller."""
-
-    def __init__(self, existing) -> None:
-        super().__init__()
-        self.seen = {t.untyped_storage().data_ptr() for t in existing}
-        self.live = self.peak = 0
-
-    def _free(self, key: int, n: int) -> None:
-        self.seen.discard(key)
-        self.live -= n
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor):
-                try:
-                    storage = t.untyped_storage()
-                    key = storage.data_ptr()
-                except RuntimeError:  # a functorch wrapper (jvp's dual tensors): no storage
-                    continue
-                if key and key not in self.seen:
-                    self.seen.add(key)
-                    self.live += storage.nbytes()
-                    self.peak = max(self.peak, self.live)
-                    weakref.finalize(storage, self._free, key, storage.nbytes())
-        return out
-
-
 def peak_bytes(fn, existing: list[torch.Tensor], device) -> int:
     """Peak live bytes during ``fn()``, the ``existing`` tensors (parameters, batch) included."""
     fn()
@@ -130,9 +99,7 @@ def peak_bytes(fn, existing: list[torch.Tensor], device) -> int:
         fn()
         sync(device)
         return torch.cuda.max_memory_allocated(device) - start + base
-    with LiveStorages(existing) as mode:
-        fn()
-    return mode.peak + base
+    return peak_live_bytes(fn, existing, warmup=False) + base
 
 
 def main() -> None:

@@ -7,14 +7,11 @@ learn digits."""
 from __future__ import annotations
 
 import math
-import weakref
 from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 from untied_plugins.perturbation import forward_gradient as fg
 from untied_plugins.perturbation.spsa import (
     SGDSettings,
@@ -25,6 +22,7 @@ from untied_plugins.perturbation.spsa import (
 )
 
 from bench_core.interfaces import RunContext
+from bench_core.kit.memory import LiveStorages
 from bench_core.testing import assert_plugin_conforms
 
 
@@ -245,34 +243,6 @@ def test_spsa_refuses_a_rule_it_cannot_apply_in_place():
         SGDSettings(torch.optim.Adam(model.parameters()))
 
 
-class LiveBytes(TorchDispatchMode):
-    """Bytes of CPU storages created inside the mode and still alive: their peak, and the
-    largest single one (storages that exist before the mode, such as parameters, are ignored)."""
-
-    def __init__(self, existing) -> None:
-        super().__init__()
-        self.seen = {t.untyped_storage().data_ptr() for t in existing}
-        self.live = self.peak = self.largest = 0
-
-    def _free(self, key: int, n: int) -> None:
-        self.seen.discard(key)
-        self.live -= n
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor):
-                storage = t.untyped_storage()
-                key = storage.data_ptr()
-                if key and key not in self.seen:
-                    self.seen.add(key)
-                    self.live += storage.nbytes()
-                    self.peak = max(self.peak, self.live)
-                    self.largest = max(self.largest, storage.nbytes())
-                    weakref.finalize(storage, self._free, key, storage.nbytes())
-        return out
-
-
 @pytest.mark.parametrize("chunk_size", [2**18, 1024])
 def test_an_spsa_step_holds_no_parameter_sized_buffer(chunk_size):
     torch.manual_seed(0)
@@ -287,10 +257,10 @@ def test_an_spsa_step_holds_no_parameter_sized_buffer(chunk_size):
     param_bytes = sum(p.numel() * 4 for p in model.parameters())
     largest_param = max(p.numel() * 4 for p in model.parameters())
     largest_chunk = min(largest_param, 4 * chunk_size)
-    with torch.no_grad(), LiveBytes(existing) as inference:
+    with torch.no_grad(), LiveStorages(existing) as inference:
         trainer.batch_loss(model(x), y)
     trainer.step(model, x, y)  # warm-up
-    with LiveBytes(existing) as step:
+    with LiveStorages(existing) as step:
         trainer.step(model, x, y)
     assert step.largest <= max(largest_chunk, 16 * width * 4) and largest_param < param_bytes / 4
     # the larger of inference's own peak and one chunk of the direction (they are never alive
