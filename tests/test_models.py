@@ -386,3 +386,16 @@ def test_quadratic_sum_pooling_is_lppool_with_a_finite_gradient_at_zero():
     assert torch.isfinite(zeros.grad).all()
     assert build(troiano_models.lenet5, LeNet5Params(pool="quadratic_sum"), MNIST_LIKE)(
         torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_lenet5_conv1_padding_0_on_32x32_gives_the_classical_400_features():
+    """LeNet-5 as LeCun et al. 1998 (and BioTorch's LeNet MNIST): 32x32 in, unpadded 5x5 conv
+    -> 28x28 -> 14x14 -> 10x10 -> 5x5 x 16 = 400 features; too small an input is refused."""
+    grey32 = DataInfo("grey32", (1, 32, 32), 10, "classification", 10)
+    model = build(troiano_models.lenet5, LeNet5Params(conv1_padding=0, pool="max"), grey32)
+    assert [m for m in model if isinstance(m, nn.Conv2d)][0].padding == (0, 0)
+    assert [m for m in model if isinstance(m, nn.Linear)][0].in_features == 400
+    assert model(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+    with pytest.raises(ValueError, match="conv1_padding=0"):
+        build(troiano_models.lenet5, LeNet5Params(conv1_padding=0), DataInfo(
+            "tiny", (1, 5, 5), 10, "classification", 10))
