@@ -399,3 +399,26 @@ def test_lenet5_conv1_padding_0_on_32x32_gives_the_classical_400_features():
     with pytest.raises(ValueError, match="conv1_padding=0"):
         build(troiano_models.lenet5, LeNet5Params(conv1_padding=0), DataInfo(
             "tiny", (1, 5, 5), 10, "classification", 10))
+
+
+def test_lenet5_c5_as_a_convolution_is_the_dense_layer_with_conv_fan_out():
+    """c5 = 'conv': LeCun et al.'s C5 (a 5x5 conv over the 5x5 maps), the dense layer's function
+    with its weights reshaped; Xavier's bound then uses the conv's fan-out 120 * 25."""
+    grey32 = DataInfo("grey32", (1, 32, 32), 10, "classification", 10)
+    dense_net = build(troiano_models.lenet5, LeNet5Params(conv1_padding=0), grey32)
+    conv_net = build(troiano_models.lenet5, LeNet5Params(conv1_padding=0, c5="conv"), grey32)
+    c5 = [m for m in conv_net if isinstance(m, nn.Conv2d)][2]
+    assert (c5.in_channels, c5.out_channels, c5.kernel_size) == (16, 120, (5, 5))
+    convs = [m for m in conv_net if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        for src, dst in zip([m for m in dense_net if isinstance(m, (nn.Conv2d, nn.Linear))],
+                            convs):
+            dst.weight.copy_(src.weight.reshape(dst.weight.shape))
+            dst.bias.copy_(src.bias)
+    x = torch.randn(3, 1, 32, 32)
+    torch.testing.assert_close(conv_net(x), dense_net(x))
+    xavier = build(troiano_models.lenet5, LeNet5Params(conv1_padding=0, c5="conv",
+                                                       init="xavier_uniform"), grey32)
+    w = [m for m in xavier if isinstance(m, nn.Conv2d)][2].weight.detach()
+    assert float(w.abs().max()) <= math.sqrt(6 / (400 + 3000))
+    assert float(w.abs().max()) > 0.9 * math.sqrt(6 / (400 + 3000))

@@ -46,6 +46,11 @@ class LeNet5Params(BaseModel):
     conv2_padding: int | None = Field(
         None, ge=0, description="padding of the second conv; default 0, or the least padding "
                                 "that leaves a 2x2 map for small inputs (8x8 digits: 1)")
+    c5: Literal["dense", "conv"] = Field(
+        "dense", description="the 120-unit layer: dense on the flattened maps, or LeNet-5's C5, "
+                             "a convolution whose kernel covers the whole pooled map (the same "
+                             "function and parameters; Xavier's fan-out then counts the kernel "
+                             "area, as in BioTorch's LeNet MNIST)")
     init: Literal["torch", "xavier_uniform"] = Field(
         "torch", description="torch: the layers' default (Kaiming-uniform with a = sqrt(5)); "
                              "xavier_uniform: W ~ U(+-sqrt(6 / (fan_in + fan_out))), b = 0 "
@@ -88,12 +93,19 @@ def lenet5(params: LeNet5Params, *, data, activation, ctx) -> nn.Module:
     def norm1d(n: int) -> list[nn.Module]:
         return [nn.BatchNorm1d(n)] if bn else []
 
+    if params.c5 == "conv":   # LeCun et al. 1998's C5: a 120-map conv over the whole map
+        if h2 // 2 != w2 // 2:
+            raise ValueError(f"lenet5: c5 = 'conv' needs a square pooled map (got "
+                             f"{h2 // 2}x{w2 // 2})")
+        c5 = [conv(16, 120, h2 // 2, 0, binary=binary), *norm2d(120), activation(), nn.Flatten()]
+    else:
+        c5 = [nn.Flatten(), dense(flat, 120, binary=binary), *norm1d(120), activation()]
+
     layers: list[nn.Module] = [
         *image_input(data.input_shape, (c, h, w)),
         conv(c, 6, 5, pad1, binary=binary), *norm2d(6), activation(), pooling(params.pool),
         conv(6, 16, 5, pad2, binary=binary), *norm2d(16), activation(), pooling(params.pool),
-        nn.Flatten(),
-        dense(flat, 120, binary=binary), *norm1d(120), activation(),
+        *c5,
         dense(120, 84, binary=binary), *norm1d(84), activation(),
         dense(84, data.num_outputs, binary=binary),
     ]
