@@ -422,3 +422,16 @@ def test_lenet5_c5_as_a_convolution_is_the_dense_layer_with_conv_fan_out():
     w = [m for m in xavier if isinstance(m, nn.Conv2d)][2].weight.detach()
     assert float(w.abs().max()) <= math.sqrt(6 / (400 + 3000))
     assert float(w.abs().max()) > 0.9 * math.sqrt(6 / (400 + 3000))
+
+
+def test_lenet5_draws_its_initial_weights_in_layer_order():
+    """Options added later must not move the random draws: the default lenet5 equals the same
+    layers built one by one in order from the same seed (the committed records replay)."""
+    model = build(troiano_models.lenet5, LeNet5Params(), MNIST_LIKE)
+    torch.manual_seed(0)
+    expected = [nn.Conv2d(1, 6, 5, padding=2), nn.Conv2d(6, 16, 5), nn.Linear(400, 120),
+                nn.Linear(120, 84), nn.Linear(84, 10)]
+    got = [m for m in model if isinstance(m, (nn.Conv2d, nn.Linear))]
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a.weight, b.weight)
+        torch.testing.assert_close(a.bias, b.bias)

@@ -93,19 +93,22 @@ def lenet5(params: LeNet5Params, *, data, activation, ctx) -> nn.Module:
     def norm1d(n: int) -> list[nn.Module]:
         return [nn.BatchNorm1d(n)] if bn else []
 
-    if params.c5 == "conv":   # LeCun et al. 1998's C5: a 120-map conv over the whole map
-        if h2 // 2 != w2 // 2:
-            raise ValueError(f"lenet5: c5 = 'conv' needs a square pooled map (got "
-                             f"{h2 // 2}x{w2 // 2})")
-        c5 = [conv(16, 120, h2 // 2, 0, binary=binary), *norm2d(120), activation(), nn.Flatten()]
-    else:
-        c5 = [nn.Flatten(), dense(flat, 120, binary=binary), *norm1d(120), activation()]
+    if params.c5 == "conv" and h2 // 2 != w2 // 2:
+        raise ValueError(f"lenet5: c5 = 'conv' needs a square pooled map (got "
+                         f"{h2 // 2}x{w2 // 2})")
+
+    def c5() -> list[nn.Module]:
+        """C5, built after the convs (layers draw their initial weights in build order)."""
+        if params.c5 == "conv":   # LeCun et al. 1998's C5: a 120-map conv over the whole map
+            return [conv(16, 120, h2 // 2, 0, binary=binary), *norm2d(120), activation(),
+                    nn.Flatten()]
+        return [nn.Flatten(), dense(flat, 120, binary=binary), *norm1d(120), activation()]
 
     layers: list[nn.Module] = [
         *image_input(data.input_shape, (c, h, w)),
         conv(c, 6, 5, pad1, binary=binary), *norm2d(6), activation(), pooling(params.pool),
         conv(6, 16, 5, pad2, binary=binary), *norm2d(16), activation(), pooling(params.pool),
-        *c5,
+        *c5(),
         dense(120, 84, binary=binary), *norm1d(84), activation(),
         dense(84, data.num_outputs, binary=binary),
     ]
