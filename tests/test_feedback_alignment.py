@@ -313,3 +313,31 @@ def test_plot_draws_the_curves_of_a_specs_columns(untied_host, tmp_path):
                  str(tmp_path / "plots")])
     assert code == 0
     assert (tmp_path / "plots" / "curves-weight-norm.png").is_file()
+
+
+@pytest.mark.parametrize("reparam", [FA, sign_sym("fixed_random"), sign_sym("uniform")])
+def test_xavier_feedback_init_draws_at_glorots_bound(untied_host, reparam):
+    """``init = "xavier_uniform"`` (BioTorch's): B, |M| or the uniform magnitude at
+    sqrt(6 / (fan_in + fan_out)), fan-out counting a conv's kernel area."""
+    session = session_for(untied_host, {**reparam, "init": "xavier_uniform"}, {"name": "lenet5"})
+    for layer in feedback_layers(session.build_model()):
+        w = layer.weight
+        fan_out = w.shape[0] * (w[0][0].numel() if w.dim() > 2 else 1)
+        bound = math.sqrt(6 / (w[0].numel() + fan_out))
+        B = layer.feedback.backward_weight(w.detach()).abs()
+        if reparam.get("magnitude") == "uniform":
+            torch.testing.assert_close(B, torch.full_like(B, bound / math.sqrt(3)))
+        else:
+            assert B.max() <= bound and B.max() > 0.9 * bound   # fills U(0, bound)
+
+
+def test_xavier_feedback_init_of_direct_feedback_alignment(untied_host):
+    session = session_for(untied_host, {**DFA, "init": "xavier_uniform"})
+    net = session.build_model()
+    x = session.data.x_train[:8]
+    net(x).sum().backward()                     # B_l is drawn at the first backward
+    hidden = feedback_layers(net)[1]            # 16 -> 12: its input is 16 wide, 10 outputs
+    B = hidden.feedback.matrix
+    assert B.shape == (16, 10)
+    bound = math.sqrt(6 / (16 + 10))
+    assert B.abs().max() <= bound and B.abs().max() > 0.8 * bound

@@ -140,6 +140,29 @@ def test_train_subset_and_test_noise(isolated):
     assert 0.3 < float((noisy.x_test - full.x_test).std()) < 0.7
 
 
+def test_resize_to_32x32_matches_torchvisions_pil_resize(isolated):
+    """``resize = 32`` (BioTorch's input): (1, 32, 32) images, whole grey levels, within one
+    level of torchvision's Resize on PIL images; subsets and splits keep working."""
+    from PIL import Image
+    from torchvision.transforms import Resize
+
+    root = isolated / "data"
+    train_images, _ = make_part(root, "train", 30, seed=12, gz=False)
+    make_part(root, "t10k", 10, seed=13, gz=False)
+    bundle = mnist(params(root=str(root), split="official", resize=32, normalize="none"),
+                   ctx=ctx())
+    assert bundle.info.input_shape == (1, 32, 32)
+    assert bundle.x_train.shape == (30, 1, 32, 32) and bundle.x_test.shape == (10, 1, 32, 32)
+    assert torch.equal(bundle.x_train, bundle.x_train.round())
+    pil = torch.stack([torch.from_numpy(np.array(Resize((32, 32))(Image.fromarray(im))))
+                       for im in train_images]).unsqueeze(1).float()
+    assert (bundle.x_train - pil).abs().max() <= 1.0
+    sub = mnist(params(root=str(root), split="official", resize=32, train_subset=7), ctx=ctx())
+    assert sub.x_train.shape == (7, 1, 32, 32) and sub.x_test.shape == (10, 1, 32, 32)
+    unit = mnist(params(root=str(root), resize=32), ctx=ctx())
+    assert unit.x_train.shape[1:] == (1, 32, 32) and float(unit.x_train.max()) <= 1.0
+
+
 def test_root_with_only_t10k_is_split_80_20(isolated):
     root = isolated / "only-test"
     make_part(root, "t10k", 50, seed=11, gz=True)
@@ -317,7 +340,7 @@ def test_decoded_files_are_cached_and_refreshed_when_changed(isolated):
 
 @pytest.mark.parametrize("bad", [{"test_fraction": 0.0}, {"train_subset": 0},
                                  {"test_noise": -1.0}, {"split": "val"}, {"normalize": "minmax"},
-                                 {"root": ""}, {"roots": "x"}])
+                                 {"root": ""}, {"roots": "x"}, {"resize": 1}])
 def test_invalid_parameters_fail_validation(bad):
     with pytest.raises(ValidationError):
         ImageDatasetParams(**bad)

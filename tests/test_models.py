@@ -386,3 +386,52 @@ def test_quadratic_sum_pooling_is_lppool_with_a_finite_gradient_at_zero():
     assert torch.isfinite(zeros.grad).all()
     assert build(troiano_models.lenet5, LeNet5Params(pool="quadratic_sum"), MNIST_LIKE)(
         torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_lenet5_conv1_padding_0_on_32x32_gives_the_classical_400_features():
+    """LeNet-5 as LeCun et al. 1998 (and BioTorch's LeNet MNIST): 32x32 in, unpadded 5x5 conv
+    -> 28x28 -> 14x14 -> 10x10 -> 5x5 x 16 = 400 features; too small an input is refused."""
+    grey32 = DataInfo("grey32", (1, 32, 32), 10, "classification", 10)
+    model = build(troiano_models.lenet5, LeNet5Params(conv1_padding=0, pool="max"), grey32)
+    assert [m for m in model if isinstance(m, nn.Conv2d)][0].padding == (0, 0)
+    assert [m for m in model if isinstance(m, nn.Linear)][0].in_features == 400
+    assert model(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+    with pytest.raises(ValueError, match="conv1_padding=0"):
+        build(troiano_models.lenet5, LeNet5Params(conv1_padding=0), DataInfo(
+            "tiny", (1, 5, 5), 10, "classification", 10))
+
+
+def test_lenet5_c5_as_a_convolution_is_the_dense_layer_with_conv_fan_out():
+    """c5 = 'conv': LeCun et al.'s C5 (a 5x5 conv over the 5x5 maps), the dense layer's function
+    with its weights reshaped; Xavier's bound then uses the conv's fan-out 120 * 25."""
+    grey32 = DataInfo("grey32", (1, 32, 32), 10, "classification", 10)
+    dense_net = build(troiano_models.lenet5, LeNet5Params(conv1_padding=0), grey32)
+    conv_net = build(troiano_models.lenet5, LeNet5Params(conv1_padding=0, c5="conv"), grey32)
+    c5 = [m for m in conv_net if isinstance(m, nn.Conv2d)][2]
+    assert (c5.in_channels, c5.out_channels, c5.kernel_size) == (16, 120, (5, 5))
+    convs = [m for m in conv_net if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        for src, dst in zip([m for m in dense_net if isinstance(m, (nn.Conv2d, nn.Linear))],
+                            convs):
+            dst.weight.copy_(src.weight.reshape(dst.weight.shape))
+            dst.bias.copy_(src.bias)
+    x = torch.randn(3, 1, 32, 32)
+    torch.testing.assert_close(conv_net(x), dense_net(x))
+    xavier = build(troiano_models.lenet5, LeNet5Params(conv1_padding=0, c5="conv",
+                                                       init="xavier_uniform"), grey32)
+    w = [m for m in xavier if isinstance(m, nn.Conv2d)][2].weight.detach()
+    assert float(w.abs().max()) <= math.sqrt(6 / (400 + 3000))
+    assert float(w.abs().max()) > 0.9 * math.sqrt(6 / (400 + 3000))
+
+
+def test_lenet5_draws_its_initial_weights_in_layer_order():
+    """Options added later must not move the random draws: the default lenet5 equals the same
+    layers built one by one in order from the same seed (the committed records replay)."""
+    model = build(troiano_models.lenet5, LeNet5Params(), MNIST_LIKE)
+    torch.manual_seed(0)
+    expected = [nn.Conv2d(1, 6, 5, padding=2), nn.Conv2d(6, 16, 5), nn.Linear(400, 120),
+                nn.Linear(120, 84), nn.Linear(84, 10)]
+    got = [m for m in model if isinstance(m, (nn.Conv2d, nn.Linear))]
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a.weight, b.weight)
+        torch.testing.assert_close(a.bias, b.bias)

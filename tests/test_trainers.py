@@ -109,3 +109,52 @@ def test_regression_reports_mse_and_max_abs_error_over_all_batches():
     assert got["max_abs_error"].item() == pytest.approx(3.0)  # in the second batch
     assert got["loss"].item() == pytest.approx(0.5 * (0.25 + 9) / 3)
     assert "accuracy" not in got
+
+
+def test_lr_milestones_multiply_the_rate_after_the_listed_epochs(untied_host):
+    """A gamma of 1e-9 after epoch 1 all but stops training: epoch 2's test loss equals epoch
+    1's, while the constant rate (and gamma = 1, the schedule's identity) keep learning."""
+    trainer = {"name": "backprop", "epochs": 3, "batch_size": 25}
+    rows = run_entries(untied_host, trainer, {"name": "sgd", "lr": 0.5, "momentum": 0.9}, {
+        "stop": {"trainer": {"lr_milestones": [1], "lr_gamma": 1e-9}},
+        "identity": {"trainer": {"lr_milestones": [1, 2], "lr_gamma": 1.0}},
+        "late": {"trainer": {"lr_milestones": [2], "lr_gamma": 1e-9}},
+        "constant": {}})
+    curves = {k: json.loads(r["curves_json"])["test_loss"] for k, r in rows.items()}
+    assert curves["identity"] == pytest.approx(curves["constant"], rel=1e-6)
+    assert curves["stop"][0] == pytest.approx(curves["constant"][0], rel=1e-6)
+    # momentum carries a little of epoch 1's velocity into epoch 2, then it is spent
+    assert curves["stop"][2] == pytest.approx(curves["stop"][1], rel=1e-4)
+    assert curves["constant"][2] != pytest.approx(curves["constant"][1], rel=1e-3)
+    assert curves["late"][:2] == pytest.approx(curves["constant"][:2], rel=1e-6)
+
+
+def test_lr_milestones_need_a_rule_with_param_groups(untied_host):
+    from untied_plugins.backprop.trainer import StepSchedule
+
+    with pytest.raises(ValueError, match="no param_groups"):
+        StepSchedule(object(), [5], 0.1)
+    StepSchedule(object(), [], 0.1)            # no schedule: any rule
+
+
+def test_best_metric_reports_the_best_epoch_and_leaves_training_unchanged(untied_host):
+    trainer = {"name": "backprop", "epochs": 4, "batch_size": 25}
+    rows = run_entries(untied_host, trainer, {"name": "sgd", "lr": 0.3}, {
+        "best": {"trainer": {"best_metric": "test_accuracy"}},
+        "loss": {"trainer": {"best_metric": "test_loss"}}, "plain": {}})
+    best, plain = (json.loads(rows[k]["curves_json"]) for k in ("best", "plain"))
+    assert best["test_accuracy"] == plain["test_accuracy"]
+    row, acc = rows["best"], best["test_accuracy"]
+    assert row["m_best_test_accuracy"] == max(acc)
+    assert acc.index(max(acc)) == int(row["m_best_test_accuracy_epoch"]) - 1  # the first best
+    assert row["m_test_accuracy"] == acc[-1]                    # the final value stays
+    loss_curve = json.loads(rows["loss"]["curves_json"])["test_loss"]
+    assert rows["loss"]["m_best_test_loss"] == min(loss_curve)  # lower is better for a loss
+    assert "m_best_test_accuracy" not in rows["plain"]
+
+
+def test_best_metric_that_is_not_logged_is_a_clear_error(untied_host):
+    from untied_plugins.backprop.trainer import BestEpoch
+
+    with pytest.raises(ValueError, match="'test_acc' is not logged.*test_accuracy"):
+        BestEpoch("test_acc").update(1, {"test_accuracy": 0.5, "train_loss": 1.0})

@@ -31,6 +31,17 @@ relative to the tied ones (``cos/<layer>``, ``sign/<layer>``, ``direction_cosine
 ``direction_sign_agreement``; see :mod:`untied_plugins.backprop.direction`, Troiano et al.
 Propositions 1-3) without changing training; the final metrics get the last epoch's finite means.
 
+``lr_milestones`` / ``lr_gamma``: a step schedule (torch's ``MultiStepLR``, stepped once per
+epoch): after each listed epoch every learning rate of the rule is multiplied by ``lr_gamma``
+(e.g. BioTorch's benchmark: ``[50, 75]`` and 0.1 over 100 epochs, so epochs 51-75 train at a
+tenth of the rate). Needs a rule with torch's ``param_groups`` (``sgd``, ``adam``).
+
+``best_metric`` (e.g. ``test_accuracy``): also report its best value over the epochs,
+``best_<metric>``, and the epoch it came from, ``best_<metric>_epoch`` (best by the name's
+direction, :func:`bench_core.specs.metrics.default_direction`). This is a protocol that selects
+the epoch on the evaluated split itself (as BioTorch's benchmark does): the value is optimistic,
+and a spec that uses it says so.
+
 ``target_metric`` / ``target_value`` (:mod:`bench_core.stopping`): after each epoch's evaluation,
 check the metric against the target; stop when reached (unless ``target_stop = false``) and report
 ``target_reached``, ``steps_to_target`` (weight updates) and ``seconds_to_target``. With
@@ -62,6 +73,7 @@ from bench_core.interfaces import (
     execution_option,
     module_measurements,
 )
+from bench_core.specs.metrics import default_direction
 from bench_core.stopping import TargetStopParams, TargetWatcher
 
 
@@ -78,7 +90,16 @@ class _BackpropOptions(BaseModel):
         None, ge=1, description="samples per epoch (default: the training set); a smaller "
                                 "training set is cycled through in consecutive shuffled passes, "
                                 "so a run takes the SGD steps it would take on a larger one")
+    lr_milestones: list[int] = Field(
+        default_factory=list, description="epochs after which every learning rate is "
+                                          "multiplied by lr_gamma (a step schedule, torch's "
+                                          "MultiStepLR); empty: a constant rate")
+    lr_gamma: float = Field(0.1, gt=0, description="the factor of each lr_milestones step")
     # execution options: they change how a run executes or what it logs, not its seed
+    best_metric: str | None = execution_option(
+        None, min_length=1, description="a logged metric (e.g. test_accuracy) whose best value "
+                                        "over the epochs is also reported, as best_<metric> and "
+                                        "best_<metric>_epoch (epoch selected on that split)")
     eval_batch_size: int = execution_option(2048, ge=1, description="batch size of test "
                                             "evaluation")
     direction_diagnostic: bool = execution_option(
@@ -127,8 +148,10 @@ class BackpropTrainer:
     def group_key(self, spec: dict) -> str | None:
         """Runs that may share a stack (models that declare ``stackable = False`` are never
         grouped: the host sees to it, :func:`bench_core.execution.runner.form_groups`)."""
-        if self.p.compile or self.p.autocast != "none" or self.p.target_metric is not None:
-            return None  # compiled, mixed-precision or stop-at-target runs: one by one
+        if (self.p.compile or self.p.autocast != "none" or self.p.target_metric is not None
+                or self.p.lr_milestones or self.p.best_metric is not None):
+            return None  # compiled, mixed-precision, stop-at-target, scheduled or best-epoch
+            # runs: one by one
         same = {k: spec.get(k) for k in ("dataset", "model", "activation", "surrogate",
                                           "reparametrization")}
         return json.dumps({**same, "rule": spec.get("rule", {}).get("name")}, sort_keys=True,
@@ -152,6 +175,8 @@ class BackpropTrainer:
         steps = 0
         model.train()
         watcher = TargetWatcher(p)
+        schedule = StepSchedule(rule, p.lr_milestones, p.lr_gamma)
+        best = BestEpoch(p.best_metric)
         summed = p.loss_reduction == "sum"
         mixed = p.autocast != "none"
         for epoch in range(1, p.epochs + 1):
@@ -175,9 +200,11 @@ class BackpropTrainer:
                 loss_sum.add_(loss.detach(), alpha=1 if summed else len(idx))
             diagnostics = probe.measure(model) if probe is not None else {}
             final = self._log(session, model, epoch, loss_sum / len(order), diagnostics)
+            schedule.epoch_done(epoch)
+            best.update(epoch, final)
             if watcher.check(final, steps=steps):
                 break
-        return {**final, **watcher.metrics()}
+        return {**final, **best.metrics(), **watcher.metrics()}
 
     def _log(self, session: TrainingSession, model: nn.Module, epoch: int, train_loss: Tensor,
              diagnostics: dict[str, Tensor]) -> dict[str, float]:
@@ -195,6 +222,46 @@ class BackpropTrainer:
         means = [*MEAN_KEYS, *(k for k in measured if "/" not in k)]
         final.update({k: values[k] for k in means if k in values and math.isfinite(values[k])})
         return final
+
+
+class StepSchedule:
+    """``lr_milestones``: multiply every learning rate of ``rule`` by ``gamma`` after each listed
+    epoch (1-based; torch's ``MultiStepLR`` stepped at each epoch's end)."""
+
+    def __init__(self, rule, milestones: list[int], gamma: float) -> None:
+        self.milestones, self.gamma = set(milestones), gamma
+        self.groups = getattr(rule, "param_groups", None)
+        if self.milestones and self.groups is None:
+            raise ValueError(f"lr_milestones: the update rule {type(rule).__name__} has no "
+                             "param_groups (torch's learning rates) to decay; use sgd or adam")
+
+    def epoch_done(self, epoch: int) -> None:
+        if epoch in self.milestones:
+            for group in self.groups:
+                group["lr"] *= self.gamma
+
+
+class BestEpoch:
+    """``best_metric``: the best logged value of one metric over the epochs and its epoch."""
+
+    def __init__(self, metric: str | None) -> None:
+        self.metric, self.value, self.epoch = metric, None, 0
+        self.higher = metric is not None and default_direction(metric) == "higher"
+
+    def update(self, epoch: int, logged: dict[str, float]) -> None:
+        if self.metric is None:
+            return
+        if self.metric not in logged:
+            raise ValueError(f"best_metric {self.metric!r} is not logged by this run (logged: "
+                             f"{', '.join(sorted(logged))})")
+        value = logged[self.metric]
+        if self.value is None or (value > self.value if self.higher else value < self.value):
+            self.value, self.epoch = value, epoch
+
+    def metrics(self) -> dict[str, float]:
+        if self.metric is None or self.value is None:
+            return {}
+        return {f"best_{self.metric}": self.value, f"best_{self.metric}_epoch": float(self.epoch)}
 
 
 def backprop(params: BackpropParams) -> BackpropTrainer:

@@ -30,7 +30,8 @@ With ``download=true`` and nothing found, torchvision downloads the files into
 ``~/.cache/untied/<name>``; otherwise a :class:`~bench_core.errors.DataError` names every folder
 searched. Decoded files are cached in memory per process, keyed on path, size and mtime.
 
-Images are ``(1, 28, 28)`` float32: ``normalize="unit"`` (default) divides by 255,
+Images are ``(1, 28, 28)`` float32 (``(1, r, r)`` with ``resize = r``: bilinear, rounded to grey
+levels, before normalising): ``normalize="unit"`` (default) divides by 255,
 ``"standard"`` z-scores with one mean and std over all training pixels, ``"none"`` keeps 0..255.
 """
 
@@ -106,6 +107,11 @@ class ImageDatasetParams(SplitParams):
     normalize: Literal["none", "unit", "standard"] = Field(
         "unit", description="unit: pixels / 255; standard: z-score with the mean and std of all "
                       "training pixels; none: 0..255")
+    resize: int | None = Field(
+        None, ge=2, description="resize every image to resize x resize by bilinear "
+                                "interpolation, rounded to whole grey levels (as torchvision's "
+                                "Resize on PIL images, e.g. BioTorch's 32x32), before normalize; "
+                                "None: 28x28 as stored")
 
 
 @dataclass(frozen=True)
@@ -245,6 +251,19 @@ def normalise_images(x_train: Tensor, x_test: Tensor,
     return flat_train.view_as(x_train), flat_test.view_as(x_test)
 
 
+def resize_images(x: Tensor, size: int | None) -> Tensor:
+    """``(n, 1, h, w)`` grey levels (0..255, float) resized to ``(n, 1, size, size)``: bilinear
+    with pixel-centre alignment (``align_corners=False``, PIL's sampling grid for enlarging),
+    rounded to whole levels as PIL's 8-bit result is; ``None``: unchanged."""
+    if size is None or tuple(x.shape[-2:]) == (size, size):
+        return x
+    if len(x) == 0:
+        return x.new_empty((0, x.shape[1], size, size))
+    resized = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear",
+                                              align_corners=False, antialias=True)
+    return resized.round_().clamp_(0.0, PIXEL_MAX)
+
+
 def load_idx_dataset(name: str, params: ImageDatasetParams, ctx: RunContext) -> DataBundle:
     """Find (or download), read, split, subset, normalise and move one IDX dataset."""
     try:
@@ -282,16 +301,18 @@ def load_idx_dataset(name: str, params: ImageDatasetParams, ctx: RunContext) -> 
 
     def finish(x_train: Tensor, x_test: Tensor) -> tuple[Tensor, Tensor]:
         # (n, 28, 28) uint8 -> (n, 1, 28, 28) float32 (a copy: the cached tensors stay untouched)
-        return normalise_images(x_train.unsqueeze(1).to(torch.float32),
-                                x_test.unsqueeze(1).to(torch.float32), params.normalize)
+        x_train, x_test = (resize_images(x.unsqueeze(1).to(torch.float32), params.resize)
+                           for x in (x_train, x_test))
+        return normalise_images(x_train, x_test, params.normalize)
 
     files = tuple((part, file_key(pair.images), file_key(pair.labels))
                   for part, pair in sorted(pairs.items()))
-    key = (name, files, params.split, params.normalize, *(
+    key = (name, files, params.split, params.normalize, params.resize, *(
         (params.test_fraction, ctx.stream_seed("data")) if params.split == "random" else ()))
     x_train, y_train, x_test, y_test = prepared_split(
         key, ctx, params.train_subset, split, finish, elementwise=params.normalize != "standard")
-    info = DataInfo(name, (1, *IMAGE_SHAPE), NUM_CLASSES, "classification", NUM_CLASSES)
+    shape = (params.resize, params.resize) if params.resize else IMAGE_SHAPE
+    info = DataInfo(name, (1, *shape), NUM_CLASSES, "classification", NUM_CLASSES)
     return make_bundle(info, x_train, y_train, x_test, y_test, ctx, share_key=key,
                        **params.bundle_options())
 

@@ -22,10 +22,11 @@ from bench_core.hookspecs import hookimpl
 
 @hookimpl
 def register_reparametrizations(register):
-    register("feedback_alignment", methods.feedback_alignment, params=methods.NoParams,
+    register("feedback_alignment", methods.feedback_alignment,
+             params=methods.FeedbackParams,
              description="fixed random feedback B in place of W^T (Lillicrap et al. 2016)")
     register("direct_feedback_alignment", methods.direct_feedback_alignment,
-             params=methods.NoParams,
+             params=methods.FeedbackParams,
              description="output error to every layer through a fixed random B_l "
                          "(Noekland 2016)")
     register("sign_symmetry", methods.sign_symmetry, params=methods.SignSymmetryParams,

@@ -3,11 +3,13 @@ that :class:`~untied_plugins.feedback_alignment.layers.FeedbackLinear` and
 :class:`~untied_plugins.feedback_alignment.layers.FeedbackConv2d` consult in their backward
 pass (docs/methods/feedback-alignment.md gives the equations and the choices made here).
 
-Scales, where the papers leave them open: a random matrix for a layer of fan-in ``n`` is drawn
-from ``U(-1/sqrt(n), 1/sqrt(n))``, the distribution of torch's default initialisation of that
-layer's ``W``, so ``B`` starts with ``W``'s scale. Sign symmetry's magnitudes are ``|M|`` with
-``M`` from the same distribution (``U(0, 1/sqrt(n))``); its uniform variant uses their
-root-mean-square, ``1/sqrt(3 n)``, so the three variants send errors of the same size.
+Scales, where the papers leave them open (``init``): a random matrix for a layer of fan-in ``n``
+is drawn from ``U(-a, a)`` with ``a = 1/sqrt(n)`` (``init = "torch"``, the bound of torch's default
+initialisation of that layer's ``W``, so ``B`` starts with ``W``'s scale) or
+``a = sqrt(6 / (n + m))`` with ``m`` the fan-out (``init = "xavier_uniform"``, Glorot & Bengio
+2010: BioTorch's default for ``W`` and ``B``). Sign symmetry's magnitudes are ``|M|`` with ``M``
+from the same distribution (``U(0, a)``); its uniform variant uses their root-mean-square,
+``a / sqrt(3)``, so the three variants send errors of the same size.
 """
 
 from __future__ import annotations
@@ -19,11 +21,23 @@ import torch
 from torch import Tensor, nn
 
 SignMagnitude = Literal["uniform", "batchwise_random", "fixed_random"]
+FeedbackInit = Literal["torch", "xavier_uniform"]
 
 
-def init_bound(weight: Tensor) -> float:
-    """``1/sqrt(fan_in)``: the bound of torch's default uniform initialisation of ``weight``."""
-    return 1.0 / math.sqrt(weight[0].numel())
+def uniform_bound(fan_in: int, fan_out: int, init: FeedbackInit) -> float:
+    """``a`` of ``U(-a, a)``: ``1/sqrt(fan_in)`` (torch's default) or ``sqrt(6 / (fan_in +
+    fan_out))`` (Xavier/Glorot uniform)."""
+    if init == "xavier_uniform":
+        return math.sqrt(6.0 / (fan_in + fan_out))
+    return 1.0 / math.sqrt(fan_in)
+
+
+def init_bound(weight: Tensor, init: FeedbackInit = "torch") -> float:
+    """The bound for a matrix of ``weight``'s shape: fan-in = one output unit's inputs (a conv
+    filter's ``C k k``), fan-out = ``weight.shape[0]`` times the kernel area (torch's count)."""
+    fan_in = weight[0].numel()
+    fan_out = weight.shape[0] * (weight[0][0].numel() if weight.dim() > 2 else 1)
+    return uniform_bound(fan_in, fan_out, init)
 
 
 def draw_uniform(shape: torch.Size | tuple, bound: float, gen: torch.Generator) -> Tensor:
@@ -72,9 +86,9 @@ class RandomFeedback(WeightShapedFeedback):
     """Feedback alignment: a fixed random ``B`` (Lillicrap et al. 2016), stored in ``W``'s
     shape (the paper's ``B`` is its transpose)."""
 
-    def __init__(self, weight: Tensor, gen: torch.Generator) -> None:
+    def __init__(self, weight: Tensor, gen: torch.Generator, init: FeedbackInit = "torch") -> None:
         super().__init__()
-        self.register_buffer("matrix", draw_uniform(weight.shape, init_bound(weight), gen))
+        self.register_buffer("matrix", draw_uniform(weight.shape, init_bound(weight, init), gen))
 
     def backward_weight(self, weight: Tensor) -> Tensor:
         return self.matrix
@@ -85,9 +99,10 @@ class SignFeedback(WeightShapedFeedback):
     ``M`` uniform, redrawn for every backward pass (``batchwise_random``: once per mini-batch)
     or drawn once (``fixed_random``)."""
 
-    def __init__(self, weight: Tensor, magnitude: SignMagnitude, gen: torch.Generator) -> None:
+    def __init__(self, weight: Tensor, magnitude: SignMagnitude, gen: torch.Generator,
+                 init: FeedbackInit = "torch") -> None:
         super().__init__()
-        self.kind, self.bound = magnitude, init_bound(weight)
+        self.kind, self.bound = magnitude, init_bound(weight, init)
         self.scale = self.bound / math.sqrt(3.0)    # rms of |U(-bound, bound)|
         self.generator = gen if magnitude == "batchwise_random" else None
         if magnitude == "fixed_random":
@@ -142,9 +157,10 @@ class DirectFeedback(nn.Module):
     output layer records ``e`` first (backward runs from the top). ``B`` is drawn when first
     needed (its shape depends on the input size) from the generator the layer got at build."""
 
-    def __init__(self, shared: OutputError, is_output: bool, gen: torch.Generator) -> None:
+    def __init__(self, shared: OutputError, is_output: bool, gen: torch.Generator,
+                 init: FeedbackInit = "torch") -> None:
         super().__init__()
-        self.shared, self.is_output, self.generator = shared, is_output, gen
+        self.shared, self.is_output, self.generator, self.init = shared, is_output, gen, init
         self.register_buffer("matrix", None)
 
     def input_gradient(self, layer: nn.Module, grad: Tensor, x: Tensor) -> Tensor:
@@ -156,7 +172,8 @@ class DirectFeedback(nn.Module):
                                "output layer must be the model's last dense/conv layer)")
         if self.matrix is None:
             size = x[0].numel()
-            self.matrix = draw_uniform((size, error.shape[1]), 1 / math.sqrt(size),
+            bound = uniform_bound(size, error.shape[1], self.init)
+            self.matrix = draw_uniform((size, error.shape[1]), bound,
                                        self.generator).to(x.device, x.dtype)
         return (error @ self.matrix.t()).view(x.shape)
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from untied_plugins.feedback_alignment.feedback import (
     DirectFeedback,
+    FeedbackInit,
     OutputError,
     RandomFeedback,
     SignFeedback,
@@ -24,12 +25,15 @@ from untied_plugins.feedback_alignment.layers import FeedbackConv2d, FeedbackLin
 TARGETS: dict[type, type] = {nn.Linear: FeedbackLinear, nn.Conv2d: FeedbackConv2d}
 
 
-class NoParams(BaseModel):
+class FeedbackParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    init: FeedbackInit = Field(
+        "torch", description="scale a of the random feedback U(-a, a): 'torch' a = 1/sqrt(fan_in) "
+                             "(W's default init), 'xavier_uniform' a = sqrt(6/(fan_in + fan_out)) "
+                             "(BioTorch's)")
 
 
-class SignSymmetryParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SignSymmetryParams(FeedbackParams):
     magnitude: SignMagnitude = Field(
         "uniform", description="|B|: 'uniform' (uSF, Liao et al.), 'batchwise_random' (brSF: "
                                "redrawn every mini-batch) or 'fixed_random' (frSF: drawn once)")
@@ -56,17 +60,18 @@ def replace_layers(model: nn.Module, method: str,
     return model
 
 
-def feedback_alignment(params: NoParams, *, model, ctx, tied=False):
+def feedback_alignment(params: FeedbackParams, *, model, ctx, tied=False):
     """Feedback alignment (Lillicrap et al. 2016): a fixed random ``B`` per layer in place of
     ``W`` in the backward pass, ``delta_{l-1} = (B_l^T delta_l) o f'(a_{l-1})``."""
     if tied:
         return model
     gen = ctx.generator("feedback_alignment", device="cpu")
     return replace_layers(model, "feedback_alignment",
-                          lambda k, n, layer: RandomFeedback(layer.weight.detach(), gen))
+                          lambda k, n, layer: RandomFeedback(layer.weight.detach(), gen,
+                                                                params.init))
 
 
-def direct_feedback_alignment(params: NoParams, *, model, ctx, tied=False):
+def direct_feedback_alignment(params: FeedbackParams, *, model, ctx, tied=False):
     """Direct feedback alignment (Noekland 2016): the output error ``e`` reaches every hidden
     layer through its own fixed random ``B_l``, ``delta a_l = (B_l e) o f'(a_l)``."""
     if tied:
@@ -74,7 +79,8 @@ def direct_feedback_alignment(params: NoParams, *, model, ctx, tied=False):
     gen = ctx.generator("direct_feedback_alignment", device="cpu")
     shared = OutputError()
     return replace_layers(model, "direct_feedback_alignment",
-                          lambda k, n, layer: DirectFeedback(shared, k == n - 1, gen))
+                          lambda k, n, layer: DirectFeedback(shared, k == n - 1, gen,
+                                                                params.init))
 
 
 def sign_symmetry(params: SignSymmetryParams, *, model, ctx, tied=False):
@@ -86,4 +92,4 @@ def sign_symmetry(params: SignSymmetryParams, *, model, ctx, tied=False):
     batchwise = ctx.generator("sign_symmetry_batchwise")     # the run's device
     return replace_layers(model, "sign_symmetry", lambda k, n, layer: SignFeedback(
         layer.weight.detach(), params.magnitude,
-        batchwise if params.magnitude == "batchwise_random" else gen))
+        batchwise if params.magnitude == "batchwise_random" else gen, params.init))

@@ -39,9 +39,18 @@ class LeNet5Params(BaseModel):
                                  "sqrt(sum(x^2)) (nn.LPPool2d(2, 2): twice it), average or max")
     batchnorm: bool = Field(False, description="BatchNorm after each conv/FC before activation")
     binary_weights: bool = Field(False, description="BinaryConnect sign(W) weights (Section 5)")
+    conv1_padding: int = Field(
+        2, ge=0, description="padding of the first conv: 2 keeps the input size (28x28 in, "
+                             "LeNet-5 on MNIST); 0 for 32x32 inputs (LeNet-5's original, "
+                             "BioTorch's LeNet MNIST)")
     conv2_padding: int | None = Field(
         None, ge=0, description="padding of the second conv; default 0, or the least padding "
                                 "that leaves a 2x2 map for small inputs (8x8 digits: 1)")
+    c5: Literal["dense", "conv"] = Field(
+        "dense", description="the 120-unit layer: dense on the flattened maps, or LeNet-5's C5, "
+                             "a convolution whose kernel covers the whole pooled map (the same "
+                             "function and parameters; Xavier's fan-out then counts the kernel "
+                             "area, as in BioTorch's LeNet MNIST)")
     init: Literal["torch", "xavier_uniform"] = Field(
         "torch", description="torch: the layers' default (Kaiming-uniform with a = sqrt(5)); "
                              "xavier_uniform: W ~ U(+-sqrt(6 / (fan_in + fan_out))), b = 0 "
@@ -62,7 +71,12 @@ def lenet5(params: LeNet5Params, *, data, activation, ctx) -> nn.Module:
     c, h, w = image_shape(data.input_shape, "lenet5")
     if min(h, w) < 2:
         raise ValueError(f"lenet5 needs images of at least 2x2 (got {h}x{w})")
-    h1, w1 = h // 2, w // 2  # conv1 keeps the size (5x5, padding 2), then 2x2 pooling
+    pad1 = params.conv1_padding  # 2: conv1 (5x5) keeps the size; then 2x2 pooling
+    h0, w0 = h + 2 * pad1 - 4, w + 2 * pad1 - 4
+    if min(h0, w0) < 2:
+        raise ValueError(f"lenet5: with conv1_padding={pad1} the first conv gives a {h0}x{w0} "
+                         f"map on {h}x{w} inputs; it needs at least 2x2 (raise conv1_padding)")
+    h1, w1 = h0 // 2, w0 // 2
     pad2 = params.conv2_padding
     if pad2 is None:  # 0 as in LeNet-5; more only when the map would drop below 2x2
         pad2 = max(0, math.ceil((6 - min(h1, w1)) / 2))
@@ -79,12 +93,22 @@ def lenet5(params: LeNet5Params, *, data, activation, ctx) -> nn.Module:
     def norm1d(n: int) -> list[nn.Module]:
         return [nn.BatchNorm1d(n)] if bn else []
 
+    if params.c5 == "conv" and h2 // 2 != w2 // 2:
+        raise ValueError(f"lenet5: c5 = 'conv' needs a square pooled map (got "
+                         f"{h2 // 2}x{w2 // 2})")
+
+    def c5() -> list[nn.Module]:
+        """C5, built after the convs (layers draw their initial weights in build order)."""
+        if params.c5 == "conv":   # LeCun et al. 1998's C5: a 120-map conv over the whole map
+            return [conv(16, 120, h2 // 2, 0, binary=binary), *norm2d(120), activation(),
+                    nn.Flatten()]
+        return [nn.Flatten(), dense(flat, 120, binary=binary), *norm1d(120), activation()]
+
     layers: list[nn.Module] = [
         *image_input(data.input_shape, (c, h, w)),
-        conv(c, 6, 5, 2, binary=binary), *norm2d(6), activation(), pooling(params.pool),
+        conv(c, 6, 5, pad1, binary=binary), *norm2d(6), activation(), pooling(params.pool),
         conv(6, 16, 5, pad2, binary=binary), *norm2d(16), activation(), pooling(params.pool),
-        nn.Flatten(),
-        dense(flat, 120, binary=binary), *norm1d(120), activation(),
+        *c5(),
         dense(120, 84, binary=binary), *norm1d(84), activation(),
         dense(84, data.num_outputs, binary=binary),
     ]
