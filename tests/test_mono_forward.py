@@ -185,3 +185,23 @@ def test_new_options_at_their_defaults_keep_run_ids_and_the_version_is_bumped():
         ids.append(expand(host, name, spec).tasks[0].run_id)
     assert ids[0] == ids[1]
     assert host.get("trainers", "mono_forward").version == "2"
+
+
+def test_step_schedule_multiplies_the_rate_after_each_milestone():
+    p = mf_trainer.MonoForwardParams(lr=0.1, epochs=4, lr_milestones=[1, 3], lr_gamma=0.5)
+    joint = mf_trainer.MonoForwardTrainer(p)
+    assert [joint.rate(e) for e in (1, 2, 3, 4)] == pytest.approx([0.1, 0.05, 0.05, 0.025])
+    greedy = mf_trainer.MonoForwardTrainer(p.model_copy(update={"schedule": "greedy"}))
+    # block 1's epochs are 1-4, block 2's 5-8: the schedule restarts with each block's phase
+    assert [greedy.rate(e) for e in range(1, 9)] == pytest.approx([0.1, 0.05, 0.05, 0.025] * 2)
+
+
+def test_a_rate_scaled_down_after_epoch_one_almost_stops_training():
+    """With lr_gamma = 1e-6 after epoch 1 the second epoch barely moves the weights: its
+    evaluation repeats the first one's; without the milestone the second epoch learns."""
+    frozen = run(estimator="autograd", epochs=2, lr_milestones=[1], lr_gamma=1e-6)
+    free = run(estimator="autograd", epochs=2)
+    first, second = frozen["curve_test_loss"]
+    assert second == pytest.approx(first, rel=1e-4)
+    first, second = free["curve_test_loss"]
+    assert second < first - 0.05

@@ -26,7 +26,8 @@ own loss, the block's input detached (no gradient crosses blocks):
   time spent in training steps (evaluation excluded).
 
 The model's own output layer is not trained or used (Mono-Forward predicts from the ``M_l``).
-Updates are plain SGD with ``lr`` (the run's update rule is not used: it works on ``.grad``).
+Updates are plain SGD with ``lr`` (the run's update rule is not used: it works on ``.grad``),
+optionally on a step schedule (``lr_milestones``, ``lr_gamma``: as the ``backprop`` trainer's).
 Both estimators use the same schedule, data order, initial weights and ``M_l``, so MF+AD vs
 MF+DD isolates the gradient estimate. Every epoch logs, per block, ``weight_norm/<block>``,
 ``projection_norm/<block>`` and ``dead_units/<block>`` (diagnostics, so a collapse is visible).

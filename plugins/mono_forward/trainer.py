@@ -54,6 +54,12 @@ class MonoForwardParams(BaseModel):
         "gaussian", description="DD directions: normalised Gaussian (the poster's) or random "
                                 "signs / sqrt(n) (same mean and covariance, cheaper to draw)")
     lr: float = Field(0.01, gt=0, description="SGD learning rate of W_l, b_l and M_l")
+    lr_milestones: list[int] = Field(
+        default_factory=list, description="epochs after which the rate is multiplied by "
+                                          "lr_gamma (a step schedule, as backprop's; under the "
+                                          "greedy schedule, epochs of each block's phase); "
+                                          "empty: a constant rate")
+    lr_gamma: float = Field(0.1, gt=0, description="the factor of each lr_milestones step")
     epochs: int = Field(10, ge=1, description="epochs (per block under the greedy schedule)")
     batch_size: int = Field(64, ge=1)
     loss_reduction: Literal["mean", "sum"] = Field(
@@ -79,6 +85,7 @@ class MonoForwardParams(BaseModel):
 class MonoForwardTrainer:
     def __init__(self, params: MonoForwardParams) -> None:
         self.p = params
+        self.lr = params.lr
         self.dd = DDConfig(params.directions, params.eps, params.chunk_size,
                            params.loss_reduction, params.slab_budget, params.direction_kind)
 
@@ -90,8 +97,15 @@ class MonoForwardTrainer:
             pairs, a, loss = dd_estimate(block, readout, x, y, self.dd, gen)
         else:
             pairs, a, loss = ad_gradient(block, readout, x, y, self.p.loss_reduction)
-        apply(pairs, self.p.lr)
+        apply(pairs, self.lr)
         return a, loss
+
+    def rate(self, epoch: int) -> float:
+        """``lr`` times ``lr_gamma`` per milestone passed before ``epoch`` (1-based; under the
+        greedy schedule counted within each block's phase)."""
+        p = self.p
+        within = epoch if p.schedule == "joint" else (epoch - 1) % p.epochs + 1
+        return p.lr * p.lr_gamma ** sum(m < within for m in p.lr_milestones)
 
     def phases(self, n_blocks: int) -> list[list[int]]:
         """The blocks trained in each epoch, in order."""
@@ -121,6 +135,7 @@ class MonoForwardTrainer:
         train_seconds = 0.0
         model.train()
         for epoch, active in enumerate(self.phases(len(blocks)), start=1):
+            self.lr = self.rate(epoch)
             started = time.perf_counter()
             order = stream.next_epoch()
             loss_sum = torch.zeros(len(blocks), device=ctx.device)
