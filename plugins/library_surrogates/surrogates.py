@@ -122,15 +122,16 @@ def approx_sign_derivative(x: Tensor, _unused: float = 0.0) -> Tensor:
 
 def swish_sign_derivative(x: Tensor, beta: float) -> Tensor:
     """``beta (2 - beta x tanh(beta x / 2)) / (1 + cosh(beta x))``, computed as
-    ``2 beta e r^2 (2 - a t)`` with ``a = beta |x|``, ``e = exp(-a)`` (:func:`exp_of_minus`),
-    ``r = 1 / (1 + e)`` and ``t = (1 - e) r``: ``1 / (1 + cosh(a)) = 2 e r^2``,
-    ``tanh(a / 2) = t``, and ``x tanh(beta x / 2)`` is even. One ``exp`` and one division
-    instead of ``tanh``, ``cosh`` and a quotient; no overflow, never NaN for finite ``x``."""
+    ``2 beta u (1 - u) (2 - a (1 - 2u))`` with ``a = beta |x|`` and ``u = e / (1 + e) = s(-a)``,
+    ``e = exp(-a)`` (:func:`exp_of_minus`): ``1 / (1 + cosh(a)) = 2 e / (1 + e)^2 = 2 u (1 - u)``,
+    ``tanh(a / 2) = (1 - e) / (1 + e) = 1 - 2u``, and ``x tanh(beta x / 2)`` is even. One ``exp``
+    and one division instead of ``tanh``, ``cosh`` and a quotient; ``u`` keeps its relative
+    precision in the tails; no overflow, never NaN for finite ``x``."""
     a = x.abs().mul_(beta)
     e = exp_of_minus(a)
-    r = e.add(1).reciprocal_()
-    inner = a.mul_(e.neg().add_(1).mul_(r)).neg_().add_(2)  # 2 - a tanh(a/2)
-    return e.mul_(2 * beta).mul_(r.square_()).mul_(inner)
+    u = e.div_(e.add(1))
+    inner = u.mul(2).sub_(1).mul_(a).add_(2)  # 2 - a tanh(a/2)
+    return u.neg().add_(1).mul_(u).mul_(2 * beta).mul_(inner)
 
 
 # grad * g(x): one function per surrogate, each compiled into its own kernel (fused.py)
