@@ -228,6 +228,14 @@ print("fallback ok")
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
+def test_vmap_of_rows_large_enough_for_the_fused_path(name):
+    module = surrogate(CASES[name][0], "sign")
+    x = torch.randn(2, MIN_ELEMENTS, generator=torch.Generator().manual_seed(4))
+    grads = torch.func.vmap(torch.func.grad(lambda row: module(row).sum()))(x)
+    torch.testing.assert_close(grads, module.local_gradient(x))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_double_backward_takes_the_eager_formula(name):
     module = surrogate(CASES[name][0], "tanh")
     x = torch.randn(MIN_ELEMENTS, generator=torch.Generator().manual_seed(2), requires_grad=True)

@@ -71,8 +71,9 @@ class FusedProduct:
                     self.compiled = torch.compile(self.product, dynamic=True, fullgraph=True)
                 return self.compiled(grad.view(-1), x.view(-1), k).view_as(x)
             except Exception as error:  # noqa: BLE001 - any failure: the eager formula instead
-                self.failure = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
-                warnings.warn(f"the fused backward {self.product.__name__} could not be "
-                              f"compiled ({self.failure}); the eager formula is used instead",
+                first_line = (str(error).splitlines() or [""])[0][:200]
+                self.failure = f"{type(error).__name__}: {first_line}"
+                warnings.warn(f"the fused backward {self.product.__name__} failed "
+                              f"({self.failure}); the eager formula is used from now on",
                               RuntimeWarning, stacklevel=2)
         return self.product(grad, x, k)
