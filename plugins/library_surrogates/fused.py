@@ -73,7 +73,7 @@ class FusedProduct:
             except Exception as error:  # noqa: BLE001 - any failure: the eager formula instead
                 first_line = (str(error).splitlines() or [""])[0][:200]
                 self.failure = f"{type(error).__name__}: {first_line}"
-                warnings.warn(f"the fused backward {self.product.__name__} failed "
-                              f"({self.failure}); the eager formula is used from now on",
-                              RuntimeWarning, stacklevel=2)
+                name = getattr(self.product, "__name__", repr(self.product))
+                warnings.warn(f"the fused backward {name} failed ({self.failure}); the eager "
+                              f"formula is used from now on", RuntimeWarning, stacklevel=2)
         return self.product(grad, x, k)

@@ -35,16 +35,17 @@ activation keeps) and returns ``dL/dy * g(x)``; each surrogate is an elementwise
 (:class:`untied_plugins.troiano.surrogates.SurrogateActivation`) that also gives ``g`` as
 ``local_gradient`` (grouped runs multiply by it by hand). The product is one compiled elementwise
 kernel where that is possible and pays, else the same formula op by op
-(:mod:`untied_plugins.library_surrogates.fused`, which says when and why): eager, the formulas
-take 4-11 passes over memory and measured 3-9 times the native activation's forward + backward
-(``benchmarks/surrogates.py``, one thread); compiled, one pass. ``sigmoid_slope`` and
-``swish_sign`` are written with one ``exp`` of ``-|.|`` (:func:`exp_of_minus`) instead of
-``sigmoid``/``tanh`` and ``cosh``: inductor's loop is AVX-512 vectorised (no compile flag is
-missing) but calls SLEEF's 1-ulp ``tanh``, measured ~5 times slower than ATen's ``tanh`` here,
-while its ``exp`` is on par with ATen's; and an argument ``<= 0`` cannot overflow. ``approx_sign`` uses the
-operations of the ``triangular`` surrogate (``height = 2, width = 1``), so its values are that
-surrogate's. Component version 2 (:data:`VERSION`): the rounding of the fused kernels and of
-the new ``sigmoid_slope``/``swish_sign`` formulas is not version 1's.
+(:mod:`untied_plugins.library_surrogates.fused`, which says when and why). Eager, the formulas
+take 4-11 passes over memory: version 1 measured up to 7.3 times the native activation's forward
++ backward (``benchmarks/surrogates.py``, one thread, loaded machine); compiled, one pass.
+``sigmoid_slope`` and ``swish_sign`` are written with one ``exp`` of ``-|.|``
+(:func:`exp_of_minus`) instead of ``sigmoid``/``tanh`` and ``cosh``: inductor's loop is AVX-512
+vectorised (no compile flag is missing) but calls SLEEF's 1-ulp ``tanh``, measured ~5 times
+slower than ATen's ``tanh`` here, while its ``exp`` is on par with ATen's; and an argument
+``<= 0`` cannot overflow. ``approx_sign`` uses the operations of the ``triangular`` surrogate
+(``height = 2, width = 1``), so its values are that surrogate's. Component version 2
+(:data:`VERSION`): the rounding of the fused kernels and of the new ``sigmoid_slope`` and
+``swish_sign`` formulas is not version 1's.
 """
 
 from __future__ import annotations
