@@ -63,7 +63,8 @@ def test_adam_with_different_rates_grouped_equal_one_by_one(untied_host, tmp_pat
     assert assert_same(untied_host, spec(rules), tmp_path)["group_size"].max() == 4
 
 
-@pytest.mark.parametrize("surrogate", [{"name": "constant"}, {"name": "rect", "width": 0.5}])
+@pytest.mark.parametrize("surrogate", [{"name": "constant"}, {"name": "rect", "width": 0.5},
+                                       {"name": "swish_sign", "beta": 2.0}])
 def test_deterministic_surrogates_and_the_diagnostic_grouped(untied_host, tmp_path, surrogate):
     raw = spec(SGD_RULES[:2], surrogate=surrogate, trainer={"direction_diagnostic": True})
     grouped = assert_same(untied_host, raw, tmp_path,

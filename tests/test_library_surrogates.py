@@ -1,16 +1,29 @@
 """The surrogates of the spiking and binary libraries (plugin ``library_surrogates``,
 docs/methods/perturbation.md section 4): each backward against its closed form at chosen points,
 and against the derivative of the smooth function it stands for (by autograd, in float64); the
-forward is the activation's; ``torch.func.vmap`` works; the conformance kit passes."""
+forward is the activation's; ``torch.func.vmap`` works; the conformance kit passes. The fused
+(compiled) backward: equal to the eager formula to float32 rounding (bitwise where it is IEEE
+arithmetic only) and to the closed form in float64; the eager formula where compilation fails
+(a missing C++ compiler included), in a double backward and inside a compiled model."""
 
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+import warnings
 
 import pytest
 import torch
 from untied_plugins.backprop.activations import ACTIVATIONS
-from untied_plugins.library_surrogates.surrogates import SURROGATES
+from untied_plugins.library_surrogates.fused import MIN_ELEMENTS, FusedProduct
+from untied_plugins.library_surrogates.surrogates import (
+    CLOSED_FORMS,
+    SURROGATES,
+    atan_product,
+    sigmoid_slope_derivative,
+)
 
 from bench_core.interfaces import RunContext
 from bench_core.plugins import get_host
@@ -113,3 +126,141 @@ def test_works_under_vmap(name):
 
 def test_the_plugin_conforms():
     assert_plugin_conforms("untied_plugins.library_surrogates")
+
+
+# ---- the fused backward (untied_plugins.library_surrogates.fused) ------------------------------
+PARAMETERS = {"atan": 2.0, "superspike": 25.0, "sigmoid_slope": 25.0, "approx_sign": 0.0,
+              "swish_sign": 5.0}
+ARITHMETIC_ONLY = ("atan", "superspike", "approx_sign")  # no exp: IEEE operations only
+
+
+def fused_and_eager(name: str, dtype=torch.float32):
+    """``grad * g(x)`` by the compiled kernel and by the eager formula, on inputs spread over
+    g's tails (|x| up to ~15) and large enough for the fused path."""
+    gen = torch.Generator().manual_seed(1)
+    n = 2 * MIN_ELEMENTS + 3  # not a multiple of the vector width: the kernel's tail too
+    x = (torch.randn(n, generator=gen, dtype=torch.float64) * 3).to(dtype)
+    grad = torch.randn(n, generator=gen, dtype=torch.float64).to(dtype)
+    backward = CLOSED_FORMS[name].backward
+    with torch.no_grad():
+        assert backward.applies(grad, x)
+        fused = backward(grad, x, PARAMETERS[name])
+    if backward.failure is not None:
+        pytest.skip(f"no compiled kernel here ({backward.failure}): the eager formula is used")
+    assert backward.compiled is not None
+    return x, grad, fused, backward.product(grad, x, PARAMETERS[name])
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_fused_backward_agrees_with_the_eager_formula(name):
+    x, grad, fused, eager = fused_and_eager(name)
+    torch.testing.assert_close(fused, eager)  # float32 rounding
+    if name in ARITHMETIC_ONLY:  # same IEEE operations in the same order, no contraction
+        assert torch.equal(fused, eager)
+
+
+# the closed forms of CASES at any parameter value
+CASES_AT = {
+    "atan": lambda x, a: (a / 2) / (1 + (math.pi * a * x / 2) ** 2),
+    "superspike": lambda x, k: 1 / (1 + k * x.abs()) ** 2,
+    "sigmoid_slope": lambda x, k: k * torch.sigmoid(k * x) * torch.sigmoid(-k * x),
+    "approx_sign": lambda x, _: torch.where(x.abs() <= 1, 2 - 2 * x.abs(), torch.zeros_like(x)),
+    "swish_sign": lambda x, b: b * (2 - b * x * torch.tanh(b * x / 2)) / (1 + torch.cosh(b * x)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_fused_backward_is_the_closed_form_in_float64(name):
+    x, grad, fused, _ = fused_and_eager(name, torch.float64)
+    expected = grad * CASES_AT[name](x, PARAMETERS[name])
+    torch.testing.assert_close(fused, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_exp_floor_gives_exact_zeros_and_no_denormals():
+    x = torch.tensor([0.0, 2.0, 2.4, 2.6, 3.0, 4.0, 1e4])  # slope 25: a = 0 .. 2.5e5
+    g = sigmoid_slope_derivative(x, 25.0)
+    assert g[0] == 6.25 and (g[1:3] > 0).all() and (g[3:] == 0).all()  # 0 from a > 62.2
+    tiny = torch.finfo(torch.float32).tiny
+    assert not ((g > 0) & (g < tiny)).any()
+
+
+def test_a_failed_compilation_falls_back_to_the_eager_formula(monkeypatch):
+    def broken_compile(*args, **kwargs):
+        def fail(*a, **k):
+            raise RuntimeError("no C++ compiler\nsecond line")
+        return fail
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    backward = FusedProduct(atan_product)  # a fresh one: the plugin's own are left alone
+    x = torch.randn(MIN_ELEMENTS, generator=torch.Generator().manual_seed(0))
+    grad = torch.ones_like(x)
+    with torch.no_grad(), pytest.warns(RuntimeWarning, match="no C.. compiler.*eager formula"):
+        got = backward(grad, x, 2.0)
+    assert backward.failure == "RuntimeError: no C++ compiler"
+    assert torch.equal(got, atan_product(grad, x, 2.0))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once: later calls go straight to eager
+        assert torch.equal(backward(grad, x, 2.0), got)
+
+
+def test_a_missing_cpp_compiler_never_breaks_a_backward(tmp_path):
+    """A real inductor failure: no compiler under $CXX and no cached kernel to reuse."""
+    script = f"""
+import warnings, torch
+from untied_plugins.library_surrogates.surrogates import CLOSED_FORMS, swish_sign_product
+x = torch.linspace(-4, 4, {MIN_ELEMENTS}, requires_grad=True)
+from untied_plugins.library_surrogates.surrogates import ClosedFormBackward
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    y = ClosedFormBackward.apply(x, torch.sign, CLOSED_FORMS["swish_sign"].backward, 5.0)
+    y.backward(torch.ones_like(x))
+assert CLOSED_FORMS["swish_sign"].backward.failure is not None
+assert any("eager formula" in str(w.message) for w in caught), [str(w.message) for w in caught]
+assert torch.equal(x.grad, swish_sign_product(torch.ones_like(x), x.detach(), 5.0))
+print("fallback ok")
+"""
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-g++"),
+           "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache"),
+           "TORCHINDUCTOR_FORCE_DISABLE_CACHES": "1"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0 and "fallback ok" in done.stdout, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_vmap_of_rows_large_enough_for_the_fused_path(name):
+    module = surrogate(CASES[name][0], "sign")
+    x = torch.randn(2, MIN_ELEMENTS, generator=torch.Generator().manual_seed(4))
+    grads = torch.func.vmap(torch.func.grad(lambda row: module(row).sum()))(x)
+    torch.testing.assert_close(grads, module.local_gradient(x))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_double_backward_takes_the_eager_formula(name):
+    module = surrogate(CASES[name][0], "tanh")
+    x = torch.randn(MIN_ELEMENTS, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    (dx,) = torch.autograd.grad(module(x).sum(), x, create_graph=True)
+    assert dx.requires_grad  # autograd recorded the formula: a double backward can run
+    torch.testing.assert_close(dx, module.local_gradient(x.detach()))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_compiled_model_with_the_surrogate_has_no_graph_break_and_matches_eager(name):
+    import torch._dynamo
+
+    module = surrogate(CASES[name][0], "sign")
+    layer = torch.nn.Linear(12, 9)
+    model = torch.nn.Sequential(layer, module, torch.nn.Linear(9, 3))
+    x = torch.randn(5, 12, generator=torch.Generator().manual_seed(3))
+
+    def step(x):
+        return model(x).square().sum()
+
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(step)(x)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    step(x).backward()
+    eager = layer.weight.grad.clone()
+    layer.weight.grad = None
+    torch.compile(step, fullgraph=True)(x).backward()
+    torch.testing.assert_close(layer.weight.grad, eager)

@@ -15,4 +15,4 @@ from bench_core.hookspecs import hookimpl
 @hookimpl
 def register_surrogates(register):
     for name, (factory, params) in surrogates.SURROGATES.items():
-        register(name, factory, params=params)
+        register(name, factory, params=params, version=surrogates.VERSION)
