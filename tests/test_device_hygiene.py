@@ -101,6 +101,8 @@ CASES = {
     "trainer forward_gradient": {"trainer": {"name": "forward_gradient", "epochs": 1,
                                              "batch_size": 16}},
     "trainer spsa": {"trainer": {"name": "spsa", "epochs": 1, "batch_size": 16}},
+    "trainer spsa rademacher": {"trainer": {"name": "spsa", "epochs": 1, "batch_size": 16,
+                                            "direction": "rademacher"}},
     "trainer forward_forward": {"model": {"name": "mlp", "hidden": [8, 8]},
                                 "trainer": {"name": "forward_forward", "epochs": 1,
                                             "batch_size": 16}},

@@ -129,37 +129,42 @@ def test_a_surrogate_without_a_forward_mode_rule_is_refused_in_one_line():
 
 
 # ---- SPSA / MeZO -----------------------------------------------------------------------------
-def test_the_perturbation_is_regenerated_from_the_step_seed_in_place():
+DIRECTIONS = ["gaussian", "rademacher"]
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_the_perturbation_is_regenerated_from_the_step_seed_in_place(direction):
     params = [torch.zeros(3, 4), torch.zeros(5)]
     storages = [p.data_ptr() for p in params]
     gen = torch.Generator().manual_seed(7)
     seed = gen.get_state()
-    perturb_(params, gen, seed, 0.5)
+    perturb_(params, gen, seed, 0.5, direction=direction)
     replay = torch.Generator().manual_seed(7)
     for p in params:  # exactly eps z, z drawn tensor by tensor from the seed
-        assert torch.equal(p, 0.5 * draw(p, replay))
-    perturb_(params, gen, seed, -0.5)
+        assert torch.equal(p, 0.5 * draw(p, replay, direction))
+    perturb_(params, gen, seed, -0.5, direction=direction)
     assert all(torch.equal(p, torch.zeros_like(p)) for p in params)
     assert [p.data_ptr() for p in params] == storages  # the same storage: in place
 
 
-def test_a_large_tensor_is_perturbed_chunk_by_chunk_from_the_same_seed():
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_a_large_tensor_is_perturbed_chunk_by_chunk_from_the_same_seed(direction):
     params = [torch.zeros(12), torch.zeros(3)]
     gen = torch.Generator().manual_seed(5)
     seed = gen.get_state()
-    perturb_(params, gen, seed, 1.0, chunk_size=5)
+    perturb_(params, gen, seed, 1.0, chunk_size=5, direction=direction)
     replay = torch.Generator()
     replay.set_state(seed)
-    drawn = [draw(torch.zeros(n), replay) for n in (5, 5, 2, 3)]
+    drawn = [draw(torch.zeros(n), replay, direction) for n in (5, 5, 2, 3)]
     assert torch.equal(torch.cat([*params]), torch.cat(drawn))
-    perturb_(params, gen, seed, -1.0, chunk_size=5)
+    perturb_(params, gen, seed, -1.0, chunk_size=5, direction=direction)
     assert all(torch.equal(p, torch.zeros_like(p)) for p in params)
 
 
 def spsa_trainer(model, *, loss="mse", task="regression", epsilon=1e-3, update="sgd",
-                 chunk_size=2**18, **sgd):
+                 chunk_size=2**18, direction="gaussian", **sgd):
     trainer = SPSATrainer(SPSAParams(loss=loss, epsilon=epsilon, update=update,
-                                     chunk_size=chunk_size))
+                                     chunk_size=chunk_size, direction=direction))
     trainer.task = task
     session = SimpleNamespace(ctx=ctx_on_cpu(), build_rule=lambda m: torch.optim.SGD(
         m.parameters(), **{"lr": 0.1, **sgd}))
@@ -167,18 +172,19 @@ def spsa_trainer(model, *, loss="mse", task="regression", epsilon=1e-3, update="
     return trainer
 
 
-def test_parameters_come_back_after_the_two_evaluations_when_the_update_is_zero():
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_parameters_come_back_after_the_two_evaluations_when_the_update_is_zero(direction):
     model = nn.Sequential(nn.Linear(30, 20), nn.Tanh(), nn.Linear(20, 1))
-    trainer = spsa_trainer(model, epsilon=1e-3)
+    trainer = spsa_trainer(model, epsilon=1e-3, direction=direction)
     before = [p.detach().clone() for p in model.parameters()]
     seed = trainer.gen.get_state()
-    perturb_(trainer.params, trainer.gen, seed, 1e-3)
-    perturb_(trainer.params, trainer.gen, seed, -2e-3)
+    perturb_(trainer.params, trainer.gen, seed, 1e-3, direction=direction)
+    perturb_(trainer.params, trainer.gen, seed, -2e-3, direction=direction)
     trainer.restore_and_update_(seed, torch.zeros(()))  # a zero estimate: no update
     replay = torch.Generator()
     replay.set_state(seed)
     for p, p0 in zip(model.parameters(), before):
-        z = draw(p, replay)
+        z = draw(p, replay, direction)
         # float rounding of +eps z, -2 eps z, +eps z: within 1.5 ulp of the largest magnitude
         # the element took (docs/methods/perturbation.md section 3)
         largest = p0.abs() + 2e-3 * z.abs()
@@ -186,50 +192,58 @@ def test_parameters_come_back_after_the_two_evaluations_when_the_update_is_zero(
         assert ((p.detach() - p0).abs() <= 1.5 * ulp).all()
 
 
-def test_a_step_is_the_two_point_estimate_applied_by_sgd():
+@pytest.mark.parametrize("direction, dtype", [
+    ("gaussian", torch.float64), ("rademacher", torch.float64), ("rademacher", torch.float32)])
+def test_a_step_is_the_two_point_estimate_applied_by_sgd(direction, dtype):
     # the loss of a linear model under mse is quadratic in theta, so the central difference is
     # the directional derivative exactly (up to rounding): theta' = theta - lr (grad . z) z
     torch.manual_seed(0)
-    model = nn.Linear(6, 2).double()
-    x, y = torch.randn(8, 6, dtype=torch.float64), torch.randn(8, 2, dtype=torch.float64)
-    trainer = spsa_trainer(model, epsilon=1e-2, lr=0.05)
+    model = nn.Linear(6, 2).to(dtype)
+    x, y = torch.randn(8, 6, dtype=dtype), torch.randn(8, 2, dtype=dtype)
+    trainer = spsa_trainer(model, epsilon=1e-2, lr=0.05, direction=direction)
     before = [p.detach().clone() for p in model.parameters()]
     loss = trainer.batch_loss(model(x), y)
     grads = torch.autograd.grad(loss, list(model.parameters()))
     replay = torch.Generator()
     replay.set_state(trainer.gen.get_state())
-    zs = [draw(p, replay) for p in model.parameters()]
+    zs = [draw(p, replay, direction) for p in model.parameters()]
+    if direction == "rademacher":
+        assert all(torch.equal(z.abs(), torch.ones_like(z)) for z in zs)
     step_loss = trainer.step(model, x, y)
     derivative = sum((g * z).sum() for g, z in zip(grads, zs))
     for p, p0, z in zip(model.parameters(), before, zs):
-        torch.testing.assert_close(p.detach(), p0 - 0.05 * derivative * z)
+        torch.testing.assert_close(p.detach(), p0 - 0.05 * derivative * z,
+                                   **({"rtol": 1e-4, "atol": 1e-5} if dtype == torch.float32
+                                      else {}))
     assert float(step_loss) == pytest.approx(loss.item(), rel=1e-3)
 
 
 @pytest.mark.parametrize("update, sgd", [
     ("sgd", {"momentum": 0.9}), ("sgd", {"momentum": 0.9, "nesterov": True}),
     ("sgd", {"weight_decay": 0.01}), ("sign", {}), ("sign", {"momentum": 0.5})])
-def test_momentum_decay_and_sign_variants_match_torch_sgd_on_the_estimate(update, sgd):
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_momentum_decay_and_sign_variants_match_torch_sgd_on_the_estimate(update, sgd,
+                                                                        direction):
     torch.manual_seed(0)
     model = nn.Linear(5, 3)
     twin = nn.Linear(5, 3)
     twin.load_state_dict(model.state_dict())
     reference = torch.optim.SGD(twin.parameters(), lr=0.1, **sgd)
-    trainer = spsa_trainer(model, update=update, **sgd)
+    trainer = spsa_trainer(model, update=update, direction=direction, **sgd)
     for projected in (0.7, -0.3, 1.1):
         seed = trainer.gen.get_state()
         trainer.restore_and_update_(seed, torch.tensor(projected))
         replay = torch.Generator()
         replay.set_state(seed)
         for p in twin.parameters():  # theta is restored first: p - eps z + eps z ...
-            z = draw(p, replay)
+            z = draw(p, replay, direction)
             estimate = projected * z
             p.grad = estimate.sign() if update == "sign" else estimate
         # ... so restore_and_update_ alone moves theta by +eps z before the step
         with torch.no_grad():
             replay.set_state(seed)
             for p in twin.parameters():
-                p.add_(draw(p, replay), alpha=1e-3)
+                p.add_(draw(p, replay, direction), alpha=1e-3)
         if update == "sign" and sgd.get("weight_decay"):
             pytest.skip("sign after decay has no torch twin")
         reference.step()
@@ -244,7 +258,8 @@ def test_spsa_refuses_a_rule_it_cannot_apply_in_place():
 
 
 @pytest.mark.parametrize("chunk_size", [2**18, 1024])
-def test_an_spsa_step_holds_no_parameter_sized_buffer(chunk_size):
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_an_spsa_step_holds_no_parameter_sized_buffer(chunk_size, direction):
     torch.manual_seed(0)
     width, depth = 64, 5
     layers = [nn.Linear(width, width) for _ in range(depth)]
@@ -252,11 +267,13 @@ def test_an_spsa_step_holds_no_parameter_sized_buffer(chunk_size):
                           nn.Linear(width, 10))
     x, y = torch.randn(16, width), torch.randint(0, 10, (16,))
     trainer = spsa_trainer(model, loss="cross_entropy", task="classification",
-                           chunk_size=chunk_size)
+                           chunk_size=chunk_size, direction=direction)
     existing = [*model.parameters(), x, y]
     param_bytes = sum(p.numel() * 4 for p in model.parameters())
     largest_param = max(p.numel() * 4 for p in model.parameters())
     largest_chunk = min(largest_param, 4 * chunk_size)
+    if direction == "rademacher":  # 31 signs per drawn word: up to 30 padding entries, and the
+        largest_chunk = 4 * (largest_chunk // 4 + 30) * 32 // 31  # words beside the signs
     with torch.no_grad(), LiveStorages(existing) as inference:
         trainer.batch_loss(model(x), y)
     trainer.step(model, x, y)  # warm-up

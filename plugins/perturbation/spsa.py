@@ -1,8 +1,10 @@
 """SPSA in MeZO's memory-frugal form (Malladi et al. 2023, "Fine-Tuning Language Models with
 Just Forward Passes"; docs/methods/perturbation.md section 3).
 
-Per step, one direction ``z ~ N(0, I)`` over all trained parameters and the two-point estimate
-(the paper's Definition 1, SPSA)
+Per step, one direction ``z ~ N(0, I)`` over all trained parameters (``direction =
+"rademacher"``: independent signs ``z_i = +-1``, Spall's original SPSA perturbation, drawn 31 per
+generator output by :func:`bench_core.draws.random_signs`, about 4x cheaper per pass on the CPU)
+and the two-point estimate (the paper's Definition 1, SPSA)
 
     g_hat = (L(theta + eps z; B) - L(theta - eps z; B)) / (2 eps) * z,
 
@@ -22,7 +24,9 @@ inference forward: training needs the memory of inference (measured by
 ``+eps z``, ``-2 eps z``, ``+eps z`` each parameter is within about 1.5 units in the last place
 of ``max(|theta|, |theta| + 2 eps |z|)`` of where it was (``|theta| < eps |z|`` loses low bits in
 ``theta + eps z`` that no later operation can recover without a stored copy: in float32,
-``1e-3 + 0.25 - 0.25 != 1e-3``); MeZO's own code restores the same way.
+``1e-3 + 0.25 - 0.25 != 1e-3``); MeZO's own code restores the same way. With Rademacher
+directions and the plain update, step 3 is one pass, ``theta <- theta + (eps - eta projected)
+z`` (the same sum rounded once instead of twice).
 
 The update is the run's update rule, which must be ``sgd`` (a ``torch.optim.SGD``) without
 gradient manipulations: its ``lr``, ``weight_decay``, ``momentum`` and ``nesterov`` are applied
@@ -45,6 +49,7 @@ from pydantic import Field
 from torch import Tensor, nn
 from untied_plugins.perturbation.loop import LoopParams, PerturbationLoop
 
+from bench_core.draws import random_signs
 from bench_core.interfaces import TrainingSession
 
 
@@ -57,13 +62,22 @@ class SPSAParams(LoopParams):
     update: Literal["sgd", "sign"] = Field(
         "sgd", description="step along the estimate (ZO-SGD) or its elementwise sign "
                            "(ZO-SGD-Sign)")
+    direction: Literal["gaussian", "rademacher"] = Field(
+        "gaussian", description="z ~ N(0, I) (MeZO's) or independent +-1 signs (Spall's "
+                                "SPSA; drawn from packed bits, cheaper)")
     chunk_size: int = Field(2**18, ge=1, description="most direction entries drawn at once: a "
                             "parameter tensor is perturbed in chunks of this many elements, so "
                             "the step's one temporary is at most this large (float32: 1 MiB)")
 
 
-def draw(p: Tensor, gen: torch.Generator) -> Tensor:
-    """One direction tensor ``z ~ N(0, I)`` shaped like ``p``."""
+def draw(p: Tensor, gen: torch.Generator, direction: str = "gaussian",
+         value: float | Tensor = 1.0) -> Tensor:
+    """``value z`` shaped like ``p``: ``z ~ N(0, I)`` (``value`` must be 1) or, for
+    ``rademacher``, independent signs (exactly ``+-value``)."""
+    if direction == "rademacher":
+        if p.dtype == torch.float32:
+            return random_signs(p.numel(), gen, value, device=p.device).view(p.shape)
+        return random_signs(p.numel(), gen, device=p.device).view(p.shape).to(p.dtype) * value
     return torch.randn(p.shape, generator=gen, device=p.device, dtype=p.dtype)
 
 
@@ -76,14 +90,17 @@ def chunks(params: list[Tensor], chunk_size: int) -> Iterator[tuple[int, slice]]
 
 
 @torch.no_grad()
-def perturb_(params: list[Tensor], gen: torch.Generator, seed: Tensor, scale: float,
-             chunk_size: int = 2**18) -> None:
+def perturb_(params: list[Tensor], gen: torch.Generator, seed: Tensor, scale: float | Tensor,
+             chunk_size: int = 2**18, direction: str = "gaussian") -> None:
     """``theta <- theta + scale z`` in place, ``z`` regenerated from the generator state
     ``seed`` chunk by chunk (MeZO's PerturbParameters)."""
     gen.set_state(seed)
     for i, elements in chunks(params, chunk_size):
         piece = params[i].view(-1)[elements]
-        piece.add_(draw(piece, gen), alpha=scale)
+        if direction == "rademacher":
+            piece.add_(draw(piece, gen, direction, scale))
+        else:
+            piece.add_(draw(piece, gen), alpha=scale)
 
 
 class SGDSettings:
@@ -119,9 +136,9 @@ class SPSATrainer(PerturbationLoop):
     def step(self, model: nn.Module, xb: Tensor, yb: Tensor) -> Tensor:
         eps = self.p.epsilon
         seed = self.gen.get_state()
-        perturb_(self.params, self.gen, seed, eps, self.p.chunk_size)
+        perturb_(self.params, self.gen, seed, eps, self.p.chunk_size, self.p.direction)
         plus = self.batch_loss(model(xb), yb)
-        perturb_(self.params, self.gen, seed, -2 * eps, self.p.chunk_size)
+        perturb_(self.params, self.gen, seed, -2 * eps, self.p.chunk_size, self.p.direction)
         minus = self.batch_loss(model(xb), yb)
         self.ctx.counters.forward(len(xb), passes=2)
         self.restore_and_update_(seed, (plus - minus) / (2 * eps))
@@ -134,9 +151,14 @@ class SPSATrainer(PerturbationLoop):
         sgd = self.sgd
         plain = (self.momentum is None and sgd.weight_decay == 0 and self.p.update == "sgd")
         self.gen.set_state(seed)
+        if plain and self.p.direction == "rademacher":   # one pass: theta + (eps - eta c) z
+            perturb_(self.params, self.gen, seed, self.p.epsilon - sgd.lr * projected,
+                     self.p.chunk_size, "rademacher")
+            return
         for i, elements in chunks(self.params, self.p.chunk_size):
-            self._restore_and_update_chunk_(i, elements, draw(self.params[i].view(-1)[elements],
-                                                              self.gen), projected, plain)
+            piece = self.params[i].view(-1)[elements]
+            self._restore_and_update_chunk_(i, elements, draw(piece, self.gen, self.p.direction),
+                                            projected, plain)
 
     def _restore_and_update_chunk_(self, i: int, elements: slice, z: Tensor, projected: Tensor,
                                    plain: bool) -> None:
