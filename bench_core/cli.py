@@ -684,7 +684,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "processes executors)")
     p.add_argument("--no-group", action="store_true",
                    help="train runs one by one even where the trainer can batch compatible runs "
-                        "into one computation (grouped runs; results are equal either way)")
+                        "into one computation (grouped runs: equal to one-by-one runs up to float "
+                        "rounding, which a step or sign forward can amplify; records say how each "
+                        "run was trained, as stack_size)")
     p.add_argument("--threads", type=int, metavar="N", default=DEFAULT_THREADS,
                    help=f"torch threads per run, in every executor (default {DEFAULT_THREADS}: "
                         f"measured as the robust choice on a shared machine; see README)")

@@ -121,7 +121,12 @@ def fit_in_stacks(sessions: Sequence[TrainingSession],
     stacked. ``train_stack(members)``: train them together, returning ``(member, result)``
     pairs in any order. ``fit_alone(session)``: the trainer's ``fit``."""
 
+    def trained_in(session: Any, size: int) -> None:
+        if isinstance(session, TrainingSession):
+            session.ctx.stack_size = size  # recorded: a stack may round unlike a lone run
+
     def alone(session: TrainingSession) -> Any:
+        trained_in(session, 1)
         if isinstance(session, TrainingSession):
             session.trained_model = None   # prepare's model, if any, is not the one fit trains
         try:
@@ -147,6 +152,8 @@ def fit_in_stacks(sessions: Sequence[TrainingSession],
             results[k] = alone(session_of(member))
             continue
         where = {id(member): k for k, member in stack}
+        for _, member in stack:
+            trained_in(session_of(member), len(stack))
         for member, out in train_stack([m for _, m in stack]):
             results[where[id(member)]] = out
     return results

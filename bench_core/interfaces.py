@@ -226,6 +226,14 @@ class RunContext:
     perturbation: str | None = None
     """``"init-ulp"``: every model this run builds has each initial parameter moved by one
     unit in the last place, up or down at random (:mod:`bench_core.results.stability`)."""
+    stack_size: int = 1
+    """How many runs were trained in one computation with this one, itself included (1:
+    alone). The host sets it (a lone run: 1; a group given to ``fit_group``: the group's size),
+    :func:`bench_core.grouping.fit_in_stacks` refines it per run (the size of the stack the run
+    was trained in, 1 for a member trained alone), and a ``fit_group`` of a plugin's own may set
+    it too. Records keep it (``stack_size``) because a stacked computation may round differently
+    from the lone one (same operations, different kernels): a replay trains a run that was
+    stacked in a stack again (:func:`bench_core.execution.replay.replay`)."""
 
     def stream_seed(self, stream: str) -> int:
         """The seed of a named random stream of this run (``"data"``, ``"init"``, ...)."""

@@ -36,6 +36,10 @@ class ToyTrainerParams(BaseModel):
     steps: int = 20
     explode_at_lr: float = Field(100.0, description="lr at or above which a run diverges")
     fail_group: bool = False
+    lone_rounding: bool = Field(False, description="fit_group divides the gradient by 0.7 n "
+                                "and multiplies it by 0.7 where fit (one run) divides it by n: "
+                                "a lone path that rounds differently from the stacked one, as "
+                                "real ones may")
 
 
 def toy_regression(params: ToyDataParams, *, ctx) -> DataBundle:
@@ -70,9 +74,9 @@ class ToyGD:
         return float(session.spec["rule"]["lr"])
 
     def fit(self, session):
-        return self.fit_group([session])[0]
+        return self.fit_group([session], alone=True)[0]
 
-    def fit_group(self, sessions):
+    def fit_group(self, sessions, alone=False):
         CALLS.append(len(sessions))
         if self.p.fail_group:
             raise RuntimeError("planned group failure")
@@ -82,7 +86,9 @@ class ToyGD:
         y = torch.stack([s.data.y_train for s in sessions])
         lr = torch.tensor([self._lr(s) for s in sessions]).view(-1, 1, 1)
         for _ in range(self.p.steps):
-            grad = x.transpose(1, 2) @ (x @ w - y) / x.shape[1]
+            grad = x.transpose(1, 2) @ (x @ w - y)
+            grad = (grad / x.shape[1] if alone or not self.p.lone_rounding
+                    else grad / (0.7 * x.shape[1]) * 0.7)
             w = w - lr * grad
         results = []
         for k, s in enumerate(sessions):

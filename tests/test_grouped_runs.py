@@ -7,6 +7,7 @@ from __future__ import annotations
 import grouped_plugin
 import polars as pl
 import pytest
+import torch
 
 from bench_core.cli import main
 from bench_core.execution.runner import form_groups, run_plan
@@ -75,12 +76,46 @@ def test_grouped_equals_ungrouped_one_record_per_run(host, tmp_path):
     assert a.height == b.height == 8 and a["run_id"].to_list() == b["run_id"].to_list()
     assert a["m_test_mse"].to_list() == pytest.approx(b["m_test_mse"].to_list(), rel=1e-5)
     assert sorted(a["group_size"].to_list()) == [1, 1, 3, 3, 3, 3, 3, 3]
-    assert set(b["group_size"].to_list()) == {1}
+    assert a["stack_size"].to_list() == a["group_size"].to_list()  # fit_group said no more
+    assert set(b["group_size"].to_list()) == set(b["stack_size"].to_list()) == {1}
     row = a.filter(pl.col("group_size") == 3).row(0, named=True)
     assert row["wall_time_s"] == pytest.approx(row["group_wall_time_s"] / 3)
     # paired seeds: both entries of a cell and seed saw the same data, so lr alone differs
     assert a.filter(pl.col("entry") == "fast")["m_test_mse"].mean() < \
         a.filter(pl.col("entry") == "slow")["m_test_mse"].mean()
+
+
+def test_a_stacked_run_replays_stacked_and_a_lone_run_alone(host, tmp_path):
+    """A trainer whose lone path rounds unlike its stacked path (``lone_rounding``): grouped
+    and one-by-one records differ in the last bits, and each replays to the last bit only
+    when trained as its record says (a stacked run beside a twin of itself)."""
+    from bench_core.execution.replay import replay
+
+    spec = {**SPEC, "defaults": {**SPEC["defaults"], "trainer": {
+        "name": "toy_gd", "steps": 30, "lone_rounding": True}}}
+    plan = plan_of(host, spec, tmp_path / "a")
+    run_plan(plan, tmp_path / "a", host=host, progress=False)
+    run_plan(plan_of(host, spec, tmp_path / "b"), tmp_path / "b", host=host, progress=False,
+             group=False)
+    grouped, single = records(tmp_path / "a"), records(tmp_path / "b")
+    ids = grouped.filter(pl.col("stack_size") == 3)["run_id"].to_list()[:2]
+    lone = grouped.filter(pl.col("stack_size") == 1)["run_id"].to_list()[:1]
+    assert len(ids) == 2 and len(lone) == 1
+    by_id = {r["run_id"]: r["m_test_mse"] for r in grouped.iter_rows(named=True)}
+    alone = {r["run_id"]: r["m_test_mse"] for r in single.iter_rows(named=True)}
+    assert any(by_id[i] != alone[i] for i in ids)     # the two paths round differently
+    fresh = replay(host, plan, grouped, ids + lone)
+    assert fresh["m_test_mse"].to_list() == [by_id[i] for i in ids + lone]
+    assert fresh["stack_size"].to_list() == [2, 2, 1]
+    # records from before stack_size existed cannot say: the replay that matches is kept
+    fresh = replay(host, plan, grouped.drop("stack_size"), ids)
+    assert fresh["m_test_mse"].to_list() == [by_id[i] for i in ids]
+    fresh = replay(host, plan, single.drop("stack_size").with_columns(
+        pl.lit(3).alias("group_size")), ids)
+    assert fresh["m_test_mse"].to_list() == [alone[i] for i in ids]
+    # and a stacked record replayed alone would not match (what the replay used to do)
+    fresh = replay(host, plan, grouped.with_columns(pl.lit(1).alias("stack_size")), ids)
+    assert fresh["m_test_mse"].to_list() == [alone[i] for i in ids]
 
 
 def test_a_diverging_member_and_a_member_without_data_fail_alone(host, tmp_path):
@@ -135,6 +170,23 @@ def test_cli_no_group_and_dry_run_show_groups(host, tmp_path, capsys, monkeypatc
                  "--results", str(tmp_path / "r")]) == 0
     assert "groups" not in capsys.readouterr().out
     assert main(["run", str(spec_file), "--group-size", "0", "--results", str(tmp_path)]) == 2
+
+
+def test_fit_in_stacks_says_how_each_session_was_trained():
+    from types import SimpleNamespace
+
+    from bench_core.grouping import fit_in_stacks
+    from bench_core.interfaces import RunContext, TrainingSession
+
+    def session(name):
+        return TrainingSession(ctx=RunContext(seed=0, device=torch.device("cpu")), data=None,
+                               build_model=None, build_rule=None, spec={"name": name})
+
+    sessions = [session(n) for n in ("a1", "b1", "a2", "x", "a3")]
+    fit_in_stacks(sessions, lambda s: None if s.spec["name"] == "x" else SimpleNamespace(s=s),
+                  lambda m: m.s.spec["name"][0], lambda ms: [(m, {}) for m in ms],
+                  lambda s: {}, lambda m: m.s)
+    assert [s.ctx.stack_size for s in sessions] == [3, 1, 3, 1, 3]
 
 
 def test_fit_in_stacks_bookkeeping_without_any_plugin():

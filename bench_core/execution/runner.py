@@ -303,6 +303,7 @@ def _record_row(host: PluginHost, task: RunTask, ctx: RunContext, status: str, e
         "slices_json": slices,
         "wall_time_s": wall,
         "group_size": group_size,
+        "stack_size": ctx.stack_size,
         "host": platform.node(),
         "pid": os.getpid(),
         "warnings": ("the run changed global torch state (restored after it): "
@@ -368,6 +369,8 @@ def execute_group(tasks: list[RunTask], host: PluginHost | None = None) -> list[
                 except Exception as exc:  # noqa: BLE001 - recorded as this run's failure
                     results[i] = exc
             if sessions:
+                for session in sessions:   # fit_group may refine it per run (fit_in_stacks)
+                    session.ctx.stack_size = len(sessions)
                 trainer = build_trainer(host, tasks[members[0]].spec)
                 with time_limit(limit):
                     outs = trainer.fit_group(sessions)

@@ -6,8 +6,9 @@ metric, value, spec_json, base_run_id, versions_json, p_<field.param>...,
 m_<metric>..., curve_<metric> (list per epoch)..., curves_json, slices_json (the dataset's
 function slices with the trained model's predictions, or null), wall_time_s, peak_rss_bytes,
 peak_cuda_bytes, forward_passes, backward_passes, forward_samples, backward_samples, device,
-cuda_device, cpu_model, cpus, threads (torch's intra-op threads), host, pid, group_size,
-group_wall_time_s, warnings, torch_version, python_version, platform, git_commit, plugins_json,
+cuda_device, cpu_model, cpus, threads (torch's intra-op threads), host, pid, group_size (the
+runs executed as one unit), stack_size (the runs trained in one computation with this one, 1:
+alone; absent from records before it existed), group_wall_time_s, warnings, torch_version, python_version, platform, git_commit, plugins_json,
 untied_version, perturbation, cpu_capability, blas, cuda_version, cudnn_version, finished_at``.
 
 A record says what the run was, never how a table shows it: ``profile`` and ``metric`` are those
