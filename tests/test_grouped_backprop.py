@@ -136,3 +136,20 @@ def test_the_builtin_mlp_is_stacked(untied_host, tmp_path):
         t.seed, torch.device("cpu")))) for t in tasks]
     assert all(m is not None for m in members)
     assert len({m.signature() for m in members}) == 1
+
+
+def test_a_stacked_run_does_not_depend_on_its_partners_to_the_last_bit(untied_host, tmp_path):
+    """Stacks of 2 and of 4 give every run the same bits (a step forward would amplify any
+    difference), so a replay may stand a twin in for the original partners; the same runs
+    trained alone differ (other kernels), which is why records keep ``stack_size``."""
+    rules = [{"name": "sgd", "lr": lr} for lr in (0.05, 0.2)]
+    raw = spec(rules, surrogate={"name": "superspike"}, trainer={"epochs": 4})
+    raw["defaults"]["activation"] = {"name": "step"}
+    cols = ["m_test_accuracy", "m_test_loss", "m_train_loss"]
+    four = run(untied_host, raw, tmp_path / "a")
+    two = run(untied_host, raw, tmp_path / "b", max_group_size=2)
+    alone = run(untied_host, raw, tmp_path / "c", group=False)
+    assert four["stack_size"].to_list() == [4] * 4 and two["stack_size"].to_list() == [2] * 4
+    assert alone["stack_size"].to_list() == [1] * 4
+    assert four.select(cols).rows() == two.select(cols).rows()
+    assert four.select(cols).rows() != alone.select(cols).rows()
