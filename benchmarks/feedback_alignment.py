@@ -43,8 +43,8 @@ from bench_core.interfaces import DataInfo, NativeActivation, RunContext
 
 METHODS = {
     "BP": None,
-    "FA": (methods.feedback_alignment, methods.NoParams()),
-    "DFA": (methods.direct_feedback_alignment, methods.NoParams()),
+    "FA": (methods.feedback_alignment, methods.FeedbackParams()),
+    "DFA": (methods.direct_feedback_alignment, methods.FeedbackParams()),
     "uSF": (methods.sign_symmetry, methods.SignSymmetryParams(magnitude="uniform")),
     "brSF": (methods.sign_symmetry, methods.SignSymmetryParams(magnitude="batchwise_random")),
     "frSF": (methods.sign_symmetry, methods.SignSymmetryParams(magnitude="fixed_random")),
