@@ -217,8 +217,12 @@ def curve_plots(figs: Figures, runs: pl.LazyFrame) -> list[Plot]:
                           (pl.col(col).list.eval(pl.element() * scale)).alias("y"))
                   .explode("x", "y").filter(pl.col("y").is_finite())
                   .group_by("cell_json", "cell_index", "entry", "x")
-                  .agg(pl.col("y").mean().alias("mean"), pl.col("y").std().alias("std"))
-                  .sort("cell_index", "entry", "x").collect())
+                  # each group's values sorted, then reduced in that order: a parallel mean
+                  # sums them in any order, and a last-bit change moved pixels of the PNGs
+                  .agg(pl.col("y").sort().alias("ys"))
+                  .with_columns(pl.col("ys").list.mean().alias("mean"),
+                                pl.col("ys").list.std().alias("std"))
+                  .drop("ys").sort("cell_index", "entry", "x").collect())
         if points.is_empty():
             continue
         cells, axes = _cells(points)
