@@ -29,7 +29,7 @@ NUMERICS = ("cpu_model", "cpu_capability", "blas", "torch_version", "device", "c
             "cuda_version", "cudnn_version")
 """Record columns that decide float rounding: equal values, equal numbers (same code)."""
 ENVIRONMENT = ("cpu_model", "cpu_capability", "blas", "torch_version", "device", "git_commit",
-               "threads", "group_size")
+               "threads", "group_size", "stack_size")
 
 
 @dataclass

@@ -26,7 +26,8 @@ ENVIRONMENT = [("untied_version", "untied-bench"), ("git_commit", "commit"),
                ("platform", "platform"), ("device", "device"), ("cuda_device", "CUDA device"),
                ("cpu_capability", "CPU kernels (float rounding)"), ("blas", "BLAS"),
                ("cuda_version", "CUDA"), ("cudnn_version", "cuDNN"),
-               ("threads", "torch threads per run"), ("group_size", "runs per group")]
+               ("threads", "torch threads per run"), ("group_size", "runs per group"),
+               ("stack_size", "runs per stacked computation (1: trained alone)")]
 
 STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 75em; padding: 0 1em;
