@@ -416,6 +416,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     target = Path(args.target)
     if target.is_dir():
         records, order, what = read_records(target).collect(), None, str(target)
+        planned = None
     else:
         args.spec = args.target
         _, plan = _plan(args)
@@ -424,9 +425,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         order = [t.run_id for t in plan.all_tasks]      # selection runs first, if any
         what = f"the {len(plan.tasks)} runs of {plan.name} [{plan.profile}]" + (
             f" and its {len(plan.selection.tasks)} selection runs" if plan.selection else "")
+        planned = len(order)
     if fmt == "parquet" and args.output:
         rows = write_records_file(records.lazy(), args.output, order)
-        print(f"wrote {args.output}: {rows} of {what}", file=sys.stderr)
+        count = f"{rows} records" if planned is None else f"{rows} of {planned} records"
+        print(f"wrote {args.output}: {count} ({what})", file=sys.stderr)
         return 0
     data = export_table(records, fmt)
     _emit(data if fmt == "parquet" else data.decode("utf-8"), args.output)
