@@ -234,7 +234,7 @@ def test_exported_records_re_aggregate_to_the_same_table(untied_host, tmp_path, 
                  "markdown"]) == 0
     from_folder = capsys.readouterr().out
     assert main(["export", *common, "--results", str(results), "-o", str(committed)]) == 0
-    assert "8 of the 8 runs" in capsys.readouterr().err
+    assert "8 of 8 records (the 8 runs of toy [small])" in capsys.readouterr().err
     empty = tmp_path / "empty"
     assert main(["leaderboard", *common, "--results", str(empty)]) == 0
     assert f"reading the committed records {committed}" in capsys.readouterr().err
