@@ -33,6 +33,7 @@ from bench_core.execution.safeguards import (
     claim,
     heartbeat,
     release,
+    sweep_stale_claims,
     time_limit,
     torch_state_restored,
 )
@@ -614,6 +615,7 @@ def run_tasks(plan: Plan, results_root: str | Path, *, executor: str = "local", 
 
         write_spec_file(results_dir, plan)
     summary = RunSummary(total=len(plan.tasks), skipped=skipped, ran=0, ok=0, diverged=0, failed=0)
+    sweep_stale_claims(results_dir)   # a killed run's claim, left beside the record it wrote
     if not todo:
         console.print(f"{plan.name}: all {len(plan.tasks)} runs already recorded in {results_dir} "
                       f"(--force reruns them)")

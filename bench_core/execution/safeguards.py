@@ -164,6 +164,20 @@ def claim(results_dir: str | Path, run_id: str) -> Path | None:
     return None
 
 
+def sweep_stale_claims(results_dir: str | Path) -> int:
+    """Remove the claims of ``results_dir`` whose holder is gone (:func:`_stale`); return how
+    many. A process killed after writing a run's record but before releasing its claim leaves a
+    claim that no later process would touch (the run is recorded, so nobody claims it again);
+    ``untied run`` sweeps them when it starts."""
+    folder = Path(results_dir) / CLAIMS_DIR
+    swept = 0
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if path.is_file() and _stale(path):
+            path.unlink(missing_ok=True)
+            swept += 1
+    return swept
+
+
 def release(paths: list[Path]) -> None:
     for path in paths:
         path.unlink(missing_ok=True)
