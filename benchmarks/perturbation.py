@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from functools import partial
 from types import SimpleNamespace
 
 import torch
@@ -95,19 +96,6 @@ def round_robin(fns: dict, repeats: int, device) -> dict[str, float]:
             sync(device)
             times[k].append(time.perf_counter() - start)
     return {k: statistics.median(v) for k, v in times.items()}
-
-
-def median_time(fn, repeats: int, device) -> float:
-    for _ in range(3):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def peak_bytes(fn, existing: list[torch.Tensor], device) -> int:
@@ -192,12 +180,10 @@ def main() -> None:
                   "rademacher": times["SPSA step (rad.)"] / (2 * times["forward"])}
     # the part of an SPSA step that does not scale with the batch: one pass that regenerates the
     # direction from its seed and adds it in place (a step makes three)
-    for kind, t in kinds.items():
-        seed = t.gen.get_state()
-        def one_pass(t=t, seed=seed, kind=kind):
-            perturb_(t.params, t.gen, seed, 1e-3, t.p.chunk_size, kind)
-
-        t_pass = median_time(one_pass, args.repeats, device)
+    passes = {kind: partial(perturb_, t.params, t.gen, t.gen.get_state(), 1e-3, t.p.chunk_size,
+                            kind) for kind, t in kinds.items()}
+    pass_times = round_robin(passes, args.repeats, device)
+    for kind, t_pass in pass_times.items():
         print(f"  one {kind} regeneration pass over the {n_params} parameters: "
               f"{t_pass * 1e3:.3f} ms; two forwards + three passes = "
               f"{(2 * times['forward'] + 3 * t_pass) * 1e3:.3f} ms, so SPSA / two forwards >= "

@@ -28,20 +28,25 @@ def test_a_held_claim_leaves_the_temporaries_alone(tmp_path):
     release([path])
 
 
-def test_a_dead_holders_claim_is_swept_and_a_live_ones_kept(tmp_path):
-    """A process killed after writing a record but before releasing its claim leaves a claim
-    nobody would claim again (the run is recorded); ``untied run`` sweeps such claims."""
+def dead_holder() -> str:
+    """A claim's text naming this host and the PID of a process that has exited."""
     import socket
     import subprocess
     import sys
 
-    from bench_core.execution.safeguards import CLAIMS_DIR, sweep_stale_claims
-
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
+    return f"{socket.gethostname()} {int(gone.stdout)}\n"
+
+
+def test_a_dead_holders_claim_is_swept_and_a_live_ones_kept(tmp_path):
+    """A process killed after writing a record but before releasing its claim leaves a claim
+    nobody would claim again (the run is recorded); ``untied run`` sweeps such claims."""
+    from bench_core.execution.safeguards import CLAIMS_DIR, sweep_stale_claims
+
     dead = tmp_path / CLAIMS_DIR / "recorded1"
     live = claim(tmp_path, "running2")                # this process: alive
-    dead.write_text(f"{socket.gethostname()} {int(gone.stdout)}\n")
+    dead.write_text(dead_holder())
     assert sweep_stale_claims(tmp_path) == 1
     assert not dead.exists() and live.exists()
     release([live])
@@ -49,10 +54,6 @@ def test_a_dead_holders_claim_is_swept_and_a_live_ones_kept(tmp_path):
 
 
 def test_untied_run_sweeps_the_claims_a_killed_run_left(tmp_path, untied_host):
-    import socket
-    import subprocess
-    import sys
-
     from bench_core.execution.runner import run_plan
     from bench_core.execution.safeguards import CLAIMS_DIR
     from bench_core.specs.model import parse_spec
@@ -67,9 +68,7 @@ def test_untied_run_sweeps_the_claims_a_killed_run_left(tmp_path, untied_host):
     name, spec = parse_spec(raw, stem="c")
     plan = expand(untied_host, name, spec)
     run_plan(plan, tmp_path, host=untied_host, progress=False)
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
     left = tmp_path / "c" / CLAIMS_DIR / plan.tasks[0].run_id
-    left.write_text(f"{socket.gethostname()} {int(gone.stdout)}\n")
+    left.write_text(dead_holder())
     summary = run_plan(plan, tmp_path, host=untied_host, progress=False)   # nothing to run
     assert summary.ran == 0 and not left.exists()
