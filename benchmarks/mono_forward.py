@@ -12,6 +12,10 @@ step and are not counted; neither are allocations inside an op that never become
 is a full back-propagation step of the same block plus a dense output layer (width -> classes)
 and cross-entropy.
 
+``fused_losses``: the same DD steps at P = 4 with the trainer's execution option of that name
+(the perturbed losses of one-unit chunks by one compiled kernel,
+:data:`untied_plugins.mono_forward.directional.FUSED_CHANGES`), timed beside the eager ones.
+
 Directions: both kinds are measured, ``gaussian`` (normalised Gaussian, the poster's and the
 trainer's default) and ``rademacher`` (random signs / sqrt(n)). All step timings are taken
 round-robin (per round, one untimed call of each compared thing to warm its cache, then one
@@ -26,7 +30,8 @@ pre-activation, ``(W + eps V) x = W x + eps V x``), and combining the estimate
 floor's; ``floor_over_ad`` says how far under 3x MF+AD any DD step with these directions can get.
 
 Usage: ``python benchmarks/mono_forward.py [--threads 1] [--batch 128] [--chunk-size 1024]``.
-Last line: ``mono_forward: dd_p4_over_ad gaussian=R rademacher=R dd_p4_over_floor gaussian=F
+Last line: ``mono_forward: dd_p4_over_ad gaussian=R rademacher=R fused gaussian=R rademacher=R
+dd_p4_over_floor gaussian=F
 rademacher=F floor_over_ad gaussian=A rademacher=A dd_p4_over_naive=N``.
 """
 
@@ -71,8 +76,8 @@ def steps(args):
         pairs, _, _ = ad_gradient(block, readout, x, y, "mean")
         apply(pairs, lr)
 
-    def dd_step(P, kind="gaussian"):
-        cfg = DDConfig(P, 1e-3, args.chunk_size, direction_kind=kind)
+    def dd_step(P, kind="gaussian", fused=False):
+        cfg = DDConfig(P, 1e-3, args.chunk_size, direction_kind=kind, fused=fused)
 
         def run():
             with torch.inference_mode():
@@ -180,7 +185,8 @@ def main() -> None:
           f"{args.width}; batch {args.batch}; chunk_size {args.chunk_size}")
     ad, dd_step, naive, bp = steps(args)
     kinds = ("gaussian", "rademacher")
-    fns = {"ad": ad, **{(kind, P): dd_step(P, kind) for kind in kinds for P in (1, 4, 8)}}
+    fns = {"ad": ad, **{(kind, P): dd_step(P, kind) for kind in kinds for P in (1, 4, 8)},
+           **{(kind, "fused"): dd_step(4, kind, fused=True) for kind in kinds}}
     for kind in kinds:   # matmul and combine are the same work for both kinds: timed once
         parts = floor_parts(args, kind)
         fns[kind, "draw"] = parts["draw"]
@@ -188,18 +194,21 @@ def main() -> None:
     t = median_times(fns, args.repeats)
     t_ad = t["ad"]
     print(f"MF+AD step: {t_ad * 1e3:.2f} ms")
-    floor, t_dd = {}, {}
+    floor, t_dd, t_fused = {}, {}, {}
     for kind in kinds:
         for P in (1, 4, 8):
             print(f"MF+DD step P={P} ({kind}): {t[kind, P] * 1e3:.2f} ms "
                   f"({t[kind, P] / t_ad:.2f}x MF+AD)")
-        t_dd[kind] = t[kind, 4]
+        t_dd[kind], t_fused[kind] = t[kind, 4], t[kind, "fused"]
+        print(f"MF+DD step P=4 ({kind}, fused_losses): {t_fused[kind] * 1e3:.2f} ms "
+              f"({t_fused[kind] / t_ad:.2f}x MF+AD)")
         parts = {"draw": t[kind, "draw"], "matmul": t["matmul"], "combine": t["combine"]}
         floor[kind] = sum(parts.values())
         print(f"  floor of DD P=4 ({kind}): {floor[kind] * 1e3:.2f} ms = "
               + " + ".join(f"{part} {v * 1e3:.2f}" for part, v in parts.items())
               + f" ({floor[kind] / t_ad:.2f}x MF+AD); the step is "
-              f"{t_dd[kind] / floor[kind]:.2f}x its floor")
+              f"{t_dd[kind] / floor[kind]:.2f}x its floor (fused_losses: "
+              f"{t_fused[kind] / floor[kind]:.2f}x)")
     t_dd4 = t_dd["gaussian"]
     t_naive = median_time(naive(4), max(3, args.repeats // 10))
     print(f"naive loop P=4 (2P full forwards per chunk, gaussian): {t_naive * 1e3:.1f} ms "
@@ -213,6 +222,7 @@ def main() -> None:
     def each(values: dict) -> str:
         return " ".join(f"{kind}={v:.2f}" for kind, v in values.items())
     print("mono_forward: dd_p4_over_ad " + each({k: t_dd[k] / t_ad for k in kinds})
+          + " fused " + each({k: t_fused[k] / t_ad for k in kinds})
           + " dd_p4_over_floor " + each({k: t_dd[k] / floor[k] for k in kinds})
           + " floor_over_ad " + each({k: floor[k] / t_ad for k in kinds})
           + f" dd_p4_over_naive={t_dd4 / t_naive:.3f}")

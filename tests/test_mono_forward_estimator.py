@@ -46,6 +46,14 @@ def setup(block, spatial=False, projection=(None, 1), n=16, classes=3):
     return x, y, readout
 
 
+def clean_pass(block, readout, x):
+    """``(xin, Q, z, a, G)``: the clean pass the batched evaluation starts from."""
+    xin = block.pre(x)
+    z = block.layer(xin)
+    a = block.post(z)
+    return xin, readout.combined(), z, a, readout.project(a) @ readout.M.T
+
+
 def flat(pairs):
     return torch.cat([g.flatten() for _, g in pairs])
 
@@ -150,10 +158,7 @@ def test_the_rank_one_update_falls_back_to_the_exact_loss_for_large_perturbation
     block = dense_block()
     x, y, readout = setup(block)
     with torch.inference_mode():
-        xin, Q = block.pre(x), readout.combined()
-        z = block.layer(xin)
-        a = block.post(z)
-        G = readout.project(a) @ readout.M.T
+        xin, Q, z, a, G = clean_pass(block, readout, x)
         rows = dd.rows_of(block.layer)
         c = dd.chunking(rows.shape[0], rows.shape[1], rows.shape[1])
         v = dd.directions(2, c.rows, c, torch.Generator().manual_seed(5), "cpu")
@@ -167,6 +172,56 @@ def test_the_rank_one_update_falls_back_to_the_exact_loss_for_large_perturbation
         series = dd.unit_losses(block, xin, z, a, G, Q, y, v, c, 1.0, "mean", 0, True)
         assert (series - exact).abs().max() > 1e-4
 
+
+
+@pytest.mark.parametrize("segments", [False, True])
+@pytest.mark.parametrize("post", [nn.Tanh, nn.ReLU])
+def test_fused_rank_one_losses_equal_the_eager_ones(float64, segments, post):
+    """``fused`` (one compiled kernel, :data:`dd.FUSED_CHANGES`) gives the eager expansion's
+    losses (dense block, one unit or one segment per chunk) and falls back to it, and so to the
+    exact losses, where the perturbation is too large for the expansion (eps = 1)."""
+    block = dense_block(post=post())
+    x, y, readout = setup(block)
+    with torch.inference_mode():
+        xin, Q, z, a, G = clean_pass(block, readout, x)
+        rows = dd.rows_of(block.layer)
+        row = rows.shape[1]
+        c = dd.chunking(rows.shape[0], row, -(-row // 3) if segments else row)
+        assert c.per_chunk == 1 and (c.segments > 1) == segments
+        v = dd.directions(3, c.rows, c, torch.Generator().manual_seed(5), "cpu")
+        for eps in (1e-3, 1.0):
+            eager = dd.unit_losses(block, xin, z, a, G, Q, y, v, c, eps, "mean", 0, True)
+            fused = dd.unit_losses(block, xin, z, a, G, Q, y, v, c, eps, "mean", 0, True, True)
+            if dd.FUSED_CHANGES.failure is not None:
+                pytest.skip(f"no compiled kernel here ({dd.FUSED_CHANGES.failure})")
+            assert torch.allclose(fused, eager, atol=1e-12, rtol=0), (fused - eager).abs().max()
+            assert dd.FUSED_CHANGES.compiled is not None   # the compiled kernel ran
+            summed = dd.unit_losses(block, xin, z, a, G, Q, y, v, c, eps, "sum", 0, True, True)
+            assert torch.allclose(summed, eager * len(x), atol=0, rtol=1e-12)
+        exact = dd.unit_losses(block, xin, z, a, G, Q, y, v, c, 1.0, "mean", 0, False)
+        # eps = 1: within the expansion's error bound of the exact losses (as the eager path)
+        assert torch.allclose(fused, exact, atol=3e-7, rtol=0)
+
+
+def test_fused_estimate_matches_the_eager_one_in_float32():
+    """``DDConfig(fused=True)`` through :func:`dd_estimate` (what ``fused_losses = true`` runs):
+    the same draws give the same estimate up to float32's rounding of the per-sample sums."""
+    block = dense_block(fan_in=6, units=4, post=nn.ReLU())
+    x, y, readout = setup(block, n=64)
+    estimates = []
+    for fused in (False, True):
+        cfg = DDConfig(directions=4, chunk_size=7, direction_kind="rademacher", fused=fused)
+        with torch.inference_mode():
+            pairs, _, loss = dd_estimate(block, readout, x, y, cfg,
+                                         torch.Generator().manual_seed(3))
+        estimates.append((flat(pairs), loss))
+    if dd.FUSED_CHANGES.failure is not None:
+        pytest.skip(f"no compiled kernel here ({dd.FUSED_CHANGES.failure})")
+    (g_eager, loss_eager), (g_fused, loss_fused) = estimates
+    assert torch.equal(loss_eager, loss_fused)
+    # each coefficient is a difference of two losses near 1: float32 keeps ~1e-7 of each
+    assert torch.allclose(g_fused, g_eager, atol=1e-3 * g_eager.abs().max().item())
+    assert cosine(g_fused, g_eager) > 0.999
 
 def test_channelwise_projection_is_one_projection_per_channel():
     gen = torch.Generator().manual_seed(0)

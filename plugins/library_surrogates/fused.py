@@ -33,11 +33,12 @@ paths to float32 rounding). On CUDA, Triton may fuse multiply-adds.
 
 from __future__ import annotations
 
-import warnings
 from typing import Callable
 
 import torch
 from torch import Tensor
+
+from bench_core.kit.compiled import CompiledOrEager
 
 MIN_ELEMENTS = 1 << 15
 """Tensors with fewer elements take the eager formula. Measured on the CPU (one thread, loaded
@@ -49,12 +50,17 @@ Product = Callable[[Tensor, Tensor, float], Tensor]
 
 class FusedProduct:
     """``product(grad, x, k) = grad * g(x; k)`` (elementwise), compiled into one kernel on its
-    first use where :meth:`applies`, else (and after a failed compilation) run eagerly."""
+    first use where :meth:`applies`, else (and after a failed compilation) run eagerly
+    (:class:`bench_core.kit.compiled.CompiledOrEager`)."""
 
     def __init__(self, product: Product) -> None:
         self.product = product
-        self.compiled: Product | None = None
-        self.failure: str | None = None
+        self.kernel = CompiledOrEager(product, dynamic=True)
+
+    @property
+    def failure(self) -> str | None:
+        """``"ErrorType: first line"`` once compiling or a compiled call failed, else None."""
+        return self.kernel.failure
 
     def applies(self, grad: Tensor, x: Tensor) -> bool:
         """Whether the compiled kernel may and should compute this product (module docstring)."""
@@ -66,14 +72,5 @@ class FusedProduct:
 
     def __call__(self, grad: Tensor, x: Tensor, k: float) -> Tensor:
         if self.applies(grad, x):
-            try:
-                if self.compiled is None:
-                    self.compiled = torch.compile(self.product, dynamic=True, fullgraph=True)
-                return self.compiled(grad.view(-1), x.view(-1), k).view_as(x)
-            except Exception as error:  # noqa: BLE001 - any failure: the eager formula instead
-                first_line = (str(error).splitlines() or [""])[0][:200]
-                self.failure = f"{type(error).__name__}: {first_line}"
-                name = getattr(self.product, "__name__", repr(self.product))
-                warnings.warn(f"the fused backward {name} failed ({self.failure}); the eager "
-                              f"formula is used from now on", RuntimeWarning, stacklevel=2)
+            return self.kernel(grad.view(-1), x.view(-1), k).view_as(x)
         return self.product(grad, x, k)

@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench_core.interfaces import cpu_only_host_read
+from bench_core.kit.compiled import CompiledOrEager
 
 Loss = Callable[[], Tensor]
 EXPANSION_LIMIT = 0.05
@@ -101,10 +102,19 @@ def chunking(rows: int, row: int, chunk_size: int | None) -> Chunking:
     return Chunking(rows, row, per)
 
 
+_SIGN_TABLES: dict[tuple, Tensor] = {}
+
+
 def _sign_table(scale: float, device) -> Tensor:
-    """Row ``b`` holds the 8 bits of the byte ``b`` as ``+-scale``."""
-    bits = torch.arange(256, device=device)[:, None] >> torch.arange(8, device=device)
-    return ((bits & 1).to(torch.get_default_dtype()) * 2 - 1) * scale
+    """Row ``b`` holds the 8 bits of the byte ``b`` as ``+-scale`` (built once per scale, device
+    and dtype: eight small kernels a call otherwise, twice per step)."""
+    dtype = torch.get_default_dtype()
+    key = (scale, torch.device(device), dtype)
+    table = _SIGN_TABLES.get(key)
+    if table is None:
+        bits = torch.arange(256, device=device)[:, None] >> torch.arange(8, device=device)
+        table = _SIGN_TABLES[key] = ((bits & 1).to(dtype) * 2 - 1) * scale
+    return table
 
 
 def directions(P: int, rows: int, c: Chunking, gen: torch.Generator, device,
@@ -202,10 +212,10 @@ def perturbation(layer: nn.Module, xin: Tensor, v: Tensor, c: Chunking) -> Tenso
     return dz.view(dz.shape[0], P, U, *dz.shape[2:]).transpose(0, 1)
 
 
-def _rank_one_losses(G: Tensor, y: Tensor, d: Tensor, q: Tensor) -> Tensor:
-    """Per-sample loss changes ``LSE(G_n + d q_c) - LSE(G_n) - d q_c[y_n]`` for ``d``
-    ``(M, N, C)`` and ``q`` ``(C, K)``: the cumulant expansion to third order, in Horner form,
-    exact where ``|d| (max q - min q)`` exceeds :data:`EXPANSION_LIMIT` (CPU)."""
+def _cumulant_coefficients(G: Tensor, y: Tensor, q: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(k1 - q_y, k2 / 2, k3 / 6)``, each ``(N, C)``: the cumulants of ``q_c`` ``(C, K)`` under
+    ``softmax(G_n)``, so that ``LSE(G_n + d q_c) - LSE(G_n) - d q_c[y_n] = d a1 + d^2 a2 + d^3 a3
+    + O(d^4)``."""
     p = torch.softmax(G, -1)                                            # (N, K)
     mean = q.mean(-1)
     qc = q - mean[:, None]
@@ -213,6 +223,14 @@ def _rank_one_losses(G: Tensor, y: Tensor, d: Tensor, q: Tensor) -> Tensor:
     a1 = m1 + mean - q.T[y]                                             # k1 - q_y
     a2 = (m2 - m1 * m1) / 2                                             # k2 / 2
     a3 = (m3 - 3 * m1 * m2 + 2 * m1.pow(3)) / 6                         # k3 / 6
+    return a1, a2, a3
+
+
+def _rank_one_losses(G: Tensor, y: Tensor, d: Tensor, q: Tensor) -> Tensor:
+    """Per-sample loss changes ``LSE(G_n + d q_c) - LSE(G_n) - d q_c[y_n]`` for ``d``
+    ``(M, N, C)`` and ``q`` ``(C, K)``: the cumulant expansion to third order, in Horner form,
+    exact where ``|d| (max q - min q)`` exceeds :data:`EXPANSION_LIMIT` (CPU)."""
+    a1, a2, a3 = _cumulant_coefficients(G, y, q)
     out = torch.addcmul(a2, d, a3)                                      # Horner, in place
     torch.addcmul(a1, d, out, out=out)
     out.mul_(d)
@@ -230,13 +248,40 @@ def _rank_one_losses(G: Tensor, y: Tensor, d: Tensor, q: Tensor) -> Tensor:
     return out
 
 
+
+def _rank_one_changes(post: nn.Module, G: Tensor, y: Tensor, q: Tensor, z: Tensor,
+                      step: Tensor, a: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """The rank-one path of :func:`unit_losses` as one expression, for :data:`FUSED_CHANGES` to
+    compile: with ``d = post(z +- eps dz) - a`` (``z``, ``a`` ``(N, C)``, ``dz = step``
+    ``(N, P, C)``, contiguous) the loss changes ``d a1 + d^2 a2 + d^3 a3`` summed over the
+    samples, ``(2, P, C)``, and the expansion's bound ``max |d| * max_c (max q_c - min q_c)``."""
+    a1, a2, a3 = (t.unsqueeze(1) for t in _cumulant_coefficients(G, y, q))
+    z, a = z.unsqueeze(1), a.unsqueeze(1)
+    plus = post(z + eps * step) - a
+    minus = post(z - eps * step) - a
+    sums = [(d * (a1 + d * (a2 + d * a3))).sum(0) for d in (plus, minus)]
+    spread = (q.amax(-1) - q.amin(-1)).amax()
+    return torch.stack(sums), torch.maximum(plus.abs().amax(), minus.abs().amax()) * spread
+
+
+FUSED_CHANGES = CompiledOrEager(_rank_one_changes)
+""":func:`_rank_one_changes` compiled (inductor) on first use, static shapes first and dynamic
+ones after a recompilation (torch's default): the coefficients' small operations and one pass
+over the ``2P N C`` perturbed activations, where the eager form makes about ten (``add``,
+``sub``, ``post``, ``sub``, three Horner steps, the bound's two, the ``mean``) plus a dozen
+small kernels. Its per-sample sums may round differently from the eager ``mean``: it is an
+execution option (the trainer's ``fused_losses``), off by default."""
+
+
 def unit_losses(block, xin: Tensor, z: Tensor, a: Tensor, G: Tensor, Q: Tensor, y: Tensor,
                 v: Tensor, c: Chunking, eps: float, reduction: str, start: int,
-                expansion: bool = True) -> Tensor:
+                expansion: bool = True, fused: bool = False) -> Tensor:
     """Local losses ``(2, P, chunks)`` with the rows ``start .. start + len(v[0])`` of the
     block's ``[W | b]`` moved by ``+- eps v`` (one batched computation; module docstring).
     ``expansion``: the rank-one update of the log-sum-exp where chunks are one dense unit (or
-    segment); else the exact one everywhere."""
+    segment); else the exact one everywhere. ``fused`` (with ``expansion``, on the CPU, for
+    an elementwise ``post``): that update by the compiled :data:`FUSED_CHANGES`, the eager
+    form where its bound says the expansion does not hold."""
     P, U = v.shape[:2]
     N, K = G.shape
     S, stop = c.segments, start + U
@@ -245,6 +290,14 @@ def unit_losses(block, xin: Tensor, z: Tensor, a: Tensor, G: Tensor, Q: Tensor, 
     q = Q.view(K, z.shape[1], -1)[:, start:stop]
     if S > 1:
         z_s, a_s, q = (t.repeat_interleave(S, 1) for t in (z_s, a_s, q))
+    if (fused and expansion and G.device.type == "cpu" and c.per_chunk == 1
+            and step.dim() == 3 and a.shape == z.shape):   # one dense unit (or segment) a chunk
+        qt = q.reshape(K, U * S).T
+        sums, bound = FUSED_CHANGES(block.post, G, y, qt, z_s, step.transpose(0, 1), a_s, eps)
+        with cpu_only_host_read():
+            if bound <= EXPANSION_LIMIT:
+                clean = F.cross_entropy(G, y, reduction=reduction)
+                return (sums if reduction == "sum" else sums / N) + clean
     zs = step.new_empty((2, *step.shape))                               # shared V x, +- eps
     torch.add(z_s, step, alpha=eps, out=zs[0])
     torch.sub(z_s, step, alpha=eps, out=zs[1])

@@ -31,6 +31,8 @@ class DDConfig:
     """``gaussian`` (normalised) or ``rademacher`` directions (:func:`.directional.directions`)"""
     expansion: bool | None = None
     """rank-one log-sum-exp updates (:func:`.directional.unit_losses`); none: on the CPU only"""
+    fused: bool = False
+    """the rank-one updates by one compiled kernel (:data:`.directional.FUSED_CHANGES`)"""
 
 
 def ad_gradient(block, readout: Readout, x: Tensor, y: Tensor, reduction: str
@@ -76,9 +78,10 @@ def dd_estimate(block, readout: Readout, x: Tensor, y: Tensor, cfg: DDConfig,
         parts = []
         for start in range(0, c.rows, slab):
             v = dd.directions(P, min(slab, c.rows - start), c, gen, x.device, kind)
-            losses = dd.unit_losses(block, xin, z, a, G, Q, y, v, c, eps, red, start, expansion)
+            losses = dd.unit_losses(block, xin, z, a, G, Q, y, v, c, eps, red, start, expansion,
+                                    cfg.fused)
             parts.append(dd.combine(losses, v, c, eps))
-        pairs += dd.split_rows(torch.cat(parts), block.layer)
+        pairs += dd.split_rows(parts[0] if len(parts) == 1 else torch.cat(parts), block.layer)
     else:
         def block_loss() -> Tensor:
             return local_loss(readout.goodness(block.forward(x)), y, red)

@@ -78,6 +78,11 @@ class MonoForwardParams(BaseModel):
     record_time: bool = execution_option(
         True, description="report train_seconds, the wall-clock time of the training steps "
                           "(evaluation excluded; not reproducible)")
+    fused_losses: bool = execution_option(
+        False, description="DD on the CPU: evaluate the perturbed losses of chunks that are one "
+                           "dense unit in one compiled kernel (torch.compile; the eager form "
+                           "where compiling fails): the same estimator, its per-sample sums "
+                           "added in another order (last-bit differences), faster")
     slab_budget: int = Field(1 << 24, ge=1, description="DD: most direction entries and "
                              "perturbed activations held at once (memory bound)")
 
@@ -87,7 +92,8 @@ class MonoForwardTrainer:
         self.p = params
         self.lr = params.lr
         self.dd = DDConfig(params.directions, params.eps, params.chunk_size,
-                           params.loss_reduction, params.slab_budget, params.direction_kind)
+                           params.loss_reduction, params.slab_budget, params.direction_kind,
+                           fused=params.fused_losses)
 
     # ---- one step -----------------------------------------------------------------------
     def step(self, block, readout: Readout, x: Tensor, y: Tensor, gen: torch.Generator
