@@ -215,13 +215,16 @@ def test_lenet5_pool_options(pool, cls):
     assert layers.pooling(pool)(x).item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_lenet5_xavier_init_bounds_every_layer_and_zeroes_biases():
+@pytest.mark.parametrize("factory,cls,info,count", [
+    (troiano_models.lenet5, LeNet5Params, MNIST_LIKE, 5),
+    (models.mlp, MLPParams, DIGITS_FLAT, 2)], ids=["lenet5", "mlp"])
+def test_xavier_init_bounds_every_layer_and_zeroes_biases(factory, cls, info, count):
     torch.manual_seed(0)
-    default = build(troiano_models.lenet5, LeNet5Params(), MNIST_LIKE)
+    default = build(factory, cls(), info)
     torch.manual_seed(0)
-    xavier = build(troiano_models.lenet5, LeNet5Params(init="xavier_uniform"), MNIST_LIKE)
+    xavier = build(factory, cls(init="xavier_uniform"), info)
     layers = [m for m in xavier.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    assert len(layers) == 5
+    assert len(layers) == count
     for layer in layers:
         w = layer.weight.detach()
         fan_in, fan_out = w[0].numel(), w.shape[0] * w[0, 0].numel()

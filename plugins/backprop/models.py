@@ -44,6 +44,7 @@ from untied_plugins.backprop.layers import (
     image_input,
     image_shape,
     pooling,
+    xavier_uniform_,
 )
 
 
@@ -55,9 +56,10 @@ class MLPParams(BaseModel):
     output_activation: bool = Field(False, description="apply the activation to the outputs too")
     batchnorm: bool = Field(False, description="BatchNorm1d after each hidden layer")
     binary_weights: bool = Field(False, description="BinaryConnect sign(W) weights (Section 5)")
-    init: Literal["torch", "he_normal"] = Field(
+    init: Literal["torch", "he_normal", "xavier_uniform"] = Field(
         "torch", description="torch: nn.Linear's default; he_normal: W ~ N(0, 2/fan_in), b = 0 "
-                             "(He et al. 2015; the dual-weight paper's init)")
+                             "(He et al. 2015; the dual-weight paper's init); xavier_uniform: "
+                             "Glorot-uniform W, b = 0 (Keras' default)")
 
 
 class CNNParams(BaseModel):
@@ -91,7 +93,9 @@ def mlp(params: MLPParams, *, data, activation, ctx) -> nn.Module:
     if params.output_activation:
         layers.append(activation())
     model = LayeredSequential(*layers, spans=spans)
-    return he_normal_(model) if params.init == "he_normal" else model
+    if params.init == "he_normal":
+        return he_normal_(model)
+    return xavier_uniform_(model) if params.init == "xavier_uniform" else model
 
 
 def cnn(params: CNNParams, *, data, activation, ctx) -> nn.Module:
