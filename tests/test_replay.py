@@ -43,9 +43,36 @@ def test_records_carry_what_decides_float_rounding(host, tmp_path):
     here = numerics()
     assert row["cpu_capability"] == here["cpu_capability"] and row["cpu_capability"]
     assert row["blas"] == here["blas"] and "cuda_version" in row and "cudnn_version" in row
+    assert row["cpp_compiler"] == here["cpp_compiler"] and row["cpp_compiler"]
     report = plan_report(expand(host, name, spec), tmp_path / "judge")
     machine = next(n for n in report.notes if n.startswith("Machine:"))
     assert f"CPU kernels {here['cpu_capability']}" in machine
+
+
+def test_the_compiler_is_found_as_inductor_would_and_recorded_as_none_when_missing(
+        monkeypatch, tmp_path):
+    from bench_core.execution.environment import cpp_compiler
+
+    fake = tmp_path / "my-g++"
+    fake.write_text("#!/bin/sh\necho 'my-g++ (Test) 1.2.3'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("CXX", str(fake))
+    assert cpp_compiler() == "my-g++ (Test) 1.2.3"
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-g++"))
+    assert cpp_compiler() == "none"
+
+
+def test_records_of_another_compiler_are_not_compared_to_the_last_bit():
+    from bench_core.results.compare import same_numerics
+
+    machine = {"cpu_model": "X", "cpu_capability": "AVX512", "blas": "mkl", "device": "cpu",
+               "torch_version": "2.14.1", "cuda_device": None, "cuda_version": None,
+               "cudnn_version": None}
+    here = {**machine, "cpp_compiler": "g++ 12.2.0"}
+    assert same_numerics({**machine, "cpp_compiler": "g++ 12.2.0"}, here)
+    assert not same_numerics({**machine, "cpp_compiler": "none"}, here)   # compiled vs eager
+    assert same_numerics(machine, here)     # a record from before the compiler was recorded
+    assert not same_numerics({**machine, "blas": None}, here)
 
 
 def test_compare_names_the_runs_and_metrics_that_differ(host, tmp_path, capsys):

@@ -1,5 +1,5 @@
 """The machine a run runs on: the device asked for, CPU model and count, what decides float
-rounding (CPU kernels, BLAS, CUDA and cuDNN versions), versions and the source commit. Every
+rounding (CPU kernels, BLAS, CUDA and cuDNN versions, the C++ compiler of compiled kernels), versions and the source commit. Every
 record holds them.
 """
 
@@ -76,8 +76,8 @@ def cpu_model() -> str:
 def numerics() -> dict[str, str | None]:
     """What decides float rounding on this machine beyond the code: torch's CPU kernel
     capability (``AVX2``, ``AVX512``, ...; ``ATEN_CPU_CAPABILITY`` can lower it), the BLAS
-    library torch uses and its version line, and the CUDA and cuDNN versions where CUDA is
-    available. Two records with the same values (and CPU model, torch version, device) come
+    library torch uses and its version line, the CUDA and cuDNN versions where CUDA is
+    available, and the C++ compiler compiled kernels would use (:func:`cpp_compiler`). Two records with the same values (and CPU model, torch version, device) come
     from machines that round alike."""
     import re as _re
 
@@ -97,7 +97,26 @@ def numerics() -> dict[str, str | None]:
              and torch.backends.cudnn.is_available() else None)
     return {"cpu_capability": capability,
             "blas": " ".join(x for x in (blas, library and f"({library})") if x) or None,
-            "cuda_version": cuda, "cudnn_version": cudnn}
+            "cuda_version": cuda, "cudnn_version": cudnn, "cpp_compiler": cpp_compiler()}
+
+
+def cpp_compiler() -> str:
+    """The C++ compiler ``torch.compile`` (inductor) would use on the CPU, as its ``--version``
+    line, or ``"none"``: inductor's default search (``$CXX``, else ``g++``) without importing
+    inductor. Components that run compiled kernels where compiling works and their eager
+    formulas where not (``bench_core.kit.compiled``) may round differently in the last bit
+    between a machine with a compiler and one without, so records keep it."""
+    import shutil
+
+    found = shutil.which(os.environ.get("CXX") or "g++")
+    if found is None:
+        return "none"
+    try:
+        done = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "none"
+    line = (done.stdout.splitlines() or [""])[0].strip()
+    return line if done.returncode == 0 and line else "none"
 
 
 def environment(host: PluginHost, device: str) -> dict[str, Any]:

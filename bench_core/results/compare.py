@@ -26,10 +26,10 @@ from typing import Any
 import polars as pl
 
 NUMERICS = ("cpu_model", "cpu_capability", "blas", "torch_version", "device", "cuda_device",
-            "cuda_version", "cudnn_version")
+            "cuda_version", "cudnn_version", "cpp_compiler")
 """Record columns that decide float rounding: equal values, equal numbers (same code)."""
-ENVIRONMENT = ("cpu_model", "cpu_capability", "blas", "torch_version", "device", "git_commit",
-               "threads", "group_size", "stack_size")
+ENVIRONMENT = ("cpu_model", "cpu_capability", "blas", "cpp_compiler", "torch_version", "device",
+               "git_commit", "threads", "group_size", "stack_size")
 
 
 @dataclass
@@ -155,9 +155,16 @@ def _float(x: Any) -> float | None:
 def same_numerics(record: dict[str, Any], here: dict[str, Any]) -> bool:
     """Whether a record was made on a machine that rounds as ``here`` does (every column of
     :data:`NUMERICS` recorded and equal); records made before the rounding was recorded never
-    are."""
+    are. ``cpp_compiler`` is compared only where both sides have it: records from before it
+    was recorded count as made with this machine's compiler."""
     required = ("cpu_model", "cpu_capability", "blas", "torch_version", "device")
     if any(record.get(k) is None or record.get(k) != here.get(k) for k in required):
+        return False
+    # the compiler of compiled kernels: compared where both sides recorded it (records from
+    # before it was recorded are taken as made with this machine's)
+    compiler = record.get("cpp_compiler")
+    if compiler is not None and here.get("cpp_compiler") is not None \
+            and compiler != here["cpp_compiler"]:
         return False
     return all(record.get(k) == here.get(k) for k in ("cuda_device", "cuda_version",
                                                       "cudnn_version"))

@@ -9,7 +9,8 @@ peak_cuda_bytes, forward_passes, backward_passes, forward_samples, backward_samp
 cuda_device, cpu_model, cpus, threads (torch's intra-op threads), host, pid, group_size (the
 runs executed as one unit), stack_size (the runs trained in one computation with this one, 1:
 alone; absent from records before it existed), group_wall_time_s, warnings, torch_version, python_version, platform, git_commit, plugins_json,
-untied_version, perturbation, cpu_capability, blas, cuda_version, cudnn_version, finished_at``.
+untied_version, perturbation, cpu_capability, blas, cuda_version, cudnn_version, cpp_compiler
+(absent from records before it existed), finished_at``.
 
 A record says what the run was, never how a table shows it: ``profile`` and ``metric`` are those
 it was recorded under, and the order of entries and cells, the baseline, the paper's values and
