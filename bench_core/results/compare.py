@@ -160,11 +160,8 @@ def same_numerics(record: dict[str, Any], here: dict[str, Any]) -> bool:
     required = ("cpu_model", "cpu_capability", "blas", "torch_version", "device")
     if any(record.get(k) is None or record.get(k) != here.get(k) for k in required):
         return False
-    # the compiler of compiled kernels: compared where both sides recorded it (records from
-    # before it was recorded are taken as made with this machine's)
-    compiler = record.get("cpp_compiler")
-    if compiler is not None and here.get("cpp_compiler") is not None \
-            and compiler != here["cpp_compiler"]:
+    compilers = (record.get("cpp_compiler"), here.get("cpp_compiler"))
+    if None not in compilers and compilers[0] != compilers[1]:
         return False
     return all(record.get(k) == here.get(k) for k in ("cuda_device", "cuda_version",
                                                       "cudnn_version"))
