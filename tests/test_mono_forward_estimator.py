@@ -105,6 +105,18 @@ def test_rademacher_directions_have_the_covariance_of_the_gaussian_ones(float64)
         assert torch.allclose(cov, torch.eye(6), atol=0.05), kind
 
 
+def test_rademacher_signs_are_balanced_and_independent_across_one_draw():
+    """Each 24-bit draw fills two table rows, one in each half of the output: every position of
+    a row is +-scale half the time, and the two halves of the same draws are uncorrelated."""
+    half = 12 * 40000
+    s = dd._signs(2 * half - 5, 0.5, torch.Generator().manual_seed(3), "cpu")
+    assert s.shape == (2 * half - 5,) and set(s.unique().tolist()) == {-0.5, 0.5}
+    signs = torch.cat([s, s.new_full((5,), 0.5)]).view(2, -1, 12) * 2
+    assert signs.mean(1).abs().max() < 0.02                   # each bit position balanced
+    assert (signs[0] * signs[1]).mean(0).abs().max() < 0.02    # low and high halves independent
+    assert (signs[0, :, :-1] * signs[0, :, 1:]).mean().abs() < 0.01   # neighbouring bits too
+
+
 @pytest.mark.parametrize("kind", ["dense", "dense_segments", "conv", "conv_segments",
                                   "conv_projected", "conv_channelwise"])
 @pytest.mark.parametrize("expansion", [True, False])

@@ -103,35 +103,50 @@ def chunking(rows: int, row: int, chunk_size: int | None) -> Chunking:
 
 
 _SIGN_TABLES: dict[tuple, Tensor] = {}
+SIGN_BITS = 12
+"""Signs per row of the Rademacher table: a draw of 24 random bits is two rows."""
 
 
 def _sign_table(scale: float, device) -> Tensor:
-    """Row ``b`` holds the 8 bits of the byte ``b`` as ``+-scale`` (built once per scale, device
-    and dtype: eight small kernels a call otherwise, twice per step)."""
+    """Row ``b`` (of ``2^SIGN_BITS``) holds the bits of ``b`` as ``+-scale``, built once per
+    scale, device and dtype (a few small kernels a call otherwise, twice per step)."""
     dtype = torch.get_default_dtype()
     key = (scale, torch.device(device), dtype)
     table = _SIGN_TABLES.get(key)
     if table is None:
-        bits = torch.arange(256, device=device)[:, None] >> torch.arange(8, device=device)
+        rows = torch.arange(1 << SIGN_BITS, device=device)[:, None]
+        bits = rows >> torch.arange(SIGN_BITS, device=device)
         table = _SIGN_TABLES[key] = ((bits & 1).to(dtype) * 2 - 1) * scale
     return table
+
+
+def _signs(count: int, scale: float, gen: torch.Generator, device) -> Tensor:
+    """``count`` independent ``+-scale`` (1-D, contiguous): 24-bit random integers, each
+    split into two 12-bit halves looked up in :func:`_sign_table` (24 signs per generator
+    draw: a third of the draws of one byte each, and no per-bit arithmetic)."""
+    per = 2 * SIGN_BITS
+    draws = -(-count // per)
+    word = torch.empty(draws, dtype=torch.int32, device=device).random_(0, 1 << per,
+                                                                        generator=gen)
+    table = _sign_table(scale, device)
+    out = torch.empty(2, draws, SIGN_BITS, device=device, dtype=table.dtype)
+    torch.index_select(table, 0, word & ((1 << SIGN_BITS) - 1), out=out[0])
+    torch.index_select(table, 0, word >> SIGN_BITS, out=out[1])
+    return out.view(-1)[:count]
 
 
 def directions(P: int, rows: int, c: Chunking, gen: torch.Generator, device,
                kind: str = "gaussian") -> Tensor:
     """``v_hat``: ``(P, rows, c.width)``, contiguous, ``rows`` a multiple of ``c.per_chunk``,
     each chunk's direction of unit length, zero on the padding. ``gaussian``: ``v / ||v||``,
-    ``v ~ N(0, I)`` (the poster's); ``rademacher``: independent signs ``/ sqrt(n)`` (random
-    bytes, 8 signs each, looked up in a table)."""
+    ``v ~ N(0, I)`` (the poster's); ``rademacher``: independent signs ``/ sqrt(n)``
+    (:func:`_signs`)."""
     groups, S, s = rows // c.per_chunk, c.segments, c.segment
     shape = (P, groups, S, c.per_chunk * s)
     if kind == "gaussian":
         v = torch.randn(shape, generator=gen, device=device)
     else:
-        count = math.prod(shape)
-        byte = torch.randint(0, 256, (-(-count // 8),), generator=gen, device=device)
-        table = _sign_table(1 / math.sqrt(c.per_chunk * s), device)
-        v = torch.index_select(table, 0, byte).view(-1)[:count].view(shape)
+        v = _signs(math.prod(shape), 1 / math.sqrt(c.per_chunk * s), gen, device).view(shape)
         last = c.row - (S - 1) * s
         if last < s:   # the shorter last segment of each row: signs / sqrt(its size)
             v[:, :, -1] *= math.sqrt(s / last)
@@ -260,8 +275,9 @@ def _rank_one_changes(post: nn.Module, G: Tensor, y: Tensor, q: Tensor, z: Tenso
     plus = post(z + eps * step) - a
     minus = post(z - eps * step) - a
     sums = [(d * (a1 + d * (a2 + d * a3))).sum(0) for d in (plus, minus)]
+    peaks = [d.abs().amax(0) for d in (plus, minus)]   # over samples, like the sums: one pass
     spread = (q.amax(-1) - q.amin(-1)).amax()
-    return torch.stack(sums), torch.maximum(plus.abs().amax(), minus.abs().amax()) * spread
+    return torch.stack(sums), torch.maximum(*peaks).amax() * spread
 
 
 FUSED_CHANGES = CompiledOrEager(_rank_one_changes)
