@@ -37,6 +37,8 @@ class BowlParams(BaseModel):
     lr: float = Field(0.01, gt=0)
     best: float = Field(0.02, gt=0, description="the rate with the lowest loss")
     explode_above: float | None = Field(None, description="rates above this explode")
+    second_bad_above: float | None = Field(
+        None, description="rates above this make the second loss (`test_loss_second`) 10 more")
 
 
 class BowlTrainer:
@@ -50,8 +52,10 @@ class BowlTrainer:
         curve = [1.0, 1e6] if exploding else [1.0, 0.5]
         values = {}
         for epoch, train_loss in enumerate(curve, 1):
+            bad = self.p.second_bad_above is not None and self.p.lr > self.p.second_bad_above
             values = session.ctx.log_epoch(epoch, train_loss=train_loss, test_loss=loss,
-                                           test_accuracy=1.0 - loss)
+                                           test_accuracy=1.0 - loss,
+                                           test_loss_second=loss + (10.0 if bad else 0.0))
         saw_test = float(bool((data.x_test == TEST_MARK).any()))
         return {**values, "n_train": float(len(data.x_train)),
                 "n_evaluated": float(len(data.x_test)), "evaluated_on_test": saw_test}

@@ -226,3 +226,36 @@ def test_an_entry_can_choose_its_own_parameter_nested_inside_a_component(host, t
     with pytest.raises(SpecError, match="entry 'nested' select_parameter 'trainer.inner.lr' is "
                                         "also a grid axis"):
         parse_spec(spec, stem="select")
+
+
+def test_several_metrics_score_each_run_by_its_worst(host, tmp_path):
+    """`two_modes` reports a second loss that is bad above 0.03 while its first is best at
+    0.05: chosen on the first loss alone it gets 0.05, on the worst of both 0.02."""
+    spec = copy.deepcopy(SPEC)
+    spec["entries"] = [{"label": "bowl"},
+                       {"label": "two_modes", "overrides": {"trainer": {
+                           "best": 0.05, "second_bad_above": 0.03}}}]
+    alone = plan_of(host, spec)
+    run_plan(alone, tmp_path, host=host, progress=False)
+    assert alone.selection.choices[("two_modes", 0)] == 0.05
+    spec["select"]["metric"] = ["test_loss", "test_loss_second"]
+    both = plan_of(host, spec)
+    stage = both.selection
+    assert stage.metrics == ["validation_loss", "validation_loss_second"]
+    # the selection runs are the same runs (the score is not part of a run's identity)
+    assert {t.run_id for t in stage.tasks} == {t.run_id for t in alone.selection.tasks}
+    summary = run_plan(both, tmp_path, host=host, progress=False)
+    assert summary.failed == 0 and summary.ran == 2       # only two_modes' final runs at 0.02
+    assert stage.choices == {("bowl", 0): 0.02, ("two_modes", 0): 0.02}
+    text = plan_report(both, tmp_path / both.name).render("markdown")
+    assert "by the mean worst of `validation_loss` and `validation_loss_second`" in text
+
+
+def test_several_selection_metrics_need_one_direction(host):
+    spec = copy.deepcopy(SPEC)
+    spec["select"]["metric"] = ["test_loss", "test_accuracy"]
+    with pytest.raises(SpecError, match="needs one direction.*test_accuracy is higher"):
+        plan_of(host, spec)
+    spec["select"]["metric"] = []
+    with pytest.raises(SpecError, match="empty list"):
+        parse_spec(spec, stem="select")

@@ -10,7 +10,8 @@ before a value is chosen. Candidates are ranked by:
 1. the number of their runs that failed, timed out or diverged (the spec's divergence rule,
    judged from the recorded curves as tables judge runs): fewer first, so a rate at which any
    seed blows up never wins over one at which none does;
-2. the mean of the selection metric over their good runs, by its direction;
+2. the mean of the selection metric over their good runs, by its direction (several metrics:
+   each run's worst of them, :func:`run_score`);
 3. their order in the candidate list (ties, and candidates with no good run at all, keep it).
 
 A pair whose every candidate has no good run gets no value: its final runs are not planned and
@@ -29,13 +30,25 @@ from bench_core.specs.model import canonical_json
 from bench_core.specs.plan import Plan, finalize
 
 
+def run_score(values: list[float | None], higher: bool) -> float | None:
+    """A selection run's score from its values of the selection metrics: the worst of those it
+    reported (the smallest where higher is better, else the largest), NaN when any of them is
+    not finite, None when it reported none."""
+    found = [v for v in values if v is not None]
+    if not found:
+        return None
+    if not all(math.isfinite(v) for v in found):
+        return math.nan
+    return min(found) if higher else max(found)
+
+
 def candidate_scores(plan: Plan, records: pl.LazyFrame | None) -> pl.DataFrame:
     """One row per (entry, cell index, candidate) of the plan's selection: ``runs`` planned,
     ``recorded``, ``bad`` (failed, timed out or diverged), ``mean`` / ``std`` of the
     selection metric over the good runs."""
     stage = plan.selection
     assert stage is not None
-    metric = stage.metric
+    higher = plan.spec.higher_is_better_for(stage.select.metrics[0])
     rows = {}
     for t in stage.tasks:
         key = (t.entry, t.cell_index, canonical_json(t.cell[stage.parameter_of(t.entry)]))
@@ -47,10 +60,11 @@ def candidate_scores(plan: Plan, records: pl.LazyFrame | None) -> pl.DataFrame:
         lf = judge_divergence(records.filter(pl.col("run_id").is_in(ids)), rule.factor,
                               rule.curve)
         cols = lf.collect_schema().names()
-        value = (pl.col(f"m_{metric}").cast(pl.Float64) if f"m_{metric}" in cols
-                 else pl.lit(None, dtype=pl.Float64))
-        for run_id, status, v in lf.select("run_id", "status", value.alias("v")).collect().iter_rows():
-            found[run_id] = (status, v)
+        values = [(pl.col(f"m_{m}").cast(pl.Float64) if f"m_{m}" in cols
+                   else pl.lit(None, dtype=pl.Float64)).alias(f"v{i}")
+                  for i, m in enumerate(stage.metrics)]
+        for run_id, status, *vs in lf.select("run_id", "status", *values).collect().iter_rows():
+            found[run_id] = (status, run_score(vs, higher))
     out = []
     for (entry, cell_index, cand), ids in rows.items():
         good = [found[i][1] for i in ids if i in found and found[i][0] == "ok"
@@ -74,7 +88,7 @@ def choices(plan: Plan, records: pl.LazyFrame | None) -> dict[tuple[str, int], A
     stage = plan.selection
     assert stage is not None
     scores = candidate_scores(plan, records)
-    higher = plan.spec.higher_is_better_for(stage.select.metric)
+    higher = plan.spec.higher_is_better_for(stage.select.metrics[0])
     chosen = {k: v for k, v in stage.choices.items()}
     by_pair: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for row in scores.iter_rows(named=True):
@@ -109,7 +123,7 @@ def selection_note(plan: Plan) -> str | None:
     sel = stage.select
     pairs = len(stage.builders)
     done = sum(k in stage.choices for k in stage.builders)
-    direction = plan.spec.direction_of(sel.metric)
+    direction = plan.spec.direction_of(sel.metrics[0])
     by_param: dict[str, list[str]] = {}
     for label, param in stage.parameters.items():
         if param != sel.parameter:
@@ -118,7 +132,7 @@ def selection_note(plan: Plan) -> str | None:
                   f"`{param}`" for param, labels in by_param.items())
     return (f"Selection: `{sel.parameter}`{own} chosen per entry and grid cell from "
             f"{', '.join(canonical_json(v) for v in sel.values)} (entries may list their own) by "
-            f"the mean `{stage.metric}` ({direction} is better) over {sel.seeds} selection "
+            f"the mean {stage.metric_label} ({direction} is better) over {sel.seeds} selection "
             f"run{'s' if sel.seeds > 1 else ''} per candidate, each trained on its training "
             f"split less {sel.validation_fraction:g} of it and evaluated on that held-out part "
             f"(never the test split); a candidate with a failed or diverged run ranks below any "
@@ -137,7 +151,7 @@ def selection_rows(plan: Plan, records: pl.LazyFrame | None) -> tuple[list[str],
     params = set(stage.parameters.values())
     param = next(iter(params)) if len(params) == 1 else "value"
     axes = [k for k in plan.grid if len(plan.grid[k]) > 1]
-    header = [*axes, "entry", param, f"{stage.metric} (mean)", "± std", "good / runs",
+    header = [*axes, "entry", param, f"{stage.metric_label.replace('`', '')} (mean)", "± std", "good / runs",
               "chosen"]
     rows = []
     for r in scores.iter_rows(named=True):

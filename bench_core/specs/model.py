@@ -90,7 +90,12 @@ class Select(_Strict):
     held-out part (the test split is never used); the candidate with the best mean of
     ``metric`` there (by the metric's direction; a candidate with more failed or diverged
     seeds always ranks below one with fewer; ties go to the first listed) is the value the
-    entry's runs in that cell then train with, on the whole training split, as usual."""
+    entry's runs in that cell then train with, on the whole training split, as usual.
+
+    ``metric`` may list several metrics of one direction: each selection run then scores the
+    worst of them (the largest loss, the smallest accuracy; those a run does not report are
+    left out), so a method that reports several predictions (one per block, say) is chosen
+    where none of them is bad, not where their average looks good."""
 
     parameter: str = Field(pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$",
                            description="the parameter to choose, as a grid axis names it "
@@ -98,10 +103,11 @@ class Select(_Strict):
                                        "an entry may name its own (`select_parameter`)")
     values: list[Any] = Field(min_length=1, description="the candidates, in order of preference "
                                                          "on ties")
-    metric: str | None = Field(None, description="a metric the trainer reports for its test "
-                                                 "split (`test_loss`; `validation_loss` alike), "
-                                                 "measured on the validation split; default: "
-                                                 "the spec's metric")
+    metric: str | list[str] | None = Field(
+        None, description="a metric the trainer reports for its test split (`test_loss`; "
+                          "`validation_loss` alike), measured on the validation split; a list "
+                          "of metrics of one direction: the worst of them per run; default: "
+                          "the spec's metric")
     validation_fraction: float = Field(0.1, gt=0, lt=1, description="share of each run's "
                                        "training split held out for validation")
     seeds: int = Field(1, ge=1, description="selection runs per candidate (their own seeds, "
@@ -114,6 +120,22 @@ class Select(_Strict):
     def _distinct(cls, values: list[Any]) -> list[Any]:
         check_axis("select.values", values)
         return values
+
+    @field_validator("metric")
+    @classmethod
+    def _metrics(cls, metric: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(metric, list):
+            if not metric:
+                raise ValueError("an empty list (name one metric or several)")
+            check_axis("select.metric", metric)
+        return metric
+
+    @property
+    def metrics(self) -> list[str]:
+        """``metric`` as a list (empty when unset: the spec's metric is meant)."""
+        if self.metric is None:
+            return []
+        return [self.metric] if isinstance(self.metric, str) else list(self.metric)
 
 
 class Pair(_Strict):

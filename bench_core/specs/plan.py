@@ -98,9 +98,22 @@ class SelectionStage:
         return self.parameters.get(entry, self.select.parameter)
 
     @property
+    def metrics(self) -> list[str]:
+        """The selection metrics as selection records name them (``validation_*``)."""
+        return [validation_name(m) for m in self.select.metrics]
+
+    @property
     def metric(self) -> str:
-        """The selection metric as selection records name it (``validation_*``)."""
-        return validation_name(self.select.metric)
+        """The first selection metric (a selection record's ``value``)."""
+        return self.metrics[0]
+
+    @property
+    def metric_label(self) -> str:
+        """How a table names the score: `` `validation_loss` `` or the worst of several."""
+        names = [f"`{m}`" for m in self.metrics]
+        if len(names) == 1:
+            return names[0]
+        return f"worst of {', '.join(names[:-1])} and {names[-1]}"
 
 
 def validation_name(metric: str) -> str:
@@ -377,9 +390,14 @@ def _expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str 
 
     select = spec.select_for(profile)
     if select is not None:
-        metric = select.metric or spec.metric
-        select = select.model_copy(update={"metric": "test_" + metric[len("validation_"):]
-                                           if metric.startswith("validation_") else metric})
+        metrics = ["test_" + m[len("validation_"):] if m.startswith("validation_") else m
+                   for m in (select.metrics or [spec.metric])]
+        directions = {m: spec.direction_of(m) for m in metrics}
+        if len(set(directions.values())) > 1:
+            raise SpecError("select.metric: the worst of several metrics needs one direction; "
+                            + ", ".join(f"{m} is {d} is better" for m, d in directions.items()))
+        select = select.model_copy(update={"metric": metrics[0] if len(metrics) == 1
+                                           else metrics})
         size *= 1 + len(select.values) * select.seeds
 
     def make_tasks(entry: Entry, entry_index: int, cell: dict[str, Any], cell_index: int,
@@ -395,7 +413,7 @@ def _expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str 
             run_id = short_hash({"entry": entry.label, "spec": ident, "seed": seed, **marker})
             base_id = (run_id if unversioned == ident else short_hash(
                 {"entry": entry.label, "spec": unversioned, "seed": seed, **marker}))
-            metric = (validation_name(select.metric) if stage.get("stage") == "selection"
+            metric = (validation_name(select.metrics[0]) if stage.get("stage") == "selection"
                       else spec.metric)
             out.append(RunTask(
                 leaderboard=name, profile=profile or "default", entry=entry.label,
@@ -404,7 +422,7 @@ def _expand(host: PluginHost, name: str, spec: LeaderboardSpec, *, profile: str 
                 seed_index=base,
                 seed=seed, spec=resolved, run_id=run_id, metric=metric,
                 higher_is_better=spec.higher_is_better_for(
-                    select.metric if stage.get("stage") == "selection" else spec.metric),
+                    select.metrics[0] if stage.get("stage") == "selection" else spec.metric),
                 reference=ref.value if ref else None,
                 reference_std=ref.std if ref else None,
                 results_dir=results_dir, device=device,
