@@ -70,6 +70,31 @@ def is_location_option(field_info: Any) -> bool:
     return isinstance(extra, dict) and bool(extra.get(LOCATION_ONLY))
 
 
+VALUE_REVISIONS = "untied_value_revisions"
+
+
+def revised_option(default: Any, revisions: dict[Any, str], **field_kwargs: Any) -> Any:
+    """A pydantic ``Field`` for a parameter some of whose values changed what a run computes
+    after records were made with them: ``revisions`` maps each such value to a short revision
+    tag (``{"rademacher": "2"}``). A run with that value carries the tag in its run id, so
+    ``untied run`` trains it again instead of taking the old records for it (they stay
+    recognised as the same run's, like those of another component version, and are never
+    counted in a table), while runs with the parameter's other values keep their ids and
+    records. The seed is not changed. When every value changed, bump the component's
+    ``version`` instead."""
+    extra = dict(field_kwargs.pop("json_schema_extra", None) or {})
+    extra[VALUE_REVISIONS] = [[value, str(tag)] for value, tag in revisions.items()]
+    return Field(default, json_schema_extra=extra, **field_kwargs)
+
+
+def value_revision(field_info: Any, value: Any) -> str | None:
+    """The revision tag :func:`revised_option` gave ``value`` of this field, else None."""
+    extra = getattr(field_info, "json_schema_extra", None)
+    if not isinstance(extra, dict):
+        return None
+    return next((tag for v, tag in extra.get(VALUE_REVISIONS) or () if v == value), None)
+
+
 def derive_seed(*parts: Any) -> int:
     """A 63-bit seed from hashing ``parts`` (their ``repr``) with BLAKE2b: stable across runs,
     processes and machines, unlike Python's ``hash``."""

@@ -161,6 +161,43 @@ def test_a_new_component_version_reruns_old_records_and_never_mixes_them(host, t
     assert [t.run_id for t in expand(host, name, spec).tasks] == [t.run_id for t in old.tasks]
 
 
+def test_a_revised_parameter_value_reruns_only_the_runs_that_use_it(host, tmp_path, capsys):
+    """`revised_option`: the value whose numerics changed gets a new run id (its old records
+    recognised and never mixed in), the other values keep theirs, and no seed moves."""
+    from pydantic import create_model
+
+    from bench_core.interfaces import revised_option
+
+    comp = host.family("trainers")["toy_curve"]
+    spec = {**SPEC, "entries": [
+        {"label": "calm", "overrides": {"trainer": {"mode": "plain"}}},
+        {"label": "fast", "overrides": {"trainer": {"mode": "fast"}}}]}
+    name, parsed = parse_spec(spec, stem="judge")
+
+    def declare(field):   # toy_curve with a parameter `mode` declared as `field`
+        params = create_model("ModeParams", __base__=judgement_plugin.CurveParams, mode=field)
+        host.registries["trainers"]["toy_curve"] = dataclasses.replace(comp, params=params)
+
+    try:
+        declare((str, "plain"))
+        old = expand(host, name, parsed)
+        run_plan(old, tmp_path, host=host, progress=False)
+        declare((str, revised_option("plain", {"fast": "2"})))
+        new = expand(host, name, parsed)
+        capsys.readouterr()
+        summary = run_plan(new, tmp_path, host=host, progress=False)
+    finally:
+        host.registries["trainers"]["toy_curve"] = comp
+    calm_old, fast_old = ([t for t in old.tasks if t.entry == e] for e in ("calm", "fast"))
+    calm_new, fast_new = ([t for t in new.tasks if t.entry == e] for e in ("calm", "fast"))
+    assert [t.run_id for t in calm_new] == [t.run_id for t in calm_old]
+    assert all(a.run_id != b.run_id for a, b in zip(fast_old, fast_new))
+    assert [t.base_run_id for t in fast_new] == [t.run_id for t in fast_old]
+    assert [t.seed for t in new.tasks] == [t.seed for t in old.tasks]
+    assert summary.ran == len(fast_new) and summary.skipped == len(calm_new)
+    assert "other versions of their components or of a parameter value" in capsys.readouterr().err
+
+
 def test_a_version_must_be_a_short_token(host):
     from bench_core.hookspecs import hookimpl
     from bench_core.plugins import PluginHost

@@ -608,7 +608,8 @@ def run_tasks(plan: Plan, results_root: str | Path, *, executor: str = "local", 
     superseded = other_version_records(todo, results_dir) if todo and not force else 0
     if superseded:
         console.print(f"note: {superseded} of the runs to do have records in {results_dir} made "
-                      f"by other versions of their components (the numerics changed); they "
+                      f"by other versions of their components or of a parameter value (the "
+                      f"numerics changed); they "
                       f"are trained again, and the old records are never counted in a table")
     if todo:
         from bench_core.results.export import write_spec_file

@@ -15,7 +15,12 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from bench_core.errors import PluginError, SpecError
-from bench_core.interfaces import derive_seed, is_execution_option, is_location_option
+from bench_core.interfaces import (
+    derive_seed,
+    is_execution_option,
+    is_location_option,
+    value_revision,
+)
 from bench_core.plugins import Component, PluginHost, did_you_mean
 from bench_core.specs.model import (
     COMPONENT_FIELDS,
@@ -260,18 +265,22 @@ def resolve_components(host: PluginHost, fieldname: str, value: Any
 DEFAULT_VERSION = "1"
 VERSION_KEY = "@version"
 """Where a component's version enters its identity (no parameter can be called that)."""
+REVISION_KEY = "@revised"
+"""Where the revisions of the parameter values a run uses enter its identity
+(:func:`bench_core.interfaces.revised_option`)."""
 
 
 def identity(comp: Component, model: BaseModel, *, for_seed: bool = False,
              versioned: bool = True) -> dict[str, Any]:
     """A component table as it identifies a run: its name and the parameters that differ from
     their defaults, and its version (:attr:`bench_core.plugins.Component.version`) when it is
-    not ``"1"``. Writing a default out, or a plugin adding a parameter with a default, then
-    changes neither a run's seed nor its run id (the record still holds every parameter);
-    bumping a version changes the run id, so records of the old numerics are never taken for
-    the new ones. ``for_seed`` also leaves out the version and the parameters declared with
+    not ``"1"``, and the revision of any parameter value declared with
+    :func:`bench_core.interfaces.revised_option`. Writing a default out, or a plugin adding a
+    parameter with a default, then changes neither a run's seed nor its run id (the record
+    still holds every parameter); bumping a version or a value's revision changes the run id,
+    so records of the old numerics are never taken for the new ones. ``for_seed`` also leaves out the version and the parameters declared with
     :func:`bench_core.interfaces.execution_option` (they change how a run executes or rounds,
-    not what it draws); ``versioned=False`` only the version (the run's id across versions)."""
+    not what it draws); ``versioned=False`` only the version and revisions (the run's id across versions)."""
     cache = _RESOLVED.get()
     key = ("identity", comp.family, comp.name, canonical_json(model.model_dump(mode="json")),
            for_seed, versioned)
@@ -299,6 +308,11 @@ def _identity(comp: Component, model: BaseModel, *, for_seed: bool, versioned: b
     version = getattr(comp, "version", DEFAULT_VERSION)
     tag = ({VERSION_KEY: version} if versioned and not for_seed and version != DEFAULT_VERSION
            else {})
+    if versioned and not for_seed:
+        revised = {k: rev for k, f in fields.items() if k in given
+                   and (rev := value_revision(f, given[k])) is not None}
+        if revised:
+            tag[REVISION_KEY] = revised
     return {"name": comp.name, **{k: v for k, v in given.items()
                                   if k not in defaults or defaults[k] != v}, **tag}
 

@@ -19,7 +19,12 @@ from untied_plugins.mono_forward.estimators import (
 )
 from untied_plugins.mono_forward.readout import Readout, predict
 
-from bench_core.interfaces import TrainingSession, constraint_hooks, execution_option
+from bench_core.interfaces import (
+    TrainingSession,
+    constraint_hooks,
+    execution_option,
+    revised_option,
+)
 from bench_core.layered import as_blocks
 
 MEAN_KEY = "direction_cosine"
@@ -50,9 +55,11 @@ class MonoForwardParams(BaseModel):
         "channel", description="channel: one projection per channel (projection_dim / C "
                                "values each; the poster's); whole: one projection of the "
                                "flattened map")
-    direction_kind: Literal["gaussian", "rademacher"] = Field(
-        "gaussian", description="DD directions: normalised Gaussian (the poster's) or random "
-                                "signs / sqrt(n) (same mean and covariance, cheaper to draw)")
+    direction_kind: Literal["gaussian", "rademacher"] = revised_option(
+        "gaussian", {"rademacher": "2"},
+        description="DD directions: normalised Gaussian (the poster's) or random signs / "
+                    "sqrt(n) (same mean and covariance, cheaper to draw; revision 2: drawn as "
+                    "24-bit integers, two 12-bit table rows each)")
     lr: float = Field(0.01, gt=0, description="SGD learning rate of W_l, b_l and M_l")
     lr_milestones: list[int] = Field(
         default_factory=list, description="epochs after which the rate is multiplied by "
