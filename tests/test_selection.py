@@ -7,6 +7,7 @@ twice, and every command that reads records agrees on the choice."""
 from __future__ import annotations
 
 import copy
+import math
 
 import polars as pl
 import pytest
@@ -259,3 +260,13 @@ def test_several_selection_metrics_need_one_direction(host):
     spec["select"]["metric"] = []
     with pytest.raises(SpecError, match="empty list"):
         parse_spec(spec, stem="select")
+
+
+def test_a_run_scores_its_worst_reported_metric_and_a_non_finite_one_makes_it_bad():
+    from bench_core.results.selection import run_score
+
+    assert run_score([0.3, 0.5], higher=False) == 0.5
+    assert run_score([0.9, 0.7], higher=True) == 0.7
+    assert run_score([0.3, None], higher=False) == 0.3     # a metric the run does not report
+    assert run_score([None, None], higher=False) is None
+    assert math.isnan(run_score([0.3, float("inf")], higher=True))
