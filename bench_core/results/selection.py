@@ -42,13 +42,18 @@ def run_score(values: list[float | None], higher: bool) -> float | None:
     return min(found) if higher else max(found)
 
 
+def higher_is_better(plan: Plan) -> bool:
+    """The selection metrics' direction (one for all, checked when the plan is made)."""
+    return plan.spec.higher_is_better_for(plan.selection.select.metrics[0])
+
+
 def candidate_scores(plan: Plan, records: pl.LazyFrame | None) -> pl.DataFrame:
     """One row per (entry, cell index, candidate) of the plan's selection: ``runs`` planned,
     ``recorded``, ``bad`` (failed, timed out or diverged), ``mean`` / ``std`` of the
     selection metric over the good runs."""
     stage = plan.selection
     assert stage is not None
-    higher = plan.spec.higher_is_better_for(stage.select.metrics[0])
+    higher = higher_is_better(plan)
     rows = {}
     for t in stage.tasks:
         key = (t.entry, t.cell_index, canonical_json(t.cell[stage.parameter_of(t.entry)]))
@@ -88,7 +93,7 @@ def choices(plan: Plan, records: pl.LazyFrame | None) -> dict[tuple[str, int], A
     stage = plan.selection
     assert stage is not None
     scores = candidate_scores(plan, records)
-    higher = plan.spec.higher_is_better_for(stage.select.metrics[0])
+    higher = higher_is_better(plan)
     chosen = {k: v for k, v in stage.choices.items()}
     by_pair: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for row in scores.iter_rows(named=True):
@@ -132,7 +137,7 @@ def selection_note(plan: Plan) -> str | None:
                   f"`{param}`" for param, labels in by_param.items())
     return (f"Selection: `{sel.parameter}`{own} chosen per entry and grid cell from "
             f"{', '.join(canonical_json(v) for v in sel.values)} (entries may list their own) by "
-            f"the mean {stage.metric_label} ({direction} is better) over {sel.seeds} selection "
+            f"the mean {stage.label()} ({direction} is better) over {sel.seeds} selection "
             f"run{'s' if sel.seeds > 1 else ''} per candidate, each trained on its training "
             f"split less {sel.validation_fraction:g} of it and evaluated on that held-out part "
             f"(never the test split); a candidate with a failed or diverged run ranks below any "
@@ -151,8 +156,8 @@ def selection_rows(plan: Plan, records: pl.LazyFrame | None) -> tuple[list[str],
     params = set(stage.parameters.values())
     param = next(iter(params)) if len(params) == 1 else "value"
     axes = [k for k in plan.grid if len(plan.grid[k]) > 1]
-    header = [*axes, "entry", param, f"{stage.metric_label.replace('`', '')} (mean)", "± std", "good / runs",
-              "chosen"]
+    header = [*axes, "entry", param, f"{stage.label(quoted=False)} (mean)", "± std",
+              "good / runs", "chosen"]
     rows = []
     for r in scores.iter_rows(named=True):
         key = (r["entry"], r["cell_index"])

@@ -107,15 +107,9 @@ class SelectionStage:
         """The selection metrics as selection records name them (``validation_*``)."""
         return [validation_name(m) for m in self.select.metrics]
 
-    @property
-    def metric(self) -> str:
-        """The first selection metric (a selection record's ``value``)."""
-        return self.metrics[0]
-
-    @property
-    def metric_label(self) -> str:
+    def label(self, quoted: bool = True) -> str:
         """How a table names the score: `` `validation_loss` `` or the worst of several."""
-        names = [f"`{m}`" for m in self.metrics]
+        names = [f"`{m}`" if quoted else m for m in self.metrics]
         if len(names) == 1:
             return names[0]
         return f"worst of {', '.join(names[:-1])} and {names[-1]}"
@@ -278,9 +272,11 @@ def identity(comp: Component, model: BaseModel, *, for_seed: bool = False,
     :func:`bench_core.interfaces.revised_option`. Writing a default out, or a plugin adding a
     parameter with a default, then changes neither a run's seed nor its run id (the record
     still holds every parameter); bumping a version or a value's revision changes the run id,
-    so records of the old numerics are never taken for the new ones. ``for_seed`` also leaves out the version and the parameters declared with
+    so records of the old numerics are never taken for the new ones. ``for_seed`` also leaves
+    out the version, the revisions and the parameters declared with
     :func:`bench_core.interfaces.execution_option` (they change how a run executes or rounds,
-    not what it draws); ``versioned=False`` only the version and revisions (the run's id across versions)."""
+    not what it draws); ``versioned=False`` only the version and the revisions (the run's id
+    across versions)."""
     cache = _RESOLVED.get()
     key = ("identity", comp.family, comp.name, canonical_json(model.model_dump(mode="json")),
            for_seed, versioned)
