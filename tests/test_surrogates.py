@@ -181,6 +181,48 @@ def test_jamming_keeps_sign_and_support(name, low_memory):
                                     "rect_jamming": [1, 1, 1, 0, 0, 1, 1]}[name]
 
 
+FUSED_JAMMING_KERNELS = ("JAM_PRODUCT", "WINDOW_JAM_PRODUCT", "COUNT_IN_WINDOW")
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh", "identity"])
+@pytest.mark.parametrize("normalize", ["batch", "none"])
+@pytest.mark.parametrize("table", [{"name": "full_jamming"}, {"name": "positive_jamming"},
+                                   {"name": "positive_jamming", "low_memory": True},
+                                   {"name": "rect_jamming", "window": 0.5},
+                                   {"name": "rect_jamming", "low_memory": True}],
+                         ids=["full", "positive", "positive-mask", "rect", "rect-mask"])
+def test_jamming_fused_kernels_are_bitwise_the_eager_passes(table, normalize, act, monkeypatch):
+    """On large float32 tensors the window's count (forward) and the product after the draw
+    (backward) are compiled passes (``FusedElementwise``); with the same draws they give the eager
+    passes' result to the bit (NaN, -0.0 and the window's edges included), so no recorded run
+    changes."""
+    from untied_plugins.troiano import jamming
+
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(3, 70_001, generator=gen) * 2
+    x[0, :8] = torch.tensor([0.0, -0.0, float("nan"), 0.5, -0.5, 0.50001, -1e-30, float("inf")])
+    grad_out = torch.randn(3, 70_001, generator=gen)
+    grad_out[0, 8] = -0.0
+    table = {**table, "normalize": normalize}
+
+    def two_backwards():
+        module = site(table, act, make_ctx(3))
+        return [input_grad(module, x, grad_out) for _ in range(2)]
+
+    fused = two_backwards()
+    if any(getattr(jamming, k).failure for k in FUSED_JAMMING_KERNELS):
+        pytest.skip("no compiled kernel here: the eager passes run anyway")
+    with torch.no_grad():
+        assert jamming.JAM_PRODUCT.applies(x, grad_out)   # large enough: the fused path ran
+    for k in FUSED_JAMMING_KERNELS:
+        monkeypatch.setattr(getattr(jamming, k), "min_elements", 1 << 62)   # eager passes only
+    eager = two_backwards()
+    for got, want in zip(fused, eager):
+        assert got.isnan().tolist() == want.isnan().tolist()
+        assert torch.equal(got.nan_to_num(5.0), want.nan_to_num(5.0))
+        assert torch.equal(got.signbit(), want.signbit())
+
+
 JAMMING_WINDOWS = [("full_jamming", "input"), ("positive_jamming", "input"),
                    ("rect_jamming", "input"), ("positive_jamming", "gradient"),
                    ("rect_jamming", "gradient")]

@@ -18,6 +18,10 @@ function exceeds the eager formula's). Otherwise, and for good once compilation 
 compiled call has failed (no C++ compiler, no Triton: a :class:`RuntimeWarning` says so once),
 the same formula runs eagerly.
 
+The mechanics (compile once, shape-dynamic, when it applies) are the plugin kit's
+:class:`bench_core.kit.compiled.FusedElementwise`; here every floating dtype takes the compiled
+kernel (half precision included, computed in float32 and rounded once).
+
 Built once per process and shape-dynamic: each product is compiled on its first use with
 ``dynamic=True`` on flattened (1-D) inputs, so any size reuses the one kernel (one variant per
 dtype and device) and the float parameter ``k`` is a kernel argument, not a constant (no
@@ -38,39 +42,21 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from bench_core.kit.compiled import CompiledOrEager
+from bench_core.kit.compiled import MIN_ELEMENTS, FusedElementwise
 
-MIN_ELEMENTS = 1 << 15
-"""Tensors with fewer elements take the eager formula. Measured on the CPU (one thread, loaded
-machine): a compiled call costs 25-40 us whatever the size; the eager formulas cost as much at
-25,000-40,000 elements (``swish_sign``, the longest: at 8,000)."""
+__all__ = ["MIN_ELEMENTS", "FusedProduct", "Product"]
 
 Product = Callable[[Tensor, Tensor, float], Tensor]
+FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-class FusedProduct:
+class FusedProduct(FusedElementwise):
     """``product(grad, x, k) = grad * g(x; k)`` (elementwise), compiled into one kernel on its
-    first use where :meth:`applies`, else (and after a failed compilation) run eagerly
-    (:class:`bench_core.kit.compiled.CompiledOrEager`)."""
+    first use where :meth:`applies`, else (and after a failed compilation) run eagerly."""
 
     def __init__(self, product: Product) -> None:
+        super().__init__(product, dtypes=FLOATS)
         self.product = product
-        self.kernel = CompiledOrEager(product, dynamic=True)
-
-    @property
-    def failure(self) -> str | None:
-        """``"ErrorType: first line"`` once compiling or a compiled call failed, else None."""
-        return self.kernel.failure
-
-    def applies(self, grad: Tensor, x: Tensor) -> bool:
-        """Whether the compiled kernel may and should compute this product (module docstring)."""
-        return (self.failure is None and x.numel() >= MIN_ELEMENTS
-                and grad.shape == x.shape and grad.dtype == x.dtype
-                and grad.device == x.device and grad.is_contiguous() and x.is_contiguous()
-                and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-                and not torch._C._are_functorch_transforms_active())
 
     def __call__(self, grad: Tensor, x: Tensor, k: float) -> Tensor:
-        if self.applies(grad, x):
-            return self.kernel(grad.view(-1), x.view(-1), k).view_as(x)
-        return self.product(grad, x, k)
+        return super().__call__((grad, x), k)

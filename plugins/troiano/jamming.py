@@ -40,6 +40,11 @@ trace a ``torch.Generator`` argument, so compiled graphs carry the integer key o
 Under ``torch.func.vmap`` it follows vmap's ``randomness`` argument (``"different"``: one draw
 per batch entry; ``"same"``: one draw shared; ``"error"``, the default: raises).
 
+Speed: on large float32/float64 tensors in a plain eager run, the window's count for ``k``
+(forward) and the product after the draw (backward) are one compiled pass each
+(:data:`COUNT_IN_WINDOW`, :data:`JAM_PRODUCT`, :data:`WINDOW_JAM_PRODUCT`), bitwise the eager
+passes' result; elsewhere the eager passes run.
+
 The deterministic surrogates, the shared ``SurrogateActivation`` base and the memory and speed
 conventions are in :mod:`untied_plugins.troiano.surrogates`.
 """
@@ -63,6 +68,7 @@ from untied_plugins.troiano.surrogates import (
 )
 
 from bench_core.interfaces import Activation, RunContext
+from bench_core.kit.compiled import FusedElementwise
 
 Normalize = Literal["batch", "none"]
 """Jamming scale ``k``: ``"batch"`` = ``2 mean(f'(x)) / share(window)`` over the current tensor,
@@ -183,14 +189,41 @@ def closed_window_mask(x: Tensor, window: float | None) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 # autograd Functions and the module
 # ---------------------------------------------------------------------------------------------
-def _jam(grad: Tensor, stream: int, scale: Tensor | None, mask: Tensor | None) -> Tensor:
-    """``dL/dy * u * mask * k`` with one fresh draw ``u``, all in place on the draw."""
-    dx = uniform_like(grad, stream).mul_(grad)
+def _jam_product(u: Tensor, grad: Tensor, mask: Tensor | None, scale: Tensor | None) -> Tensor:
+    """``((u * dL/dy) * mask) * k``, left to right, in place on the draw ``u``."""
+    u.mul_(grad)
     if mask is not None:
-        dx = dx.mul_(mask)
+        u.mul_(mask)
     if scale is not None:
-        dx = dx.mul_(scale)
-    return dx
+        u.mul_(scale)
+    return u
+
+
+def _window_jam_product(u: Tensor, x: Tensor, grad: Tensor, lo: float, hi: float,
+                        scale: Tensor | None) -> Tensor:
+    """``(u [lo < x < hi] * dL/dy) * k`` in place on the draw ``u``: ``aten.hardtanh_backward``'s
+    window (``u`` where ``lo < x < hi``, else 0: a NaN ``x`` gives 0), then the products in
+    order."""
+    dx = torch.where((x > lo) & (x < hi), u, 0.0) * grad
+    return u.copy_(dx if scale is None else dx * scale)
+
+
+JAM_PRODUCT = FusedElementwise(_jam_product)
+WINDOW_JAM_PRODUCT = FusedElementwise(_window_jam_product)
+"""The jamming backward after its draw ``u`` as one compiled pass (float32/float64, large
+tensors, plain eager backward: :class:`bench_core.kit.compiled.FusedElementwise`), where the
+eager form makes two to three. In place on the draw (a fresh output of this size would cost its
+page faults every call). Only multiplications and a selection, in the eager form's order:
+bitwise the eager result."""
+
+
+def _jam(grad: Tensor, stream: int, scale: Tensor | None, mask: Tensor | None) -> Tensor:
+    """``dL/dy * u * mask * k`` with one fresh draw ``u``: one fused pass over the draw
+    (:data:`JAM_PRODUCT`), else in place on the draw."""
+    u = uniform_like(grad, stream)
+    if mask is None:
+        return JAM_PRODUCT((u, grad), None, scale)
+    return JAM_PRODUCT((u, grad, mask), scale)
 
 
 def closed_window_bounds(window: float | None, dtype: torch.dtype) -> tuple[float, float]:
@@ -257,6 +290,9 @@ class WindowJammingBackward(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         x, *scale = ctx.saved_tensors
         u = uniform_like(grad, ctx.stream)
+        if WINDOW_JAM_PRODUCT.applies(u, x, grad):
+            dx = WINDOW_JAM_PRODUCT((u, x, grad), ctx.lo, ctx.hi, scale[0] if scale else None)
+            return dx, None, None, None, None, None
         if eager_in_place():
             u = torch.ops.aten.hardtanh_backward.grad_input(u, x, ctx.lo, ctx.hi, grad_input=u)
         else:
@@ -328,8 +364,31 @@ class GradientWindowJammingBackward(torch.autograd.Function):
 def window_share(inside: Tensor) -> Tensor:
     """The fraction of ``inside``'s elements that are true (or non-zero), bounded below by
     ``1 / numel``: a window with no element inside then has a finite ``k`` and ``g = 0``."""
-    n = max(inside.numel(), 1)
-    return torch.count_nonzero(inside).to(torch.float32).clamp_min(1.0).div(n)
+    return share_of_count(torch.count_nonzero(inside), inside.numel())
+
+
+def share_of_count(count: Tensor, numel: int) -> Tensor:
+    """:func:`window_share` from the count of elements inside."""
+    return count.to(torch.float32).clamp_min(1.0).div(max(numel, 1))
+
+
+def _count_in_window(x: Tensor, window: float | None) -> Tensor:
+    """The number of elements of ``x`` in the closed window (:func:`closed_window_mask`)."""
+    return (x >= 0 if window is None else x.abs() <= window).sum()
+
+
+COUNT_IN_WINDOW = FusedElementwise(_count_in_window)
+"""The window's count in one compiled pass over ``x`` (an integer count: exact, the same as the
+eager mask's ``count_nonzero``), where the eager form writes a mask and reads it again."""
+
+
+def window_share_of(x: Tensor, window: float | None) -> Tensor:
+    """:func:`window_share` of :func:`closed_window_mask` ``(x, window)``, from
+    :data:`COUNT_IN_WINDOW` where it applies."""
+    with torch.no_grad():
+        if COUNT_IN_WINDOW.applies(x):
+            return share_of_count(COUNT_IN_WINDOW((x,), window), x.numel())
+    return window_share(closed_window_mask(x, window))
 
 
 class JammingSurrogate(SurrogateActivation):
@@ -373,7 +432,7 @@ class JammingSurrogate(SurrogateActivation):
         k = self.activation.derivative(x).mean().mul(2)
         if self.window == "all" or self.window_on == "gradient":
             return k
-        return k / window_share(closed_window_mask(x, self.mask_window))
+        return k / window_share_of(x, self.mask_window)
 
     def forward(self, x: Tensor) -> Tensor:
         native, scale, key = self.activation.native, self.jamming_scale(x), self.stream.key
