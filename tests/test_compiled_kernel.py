@@ -9,7 +9,7 @@ import warnings
 import pytest
 import torch
 
-from bench_core.kit.compiled import MIN_ELEMENTS, CompiledOrEager, FusedElementwise
+from bench_core.kit.compiled import MIN_ELEMENTS, CompiledOrEager, FusedElementwise, kernel_scalar
 
 
 def scaled_sum(x: torch.Tensor, k: float) -> torch.Tensor:
@@ -110,3 +110,21 @@ def test_fused_elementwise_applies_only_where_it_may():
     with torch.no_grad():                  # the eager function where it does not apply
         small = torch.randn(10)
         assert torch.equal(kernel((small, small), -1.0, 1.0), window_product(small, small, -1, 1))
+
+
+def capped(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return torch.where(x > w, w, x)
+
+
+def test_a_bound_passed_as_kernel_scalar_follows_every_call():
+    """A float used as a ``where`` branch comes as a 0-d tensor (``kernel_scalar``): one kernel
+    serves every value (torch 2.14.1's inductor baked the first value of such a Python float
+    into the kernel and reused it)."""
+    kernel = FusedElementwise(capped)
+    x = torch.linspace(-5, 5, MIN_ELEMENTS + 1)
+    for w in (1.0, 2.5, 0.3, 1.7):
+        with torch.no_grad():
+            got = kernel((x,), kernel_scalar(w, x))
+        assert torch.equal(got, x.clamp_max(w)), w
+    assert kernel_scalar(1.7, x) is kernel_scalar(1.7, x)          # made once
+    assert kernel_scalar(1.7, x).dtype == x.dtype and kernel_scalar(1.7, x).dim() == 0

@@ -181,6 +181,33 @@ def test_jamming_keeps_sign_and_support(name, low_memory):
                                     "rect_jamming": [1, 1, 1, 0, 0, 1, 1]}[name]
 
 
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_triangular_fused_kernel_is_bitwise_the_eager_passes(act, monkeypatch):
+    """Large float32 tensors take one compiled pass (``TRIANGULAR_PRODUCT``); for every width and
+    height, one after another in one process (one kernel serves them all), it gives the eager
+    passes' result to the bit."""
+    from untied_plugins.troiano import surrogates
+
+    gen = torch.Generator().manual_seed(12)
+    x = torch.randn(2, 40_001, generator=gen) * 3
+    x[0, :6] = torch.tensor([0.0, -0.0, float("nan"), 1.7, -1.7, 4.0])
+    grad_out = torch.randn(2, 40_001, generator=gen)
+    shapes = [(1.0, 1.0), (4.0, 0.25), (0.3, 0.7), (1.7, 1.7), (2.2, 0.1)]
+
+    def grads():
+        return [input_grad(site({"name": "triangular", "width": w, "height": h}, act), x,
+                           grad_out) for w, h in shapes]
+
+    fused = grads()
+    if surrogates.TRIANGULAR_PRODUCT.failure:
+        pytest.skip("no compiled kernel here: the eager passes run anyway")
+    monkeypatch.setattr(surrogates.TRIANGULAR_PRODUCT, "min_elements", 1 << 62)
+    for (w, h), got, want in zip(shapes, fused, grads()):
+        assert got.isnan().tolist() == want.isnan().tolist(), (w, h)
+        assert torch.equal(got.nan_to_num(5.0), want.nan_to_num(5.0)), (w, h)
+        assert torch.equal(got.nan_to_num(5.0).signbit(), want.nan_to_num(5.0).signbit())
+
+
 FUSED_JAMMING_KERNELS = ("JAM_PRODUCT", "WINDOW_JAM_PRODUCT", "COUNT_IN_WINDOW")
 
 

@@ -57,6 +57,24 @@ CPU (one thread): a compiled call costs 25-40 us whatever the size, about what a
 formula of a few operations costs at 25,000-40,000 elements."""
 
 
+_KERNEL_SCALARS: dict[tuple, Any] = {}
+
+
+def kernel_scalar(value: float, like: Any) -> Any:
+    """``value`` as a 0-d tensor of ``like``'s dtype and device, made once per value, dtype and
+    device (no host-to-device copy per call): the form in which a :class:`FusedElementwise`
+    expression takes a float it uses as a bound or a ``where`` branch. Rounded to the dtype, as
+    eager arithmetic rounds a Python scalar."""
+    import torch
+
+    key = (float(value), like.dtype, like.device)
+    scalar = _KERNEL_SCALARS.get(key)
+    if scalar is None:
+        scalar = _KERNEL_SCALARS[key] = torch.tensor(float(value), dtype=like.dtype,
+                                                     device=like.device)
+    return scalar
+
+
 class FusedElementwise:
     """``fn(*tensors, *args)``, an elementwise expression over same-shape tensors (a reduction of
     them to a scalar included), compiled on first use into one kernel where :meth:`applies`, run

@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from bench_core.interfaces import Activation, NativeActivation, RunContext
+from bench_core.kit.compiled import FusedElementwise, kernel_scalar
 
 # ---------------------------------------------------------------------------------------------
 # Parameter models
@@ -182,11 +183,27 @@ class RectMaskBackward(torch.autograd.Function):
         return dx, None, None, None
 
 
+def _triangular_product(x: Tensor, grad: Tensor, w: Tensor, ratio: Tensor | None) -> Tensor:
+    """``((w - min(|x|, w)) * (h / w)) * dL/dy`` (``ratio = h / w``, None when 1), the eager
+    passes of :class:`TriangularBackward` in their order (``w`` and ``ratio`` 0-d tensors)."""
+    g = torch.minimum(x.abs(), w).neg().add(w)
+    if ratio is not None:
+        g = g.mul(ratio)
+    return g.mul(grad)
+
+
+TRIANGULAR_PRODUCT = FusedElementwise(_triangular_product)
+"""The triangular backward as one compiled pass over ``x`` and ``dL/dy`` (large float32/float64
+tensors, plain eager backward: :class:`bench_core.kit.compiled.FusedElementwise`), where eager
+makes five; bitwise the eager passes' result."""
+
+
 class TriangularBackward(torch.autograd.Function):
     """``f`` forward, ``dL/dx = dL/dy * max(0, 1 - |x| / width)`` backward (Fig. 6d).
 
     Saves ``x``. Computed as ``(w - min(|x|, w)) / w`` in place on one temporary, so that
-    ``g`` is exactly 1 at ``x = 0`` and exactly (+)0 for ``|x| >= w``."""
+    ``g`` is exactly 1 at ``x = 0`` and exactly (+)0 for ``|x| >= w`` (one compiled pass,
+    :data:`TRIANGULAR_PRODUCT`, where it applies)."""
 
     generate_vmap_rule = True
 
@@ -204,6 +221,9 @@ class TriangularBackward(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         (x,) = ctx.saved_tensors
         w, h = ctx.width, ctx.height
+        if TRIANGULAR_PRODUCT.applies(x, grad):
+            ratio = None if w == h else kernel_scalar(h / w, x)
+            return TRIANGULAR_PRODUCT((x, grad), kernel_scalar(w, x), ratio), None, None, None
         g = x.abs().clamp_max_(w).neg_().add_(w)
         if w != h:
             g = g.mul_(h / w)
