@@ -208,6 +208,18 @@ def test_triangular_fused_kernel_is_bitwise_the_eager_passes(act, monkeypatch):
         assert torch.equal(got.nan_to_num(5.0).signbit(), want.nan_to_num(5.0).signbit())
 
 
+def test_jamming_draw_called_straight_is_the_operator_draw():
+    """In a plain eager backward the draw skips the custom operator's dispatch; it is the same
+    draw from the same stream."""
+    from untied_plugins.troiano.jamming import JammingStream, draw_uniform, uniform_like
+
+    like = torch.empty(1000)
+    straight = JammingStream(make_ctx(4))
+    through = JammingStream(make_ctx(4))
+    for _ in range(2):
+        assert torch.equal(draw_uniform(like, straight.key), uniform_like(like, through.key))
+
+
 FUSED_JAMMING_KERNELS = ("JAM_PRODUCT", "WINDOW_JAM_PRODUCT", "COUNT_IN_WINDOW")
 
 
