@@ -111,12 +111,18 @@ class Activation:
     ``derivative``: ``f'(x)`` as a tensor function (used by surrogates that normalise by the
     tied derivative and by the direction diagnostic).
     ``saves``: what ``native`` keeps for backward: ``"input"``, ``"output"`` or ``"nothing"``.
+    ``derivative_of_output`` (optional): ``f'(x)`` computed from the output ``y = native(x)``,
+    for an ``f`` whose derivative is a function of its output (``tanh``: ``1 - y^2``); it must
+    give exactly ``derivative(x)`` (the same operations on the same values), so that a
+    surrogate that needs ``f'`` beside ``f`` (a mean of ``f'`` to scale by) may use it instead
+    of evaluating ``f`` a second time. None: use ``derivative``.
     """
 
     name: str
     native: Callable[[Tensor], Tensor]
     derivative: Callable[[Tensor], Tensor]
     saves: Literal["input", "output", "nothing"] = "input"
+    derivative_of_output: Callable[[Tensor], Tensor] | None = None
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.native(x)

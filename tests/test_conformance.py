@@ -67,6 +67,14 @@ def register_update_rules(register):
 def register_surrogates(register):
     register("fake_tied", lambda p, *, activation, ctx: Halved(activation),
              description="the tied backward")
+
+@hookimpl
+def register_activations(register):
+    from bench_core.interfaces import Activation
+    d_tanh = lambda x: 1 - torch.tanh(x) ** 2
+    register("fake_tanh", lambda p: Activation("fake_tanh", torch.tanh, d_tanh, "output",
+                                               lambda y: 1 - y ** 2),
+             description="tanh, its derivative also from its output")
 """
 
 LIES = HEADER + """
@@ -134,6 +142,14 @@ def register_surrogates(register):
              description="a backward that is zero everywhere")
 
 @hookimpl
+def register_activations(register):
+    from bench_core.interfaces import Activation
+    d_tanh = lambda x: 1 - torch.tanh(x) ** 2
+    register("off_tanh", lambda p: Activation("off_tanh", torch.tanh, d_tanh, "output",
+                                              lambda y: 1 - y),
+             description="a derivative of the output that is not the derivative")
+
+@hookimpl
 def register_models(register):
     register("no_blocks", lambda p, *, data, activation, ctx: NoBlocks(
         nn.Flatten(), nn.Linear(64, data.num_outputs)), description="empty blocks()")
@@ -154,6 +170,8 @@ def test_kit_accepts_a_plugin_that_keeps_the_contracts(installed):
     assert seen[("trainer fake_grouped", "grouped runs")] == (
         "pass", "fit_group on 3 runs equals fit on each")
     assert seen[("surrogate fake_tied", "elementwise")][0] == "pass"
+    assert seen[("activation fake_tanh", "builds")] == (
+        "pass", "an Activation with native, derivative and derivative_of_output")
     assert {check for _, check in seen} >= {"parameters", "builds", "runs", "deterministic",
                                             "records"}
     assert_plugin_conforms("untied-fake-good")  # the pytest helper passes too
@@ -174,6 +192,8 @@ def test_kit_rejects_false_capabilities_and_bad_factories(installed):
     assert seen[("model no_blocks", "layered model")] == ("fail", "blocks() returned no block")
     status, message = seen[("model returns_function", "builds")]
     assert status == "fail" and "not an nn.Module" in message
+    status, message = seen[("activation off_tanh", "builds")]
+    assert status == "fail" and "derivative_of_output(native(x)) is not derivative(x)" in message
     status, message = seen[("surrogate silently_zero", "builds")]
     assert status == "fail" and "its backward is zero at every one of 25 inputs" in message
     with pytest.raises(pytest.fail.Exception, match="key_only"):

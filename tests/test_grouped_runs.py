@@ -98,12 +98,16 @@ def test_a_stacked_run_replays_stacked_and_a_lone_run_alone(host, tmp_path):
     run_plan(plan_of(host, spec, tmp_path / "b"), tmp_path / "b", host=host, progress=False,
              group=False)
     grouped, single = records(tmp_path / "a"), records(tmp_path / "b")
-    ids = grouped.filter(pl.col("stack_size") == 3)["run_id"].to_list()[:2]
+    stacked = sorted(grouped.filter(pl.col("stack_size") == 3)["run_id"].to_list())
     lone = grouped.filter(pl.col("stack_size") == 1)["run_id"].to_list()[:1]
-    assert len(ids) == 2 and len(lone) == 1
     by_id = {r["run_id"]: r["m_test_mse"] for r in grouped.iter_rows(named=True)}
     alone = {r["run_id"]: r["m_test_mse"] for r in single.iter_rows(named=True)}
-    assert any(by_id[i] != alone[i] for i in ids)     # the two paths round differently
+    # the two paths round differently: for some runs the last bits survive to the metric (a
+    # run whose steps are far below its weights' rounding, or that converged, may not show it;
+    # which ones do depends on the machine's matmul), and two runs, one of them such, are kept
+    differ = [i for i in stacked if by_id[i] != alone[i]]
+    assert differ and len(stacked) >= 2 and len(lone) == 1
+    ids = [differ[0], next(i for i in stacked if i != differ[0])]
     fresh = replay(host, plan, grouped, ids + lone)
     assert fresh["m_test_mse"].to_list() == [by_id[i] for i in ids + lone]
     assert fresh["stack_size"].to_list() == [2, 2, 1]

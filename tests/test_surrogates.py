@@ -208,6 +208,20 @@ def test_triangular_fused_kernel_is_bitwise_the_eager_passes(act, monkeypatch):
         assert torch.equal(got.nan_to_num(5.0).signbit(), want.nan_to_num(5.0).signbit())
 
 
+@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
+def test_derivative_of_output_is_the_derivative_to_the_bit(act):
+    """Jamming's ``k`` takes ``f'`` from the site's output where the activation gives it: the
+    same values as ``derivative(x)``, so no recorded run changes."""
+    a = activation(act)
+    if a.derivative_of_output is None:
+        pytest.skip(f"{act} gives f' of its input only")
+    x = torch.randn(100_000, generator=torch.Generator().manual_seed(9)) * 6
+    x[:6] = torch.tensor([0.0, -0.0, 30.0, -30.0, 1e-30, -1e-30])
+    assert torch.equal(a.derivative_of_output(a.native(x)), a.derivative(x))
+    site_k = site({"name": "positive_jamming"}, act).jamming_scale
+    assert torch.equal(site_k(x, a.native(x)), site_k(x))
+
+
 def test_jamming_draw_called_straight_is_the_operator_draw():
     """In a plain eager backward the draw skips the custom operator's dispatch; it is the same
     draw from the same stream."""

@@ -44,7 +44,15 @@ def built(host: PluginHost, comp: Component, spec: dict[str, Any]) -> str:
                 y = fn(x)
                 if y.shape != x.shape or not torch.isfinite(y).all():
                     raise Nonconforming(f"{what}(x) is not a finite tensor of x's shape")
-            return "an Activation with native and derivative"
+            if act.derivative_of_output is None:
+                return "an Activation with native and derivative"
+            with torch.no_grad():
+                of_output = act.derivative_of_output(act.native(x))
+            if not torch.equal(of_output, act.derivative(x)):
+                raise Nonconforming("derivative_of_output(native(x)) is not derivative(x) "
+                                    "exactly: it must be the same values (module docstring of "
+                                    "bench_core.interfaces.Activation)")
+            return "an Activation with native, derivative and derivative_of_output"
         module = comp.factory(params, activation=act, ctx=ctx)
         if not isinstance(module, nn.Module):
             raise Nonconforming(f"the factory returned {type(module).__name__}, not an nn.Module")

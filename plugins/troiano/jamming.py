@@ -54,7 +54,7 @@ from __future__ import annotations
 import itertools
 import math
 import weakref
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -76,6 +76,9 @@ Normalize = Literal["batch", "none"]
 WindowOn = Literal["input", "gradient"]
 """What the PJ/RJ window tests: the pre-activation ``x`` or the feedback gradient ``dL/dy``."""
 _NORMALIZE = "k = 2 mean(f'(x)) / share in window ('batch') or 1 ('none')"
+ScaleOf = Callable[[Tensor, Tensor], Tensor]
+"""``k`` (or its numerator) from the input ``x`` and the output ``y = f(x)`` of a site, computed
+in the Function's ``setup_context``, after ``f``: :meth:`JammingSurrogate.jamming_scale`."""
 
 
 class FullJammingParams(BaseModel):
@@ -260,12 +263,13 @@ class FullJammingBackward(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x: Tensor, native: Native, scale: Tensor | None, stream: int) -> Tensor:
+    def forward(x: Tensor, native: Native, scale_of: ScaleOf | None, stream: int) -> Tensor:
         return apply_forward(native, x)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
-        _, _, scale, ctx.stream = inputs
+        x, _, scale_of, ctx.stream = inputs
+        scale = None if scale_of is None else scale_of(x, output)
         ctx.has_scale = scale is not None
         if ctx.has_scale:
             ctx.save_for_backward(scale)
@@ -286,13 +290,14 @@ class WindowJammingBackward(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x: Tensor, native: Native, scale: Tensor | None, stream: int, lo: float,
+    def forward(x: Tensor, native: Native, scale_of: ScaleOf | None, stream: int, lo: float,
                 hi: float) -> Tensor:
         return apply_forward(native, x)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
-        x, _, scale, ctx.stream, ctx.lo, ctx.hi = inputs
+        x, _, scale_of, ctx.stream, ctx.lo, ctx.hi = inputs
+        scale = None if scale_of is None else scale_of(x, output)
         ctx.has_scale = scale is not None
         ctx.save_for_backward(x, *([scale] if ctx.has_scale else []))
 
@@ -320,13 +325,14 @@ class WindowJammingMaskBackward(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x: Tensor, native: Native, scale: Tensor | None, stream: int,
+    def forward(x: Tensor, native: Native, scale_of: ScaleOf | None, stream: int,
                 window: float | None) -> tuple[Tensor, Tensor]:
         return apply_forward(native, x), closed_window_mask(x, window)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
-        _, _, scale, ctx.stream, _ = inputs
+        x, _, scale_of, ctx.stream, _ = inputs
+        scale = None if scale_of is None else scale_of(x, output[0])
         ctx.mark_non_differentiable(output[1])
         ctx.set_materialize_grads(False)
         ctx.has_scale = scale is not None
@@ -350,13 +356,14 @@ class GradientWindowJammingBackward(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x: Tensor, native: Native, numerator: Tensor | None, stream: int, lo: float,
-                hi: float) -> Tensor:
+    def forward(x: Tensor, native: Native, numerator_of: ScaleOf | None, stream: int,
+                lo: float, hi: float) -> Tensor:
         return apply_forward(native, x)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
-        _, _, numerator, ctx.stream, ctx.lo, ctx.hi = inputs
+        x, _, numerator_of, ctx.stream, ctx.lo, ctx.hi = inputs
+        numerator = None if numerator_of is None else numerator_of(x, output)
         ctx.has_scale = numerator is not None
         if ctx.has_scale:
             ctx.save_for_backward(numerator)
@@ -431,31 +438,38 @@ class JammingSurrogate(SurrogateActivation):
         memory = "" if self.window == "all" else f", low_memory={self.low_memory}"
         return f"{window}normalize={self.normalize}{where}{memory}"
 
-    def jamming_scale(self, x: Tensor) -> Tensor | None:
+    def jamming_scale(self, x: Tensor, y: Tensor | None = None) -> Tensor | None:
         """``k`` over the current tensor: ``2 mean(f'(x)) / share(x in window)`` for a window
         on ``x`` (1 for full jamming), the numerator ``2 mean(f'(x))`` alone for a window on
         the gradient (whose share is known in backward only); None for ``normalize="none"``
-        (``k = 1``)."""
+        (``k = 1``). With the output ``y = f(x)``, ``f'`` comes from it where the activation
+        gives ``derivative_of_output`` (the same values, without evaluating ``f`` again)."""
         if self.normalize == "none":
             return None
         x = x.detach()
-        k = self.activation.derivative(x).mean().mul(2)
+        of_output = self.activation.derivative_of_output
+        if y is not None and of_output is not None:
+            derivative = of_output(y.detach())
+        else:
+            derivative = self.activation.derivative(x)
+        k = derivative.mean().mul(2)
         if self.window == "all" or self.window_on == "gradient":
             return k
         return k / window_share_of(x, self.mask_window)
 
     def forward(self, x: Tensor) -> Tensor:
-        native, scale, key = self.activation.native, self.jamming_scale(x), self.stream.key
+        native, key = self.activation.native, self.stream.key
+        scale_of = None if self.normalize == "none" else self.jamming_scale
         if self.window == "all":
-            return FullJammingBackward.apply(x, native, scale, key)
+            return FullJammingBackward.apply(x, native, scale_of, key)
         if self.window_on == "gradient":
             lo, hi = self.bounds[x.dtype]
-            return GradientWindowJammingBackward.apply(x, native, scale, key, lo, hi)
+            return GradientWindowJammingBackward.apply(x, native, scale_of, key, lo, hi)
         if self.low_memory:
-            y, _mask = WindowJammingMaskBackward.apply(x, native, scale, key, self.mask_window)
+            y, _mask = WindowJammingMaskBackward.apply(x, native, scale_of, key, self.mask_window)
             return y
         lo, hi = self.bounds[x.dtype]
-        return WindowJammingBackward.apply(x, native, scale, key, lo, hi)
+        return WindowJammingBackward.apply(x, native, scale_of, key, lo, hi)
 
 
 def full_jamming(params: FullJammingParams, *, activation: Activation,
