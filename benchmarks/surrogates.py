@@ -165,7 +165,7 @@ def activation_table(host, device: torch.device, shape: tuple[int, int], repeats
     x = torch.randn(shape, generator=gen, device=device).mul_(2).requires_grad_()
     grad_out = torch.randn(shape, generator=gen, device=device)
     rows = []
-    worst_time, worst_bytes, worst_low, worst_paired = 0.0, 0.0, [0.0], [0.0]
+    worst_time, worst_bytes, worst_low, worst_paired = 0.0, 0.0, [0.0], 0.0
     numel = x.numel()
     for act_name in sorted(host.family("activations")):
         act_comp, act_params = resolve_component(host, "activation", {"name": act_name})
@@ -188,12 +188,13 @@ def activation_table(host, device: torch.device, shape: tuple[int, int], repeats
             if variant.jamming:
                 ratio_draw = med["surrogate"] / med["native+draw"]
                 ratio_k1 = med["surrogate k=1"] / med["native+draw"]
-            paired = paired_ratio(times, "surrogate", "native+draw" if variant.jamming else "native")
+            base = "native+draw" if variant.jamming else "native"
+            paired = paired_ratio(times, "surrogate", base)
             bytes_per = saved_bytes(site, x) / numel
             counted = not (act_name == "identity" and not variant.jamming)
             if counted and not variant.table.get("low_memory"):
                 worst_time = max(worst_time, ratio_draw if variant.jamming else ratio)
-                worst_paired[0] = max(worst_paired[0], paired)
+                worst_paired = max(worst_paired, paired)
             if counted and variant.table.get("low_memory"):
                 worst_low[0] = max(worst_low[0], ratio_draw if variant.jamming else ratio)
             worst_bytes = max(worst_bytes, bytes_per)
@@ -202,7 +203,7 @@ def activation_table(host, device: torch.device, shape: tuple[int, int], repeats
                          "time_ratio": ratio, "time_ratio_vs_draw": ratio_draw,
                          "time_ratio_k1_vs_draw": ratio_k1, "paired_ratio": paired,
                          "bytes_per_element": bytes_per, "native_bytes_per_element": native_bytes})
-    return rows, worst_time, worst_bytes, worst_low[0], worst_paired[0]
+    return rows, worst_time, worst_bytes, worst_low[0], worst_paired
 
 
 class InlineLeNet5(nn.Module):
@@ -300,8 +301,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
           f"activation tensor {shape[0]}x{shape[1]} float32, {repeats} interleaved repeats "
           f"(medians)")
-    rows, worst_time, worst_bytes, worst_low, worst_paired = activation_table(host, device, shape, repeats, 2,
-                                                                sync)
+    rows, worst_time, worst_bytes, worst_low, worst_paired = activation_table(
+        host, device, shape, repeats, 2, sync)
 
     def fmt(value: float | None, digits: int = 2) -> str:
         return "" if value is None else f"{value:.{digits}f}"
@@ -317,8 +318,8 @@ def main(argv: list[str] | None = None) -> None:
                  "saved B/el"]))
     print(f"worst low-memory time ratio: {worst_low:.2f}")
     # a LeNet5 step is short and the differences are a few per cent: three times the repeats
-    lenet_rows, lenet_worst, lenet_paired = lenet5_table(host, device, 64 if args.quick else 256,
-                                           3 * repeats, 3, sync)
+    lenet_rows, lenet_worst, lenet_paired = lenet5_table(
+        host, device, 64 if args.quick else 256, 3 * repeats, 3, sync)
     print("\nLeNet5 training step (relu forward, SGD, batch "
           f"{64 if args.quick else 256}):")
     print(tabulate([[r["surrogate"], fmt(r["tied_ms"]), fmt(r["surrogate_ms"]),
